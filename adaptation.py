@@ -1,0 +1,225 @@
+"""Adapt SAM to a target domain with WeSAM: weakly supervised self-training with an anchor and an
+instance contrastive loss, LoRA on the image encoder.
+
+    python adaptation.py [--config FILE] [key=value ...]
+    python adaptation.py --resume OUT_DIR/checkpoints/last.ckpt [key=value ...]
+
+Writes to out_dir: config.json, metrics.csv, summary.json, tensorboard/ and checkpoints/
+(last.ckpt to resume, best-lora.safetensors and last-lora.safetensors adapters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning_fabric import Fabric
+from lightning_fabric.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets import StepSampler, build_dataset, collate
+from losses.wesam_loss import wesam_loss
+from models import CheckpointError, build_wesam
+from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
+from utils.checkpoint import load_state, save_adapter, save_state, write_json
+from utils.config import ConfigError, load_config
+from utils.evaluate import evaluate
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json "
+                                         "(default: configs/config.py)")
+    parser.add_argument("--resume", help="continue the run of this last.ckpt (its config, then key=value overrides)")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. prompt=point opt.learning_rate=5e-5")
+    return parser.parse_args(argv)
+
+
+def learning_rate_factor(step: int, warmup_steps: int, decay_steps: Sequence[int], decay_factor: float) -> float:
+    """Linear warm-up over warmup_steps, then x decay_factor at each step of decay_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return decay_factor ** sum(step >= s for s in decay_steps)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_objects(fabric: Fabric, obj: Any) -> list[Any]:
+    """The object of every rank, in rank order."""
+    if fabric.world_size == 1:
+        return [obj]
+    gathered = [None] * fabric.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def all_ranks_true(fabric: Fabric, flag: bool) -> bool:
+    if fabric.world_size == 1:
+        return flag
+    return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="min") > 0)
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["step", "miou", "f1"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    state = None
+    if args.resume:
+        state = load_state(args.resume)
+        cfg = load_config(overrides=args.overrides, user_config=state["config"], source=f"checkpoint '{args.resume}'")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if state is None and (ckpt_dir / "last.ckpt").exists():
+        raise ConfigError(f"'{out_dir}' already holds a run. Continue it with --resume {ckpt_dir / 'last.ckpt'} "
+                          "or choose another out_dir=...")
+
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision,
+                    loggers=TensorBoardLogger(out_dir, name="tensorboard", version=""))
+    fabric.launch()
+    is_main = fabric.global_rank == 0
+
+    fabric.seed_everything(cfg.seed, verbose=False)  # same LoRA initialisation on every rank
+    model = build_wesam(cfg)
+    image_size = model.image_size
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
+        step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor))
+    model, optimizer = fabric.setup(model, optimizer)
+
+    train_set = build_dataset(cfg, "train")
+    eval_set = build_dataset(cfg, cfg.dataset.eval_split)
+    adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
+    metadata = {"model_type": cfg.model.type, "lora_rank": cfg.lora.rank, "dataset": cfg.dataset.name, "prompt": cfg.prompt}
+
+    def evaluate_now(adapter: str | None, step: int) -> dict[str, Any]:
+        metrics = evaluate(fabric, model, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
+                           description=f"eval step {step}")
+        return {"step": step, **metrics}
+
+    if state is None:
+        step, history = 0, []
+        if is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(out_dir / "config.json", cfg.to_dict())
+        fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
+                     f"({len(eval_set)} images, prompt {cfg.prompt})")
+        direct = evaluate_now(None, 0)
+        best = dict(direct)
+        fabric.seed_everything(cfg.seed + fabric.global_rank, verbose=False)
+    else:
+        for name in adapters:
+            load_adapter_state_dict(model.sam, state["lora"][name], name)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history, direct, best = state["step"], state["history"], state["direct"], state["best"]
+        set_rng_state(state["rng"][min(fabric.global_rank, len(state["rng"]) - 1)])
+        fabric.print(f"Resumed from {args.resume} at step {step}")
+
+    def record(metrics: dict[str, Any]) -> None:
+        """Log an evaluation, update best/last adapters, the resumable checkpoint and the run files."""
+        nonlocal best
+        if fabric.world_size > 1:
+            checksum = sum(float(p.double().sum()) for p in trainable)
+            if len(set(gather_objects(fabric, round(checksum, 6)))) != 1:
+                raise RuntimeError("LoRA weights differ between ranks: gradients were not synchronised.")
+        history.append(metrics)
+        is_best = metrics["miou"] > best["miou"]
+        if is_best:
+            best = dict(metrics)
+        fabric.log_dict({"eval/miou": metrics["miou"], "eval/f1": metrics["f1"]}, step=metrics["step"])
+        rng = gather_objects(fabric, rng_state())
+        if is_main:
+            weights = adapter_state_dict(model.sam, STUDENT)
+            step_metadata = {**metadata, "step": metrics["step"], "miou": metrics["miou"]}
+            save_adapter(ckpt_dir / "last-lora.safetensors", weights, step_metadata)
+            if is_best or not (ckpt_dir / "best-lora.safetensors").exists():
+                save_adapter(ckpt_dir / "best-lora.safetensors", weights, step_metadata)
+            save_state(ckpt_dir / "last.ckpt", {
+                "config": cfg.to_dict(), "step": metrics["step"], "history": history, "direct": direct, "best": best,
+                "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+            })
+            write_metrics_csv(out_dir / "metrics.csv", history)
+            write_json(out_dir / "summary.json", {"dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split,
+                                                  "prompt": cfg.prompt, "direct": direct, "best": best, "last": metrics})
+        fabric.barrier()
+        fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
+                     f"(Direct {direct['miou']:.4f}, best {best['miou']:.4f} at step {best['step']})")
+
+    if state is None:
+        record(direct)
+
+    sampler = StepSampler(len(train_set), cfg.batch_size, fabric.world_size, fabric.global_rank, cfg.seed, step)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.num_workers)
+    batches = iter(loader)
+    model.train()
+    progress = tqdm(total=cfg.num_steps, initial=step, desc="adapt", disable=not is_main, dynamic_ncols=True)
+    while step < cfg.num_steps:
+        batch = fabric.to_device(next(batches))
+        outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"])
+        loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size)
+        if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
+            raise FloatingPointError(f"The loss is not finite at step {step + 1} ({ {k: float(v) for k, v in terms.items()} }). "
+                                     f"The last good state is {ckpt_dir / 'last.ckpt'}; lower opt.learning_rate "
+                                     "or use precision=32-true, then --resume.")
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        model.update_teacher(cfg.teacher.ema_rate)
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v.item():.3f}" for k, v in terms.items()})
+        if step % cfg.log_interval == 0:
+            fabric.log_dict({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+                             **{f"train/{k}": v.item() for k, v in terms.items()}}, step=step)
+        if step % cfg.eval_interval == 0 or step == cfg.num_steps:
+            record(evaluate_now(STUDENT, step))
+            model.train()
+    progress.close()
+
+    last = history[-1]
+    fabric.print(f"Done. {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "
+                 f"Direct mIoU {direct['miou']:.4f} -> WeSAM (last, step {last['step']}) {last['miou']:.4f} "
+                 f"({100 * (last['miou'] - direct['miou']):+.2f} points); best {best['miou']:.4f} at step {best['step']}. "
+                 f"Files in {out_dir}")
+    return {"direct": direct, "best": best, "last": last}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, CheckpointError, FileNotFoundError) as error:
+        sys.exit(f"Error: {error}")

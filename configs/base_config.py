@@ -1,0 +1,86 @@
+"""Every option of wesam with its default. Do not edit: override in configs/config.py,
+in a file given with --config, or on the command line as dotted key=value pairs.
+
+Values marked (paper) are those of the WeSAM paper / authors' code (see README, "Differences").
+"""
+
+base_config = {
+    "seed": 1337,  # base random seed; rank r of a multi-device run uses seed + r (paper)
+    "out_dir": "runs/default",  # where the config, metrics, logs and checkpoints of a run go
+    "accelerator": "auto",  # "cpu", "cuda" or "auto" (CUDA when available)
+    "devices": 1,  # number of devices (processes); 2 on a CPU runs DDP over gloo
+    "strategy": "auto",  # Fabric strategy: "auto", "ddp", "ddp_spawn"
+    "precision": "32-true",  # "32-true", "bf16-mixed" or "16-mixed" (16-mixed needs CUDA)
+    "num_workers": 0,  # data-loading worker processes per device
+    "batch_size": 1,  # training images per device and step (paper: 1)
+    "val_batch_size": 1,  # evaluation images per device and step
+    "num_steps": 100,  # optimizer steps of the adaptation run
+    "eval_interval": 50,  # evaluate on the eval split every this many steps (and at the end)
+    "log_interval": 10,  # write losses to TensorBoard every this many steps
+    "max_nums": 40,  # at most this many instances per training image, subsampled at random (paper)
+    "prompt": "box",  # weak label used as prompt: "box", "point" or "coarse"
+    "num_points": 5,  # positive and negative points per instance for prompt=point (paper: 5 + 5)
+    "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
+    "dataset": {
+        "name": "synthetic",  # dataset loader to use (see README for the list)
+        "root": "",  # folder of the dataset on disk (unused by "synthetic")
+        "synthetic": {
+            "shift": "low_contrast",  # target-domain shift of the generated scenes: "none", "low_contrast", "noise"
+            "image_size": 256,  # side of the generated square images in pixels
+            "num_train": 64,  # training images (only their weak labels are used)
+            "num_val": 16,  # validation images
+            "num_test": 32,  # test images (the eval split)
+            "max_objects": 5,  # at most this many objects per image
+        },
+        "eval_split": "test",  # split evaluated by adaptation.py and validate.py: "val" or "test"
+    },
+    "model": {
+        "type": "vit_tiny",  # SAM configuration: "vit_b", "vit_l", "vit_h" or a small one ("vit_tiny")
+        "checkpoint": "",  # SAM weights (.pth or .safetensors); empty means random weights
+        "pixel_normalize": True,  # SAM's pixel mean/std normalisation; False feeds RGB/255 as the authors' code
+        "pad": "bottom_right",  # padding to a square: "bottom_right" (SAM) or "center" (authors' code)
+    },
+    "lora": {
+        "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
+    },
+    "teacher": {
+        "mode": "shared",  # "shared": the student on the weak view (paper); "ema": separate EMA LoRA weights
+        "ema_rate": 0.999,  # teacher = rate * teacher + (1 - rate) * student after each step (mode ema)
+    },
+    "opt": {
+        "learning_rate": 1e-4,  # Adam learning rate (paper)
+        "weight_decay": 1e-4,  # Adam weight decay (paper)
+        "warmup_steps": 250,  # linear learning-rate warm-up (paper)
+        "decay_steps": [60000, 86666],  # multiply the learning rate by decay_factor at each of these steps (paper)
+        "decay_factor": 0.1,  # learning-rate factor applied at each decay step (paper)
+    },
+    "loss": {
+        "focal": 20.0,  # weight of the focal loss to the teacher's hard mask (paper)
+        "dice": 1.0,  # weight of the dice loss to the teacher's hard mask (paper)
+        "iou": 1.0,  # weight of the IoU-head MSE (paper)
+        "anchor": 1.0,  # weight of the anchor loss (paper)
+        "contrastive": 1.0,  # weight of the instance contrastive loss (paper)
+        "focal_alpha": 0.8,  # focal loss scale alpha
+        "focal_gamma": 2.0,  # focal loss exponent gamma
+        "dice_smooth": 1.0,  # dice loss smoothing constant
+        "temperature": 0.3,  # contrastive temperature (paper)
+    },
+    "augment": {
+        "flip": True,  # weak view: random horizontal and vertical flips of image, masks and prompts
+        "strong": True,  # strong view: posterize, equalize, sharpen, solarize, brightness/contrast, shadow
+    },
+}
+
+# Keys whose value must be one of a fixed set. Names that depend on registries (model.type,
+# dataset.name) are checked against those registries in utils/config.py.
+CHOICES = {
+    "accelerator": ["auto", "cpu", "cuda"],
+    "strategy": ["auto", "ddp", "ddp_spawn"],
+    "precision": ["32-true", "bf16-mixed", "16-mixed"],
+    "prompt": ["box", "point", "coarse"],
+    "coarse_as": ["box", "mask"],
+    "dataset.synthetic.shift": ["none", "low_contrast", "noise"],
+    "dataset.eval_split": ["val", "test"],
+    "model.pad": ["bottom_right", "center"],
+    "teacher.mode": ["shared", "ema"],
+}

@@ -1,0 +1,37 @@
+"""Datasets. Each yields the sample structure documented in datasets/instances.py, so the engine
+never needs to know which dataset it reads."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from datasets.instances import InstanceDataset, StepSampler, collate
+from datasets.synthetic import SyntheticDataset
+
+
+def _synthetic(cfg, split: str, **common) -> InstanceDataset:
+    synthetic = cfg.dataset.synthetic
+    sizes = {"train": synthetic.num_train, "val": synthetic.num_val, "test": synthetic.num_test}
+    return SyntheticDataset(split, sizes[split], scene_size=synthetic.image_size, max_objects=synthetic.max_objects,
+                            shift=synthetic.shift, **common)
+
+
+# name -> builder(cfg, split, **common sample options) for split in "train", "val", "test"
+DATASETS: dict[str, Callable[..., InstanceDataset]] = {
+    "synthetic": _synthetic,
+}
+
+
+def build_dataset(cfg, split: str) -> InstanceDataset:
+    """The `split` ("train", "val" or "test") of the configured dataset; train gets augmentation."""
+    from models.registry import sam_image_size
+
+    train = split == "train"
+    return DATASETS[cfg.dataset.name](
+        cfg, split, image_size=sam_image_size(cfg.model.type), prompt=cfg.prompt, train=train, seed=cfg.seed,
+        num_points=cfg.num_points, coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
+        flip=cfg.augment.flip, strong=cfg.augment.strong,
+    )
+
+
+__all__ = ["DATASETS", "InstanceDataset", "StepSampler", "build_dataset", "collate"]

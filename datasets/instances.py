@@ -1,0 +1,142 @@
+"""The one sample structure every dataset yields, the base dataset that builds it, batching, and
+the step-indexed sampler that makes training resumable.
+
+A sample (one image, N instances, input size S, K points):
+    image         3 x S x S uint8    weak view, zero padded
+    image_strong  3 x S x S uint8    strong view of the same geometry (training only)
+    valid         4 int64            top, left, height, width of the image inside the padding
+    masks         N x S x S bool     ground-truth instance masks (for metrics; never a training target)
+    prompts       dict               see models/wesam.py (boxes N x 4, points N x K x 2, ...)
+    index         int                position in the dataset
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from datasets.prompts import boxes_from_masks, make_prompts
+from datasets.transforms import Augment, pad_offsets, pad_to_square, resize_longest_side
+
+
+def sample_seed(*keys: int) -> int:
+    """A 32-bit seed determined by integer keys (base seed, epoch, position...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+class InstanceDataset(Dataset):
+    """Base class: subclasses set `self.records` and implement `load`.
+
+    Items are an index (evaluation: prompts drawn from a seed fixed per index) or an
+    (index, seed) pair (training: flips, strong view, instance subsampling and points all follow
+    `seed`, so a run replays exactly after a resume).
+    """
+
+    records: list[Any]
+
+    def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
+                 coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
+                 strong: bool = True) -> None:
+        self.image_size = image_size
+        self.prompt = prompt
+        self.train = train
+        self.seed = seed
+        self.num_points = num_points
+        self.coarse_as = coarse_as
+        self.max_nums = max_nums if train else 0
+        self.pad = pad
+        self.augment = Augment(flip=flip and train, strong=strong and train)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Image H x W x 3 uint8 RGB, masks N x H x W bool, boxes N x 4 XYXY (None: from masks)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = item if isinstance(item, tuple) else (item, sample_seed(self.seed, item))
+        rng = np.random.default_rng(seed)
+        image, masks, boxes = self.load(index)
+        if boxes is None:
+            boxes = boxes_from_masks(masks)
+        if self.max_nums and len(masks) > self.max_nums:
+            keep = np.sort(rng.choice(len(masks), self.max_nums, replace=False))
+            masks, boxes = masks[keep], boxes[keep]
+        image, masks, boxes = resize_longest_side(image, masks, boxes.astype(np.float32), self.image_size)
+        image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
+        keep = masks.any(axis=(1, 2))  # instances too thin to survive the resize
+        masks, boxes = masks[keep], boxes[keep]
+        height, width = image.shape[:2]
+        top, left = pad_offsets(height, width, self.image_size, self.pad)
+        valid = (top, left, height, width)
+        boxes = boxes + np.array([left, top, left, top], np.float32)
+        masks = pad_to_square(masks, top, left, self.image_size, first_axis=1)
+        sample = {
+            "image": _to_chw(pad_to_square(image, top, left, self.image_size, first_axis=0)),
+            "valid": torch.tensor(valid, dtype=torch.int64),
+            "masks": torch.from_numpy(masks),
+            "prompts": make_prompts(self.prompt, masks, boxes, valid, rng, self.num_points, self.coarse_as,
+                                    mask_input_size=4 * (self.image_size // 16)),
+            "index": index,
+        }
+        if self.train:
+            strong = self.augment.strong_view(image, seed)
+            sample["image_strong"] = _to_chw(pad_to_square(strong, top, left, self.image_size, first_axis=0))
+        return sample
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images (B x 3 x S x S) and valid regions (B x 4); keep per-image lists of masks and prompts."""
+    batch = {
+        "images": torch.stack([s["image"] for s in samples]),
+        "valid": torch.stack([s["valid"] for s in samples]),
+        "masks": [s["masks"] for s in samples],
+        "prompts": [s["prompts"] for s in samples],
+        "index": [s["index"] for s in samples],
+    }
+    if "image_strong" in samples[0]:
+        batch["images_strong"] = torch.stack([s["image_strong"] for s in samples])
+    return batch
+
+
+class StepSampler(Sampler):
+    """Endless training items (index, seed) for one rank, determined by the global step.
+
+    Epoch e is a permutation drawn from (seed, e); step t of a world of W ranks with batch B takes
+    positions (t mod steps_per_epoch) * W * B + rank * B + [0, B). Starting at `start_step` gives
+    exactly the items a run that never stopped would have seen.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, world_size: int, rank: int, seed: int,
+                 start_step: int = 0) -> None:
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.world_size = world_size
+        self.rank = rank
+        self.seed = seed
+        self.start_step = start_step
+        self.steps_per_epoch = num_items // (batch_size * world_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"The training split has {num_items} images, fewer than devices x batch_size "
+                             f"= {world_size * batch_size}.")
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        step = self.start_step
+        while True:
+            epoch, position = divmod(step, self.steps_per_epoch)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+            first = (position * self.world_size + self.rank) * self.batch_size
+            for slot in range(first, first + self.batch_size):
+                yield int(order[slot]), sample_seed(self.seed, epoch, slot)
+            step += 1
+
+    def __len__(self) -> int:  # endless; DataLoader needs a length only for its progress hints
+        return 2 ** 62

@@ -1,0 +1,29 @@
+"""WeSAM's instance contrastive loss between two branches' image embeddings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def instance_prototypes(embedding: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Masked average pooling: embedding C x h x w (L2-normalised per pixel here) and mask logits
+    N x 1 x H x W (resized to h x w, sigmoid > 0.5, detached) -> N x C prototypes. An empty mask
+    gives a zero prototype."""
+    size = embedding.shape[-2:]
+    masks = (F.interpolate(logits.detach().float(), size, mode="bilinear", align_corners=False).sigmoid() > 0.5)
+    masks = masks.flatten(1).to(embedding.dtype)  # N x hw
+    features = F.normalize(embedding.flatten(1), dim=0)  # C x hw
+    return masks @ features.T / masks.sum(1, keepdim=True).clamp(min=1)
+
+
+def instance_contrastive_loss(embedding_a: torch.Tensor, embedding_b: torch.Tensor, logits_a: torch.Tensor,
+                              logits_b: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
+    """-log( sum_i exp(S_ii) / sum_ij exp(S_ij) ), S = cosine(prototypes_a, prototypes_b) / temperature.
+
+    One ratio over the whole N x N matrix, as the authors' code: identically 0 for N = 1.
+    """
+    proto_a = F.normalize(instance_prototypes(embedding_a, logits_a), dim=1)
+    proto_b = F.normalize(instance_prototypes(embedding_b, logits_b), dim=1)
+    similarity = proto_a @ proto_b.T / temperature
+    return torch.logsumexp(similarity.flatten(), 0) - torch.logsumexp(similarity.diagonal(), 0)

@@ -1,0 +1,127 @@
+"""LoRA on q and v of SAM's fused image-encoder `qkv` projections (as WeSAM: rank r, no scaling,
+no dropout, A kaiming-uniform, B zero), with named adapters that can be switched at run time.
+
+One frozen base network serves every role: adapter "student" (trainable), adapter "teacher"
+(EMA copy, mode ema) and no adapter at all (the anchor, i.e. the unadapted SAM).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+STUDENT = "student"
+TEACHER = "teacher"
+
+
+class LoRAPair(nn.Module):
+    """Low-rank updates of q and v: dq = up_q(down_q(x)), dv = up_v(down_v(x))."""
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.down_q = nn.Linear(dim, rank, bias=False)  # default init: kaiming_uniform(a=sqrt(5))
+        self.up_q = nn.Linear(rank, dim, bias=False)
+        self.down_v = nn.Linear(dim, rank, bias=False)
+        self.up_v = nn.Linear(rank, dim, bias=False)
+        nn.init.zeros_(self.up_q.weight)
+        nn.init.zeros_(self.up_v.weight)
+
+
+class LoRAQKV(nn.Module):
+    """Fused qkv Linear (dim -> 3 dim) with the active adapter's low-rank q and v updates.
+
+    Input ... x dim, output ... x 3 dim = [q + dq, k, v + dv]. `active` names the adapter used;
+    None gives the base projection exactly.
+    """
+
+    def __init__(self, qkv: nn.Linear, rank: int, adapters: tuple[str, ...]) -> None:
+        super().__init__()
+        self.qkv = qkv
+        self.dim = qkv.in_features
+        self.adapters = nn.ModuleDict({name: LoRAPair(self.dim, rank) for name in adapters})
+        self.active: str | None = adapters[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.qkv(x)
+        if self.active is None:
+            return out
+        lora = self.adapters[self.active]
+        dim = self.dim
+        return torch.cat(
+            [out[..., :dim] + lora.up_q(lora.down_q(x)), out[..., dim:2 * dim], out[..., 2 * dim:] + lora.up_v(lora.down_v(x))],
+            dim=-1,
+        )
+
+
+def add_lora(sam: nn.Module, rank: int, adapters: tuple[str, ...] = (STUDENT,)) -> list[LoRAQKV]:
+    """Freeze every parameter of `sam` and put LoRA on the qkv of every image-encoder block.
+
+    Adapters after the first are copies of the first and never receive gradients (EMA teachers).
+    """
+    for parameter in sam.parameters():
+        parameter.requires_grad_(False)
+    layers = []
+    for block in sam.image_encoder.blocks:
+        layer = LoRAQKV(block.attn.qkv, rank, adapters)
+        for name in adapters[1:]:
+            layer.adapters[name].load_state_dict(layer.adapters[adapters[0]].state_dict())
+            layer.adapters[name].requires_grad_(False)
+        block.attn.qkv = layer
+        layers.append(layer)
+    return layers
+
+
+def lora_layers(module: nn.Module) -> list[LoRAQKV]:
+    return [m for m in module.modules() if isinstance(m, LoRAQKV)]
+
+
+@contextmanager
+def use_adapter(module: nn.Module, name: str | None) -> Iterator[None]:
+    """Run `module` with adapter `name` (None: the unadapted base) and restore the previous one."""
+    layers = lora_layers(module)
+    previous = [layer.active for layer in layers]
+    for layer in layers:
+        layer.active = name
+    try:
+        yield
+    finally:
+        for layer, active in zip(layers, previous):
+            layer.active = active
+
+
+def adapter_state_dict(module: nn.Module, name: str = STUDENT) -> dict[str, torch.Tensor]:
+    """The weights of one adapter: {"blocks.{i}.{down_q|up_q|down_v|up_v}": tensor}."""
+    state = {}
+    for index, layer in enumerate(lora_layers(module)):
+        for key, value in layer.adapters[name].state_dict().items():
+            state[f"blocks.{index}.{key.removesuffix('.weight')}"] = value.detach().clone().contiguous()
+    return state
+
+
+def load_adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor], name: str = STUDENT) -> None:
+    """Load weights written by adapter_state_dict into adapter `name`; shapes must match."""
+    layers = lora_layers(module)
+    expected = {f"blocks.{i}.{p}" for i in range(len(layers)) for p in ("down_q", "up_q", "down_v", "up_v")}
+    if set(state) != expected:
+        raise ValueError(f"Adapter has keys for {len({k.split('.')[1] for k in state})} blocks; "
+                         f"the model has {len(layers)} LoRA blocks.")
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            for part in ("down_q", "up_q", "down_v", "up_v"):
+                target = getattr(layer.adapters[name], part).weight
+                source = state[f"blocks.{index}.{part}"]
+                if source.shape != target.shape:
+                    raise ValueError(f"Adapter weight blocks.{index}.{part} has shape {tuple(source.shape)}; "
+                                     f"the model expects {tuple(target.shape)} (different lora.rank or model.type?).")
+                target.copy_(source)
+
+
+@torch.no_grad()
+def ema_update(module: nn.Module, rate: float, source: str = STUDENT, target: str = TEACHER) -> None:
+    """target = rate * target + (1 - rate) * source, for every LoRA weight."""
+    for layer in lora_layers(module):
+        for src, dst in zip(layer.adapters[source].parameters(), layer.adapters[target].parameters()):
+            dst.lerp_(src, 1.0 - rate)

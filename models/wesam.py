@@ -1,0 +1,101 @@
+"""The WeSAM network: one SAM with LoRA whose forward runs the anchor, the teacher and the student,
+so that DDP sees a single forward and synchronises the LoRA gradients.
+
+Prompts of one image are a dict of tensors (N instances, K points):
+    boxes        N x 4        XYXY in the padded input frame
+    points       N x K x 2    XY in the padded input frame, with
+    point_labels N x K        1 positive, 0 negative
+    mask_inputs  N x 1 x 4h x 4w   mask prompt logits (h x w: image-embedding size)
+Any subset may be present; every mask of an image is decoded in one batched decoder call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torch import nn
+
+from models.lora import STUDENT, TEACHER, add_lora, ema_update, use_adapter
+
+Prompts = dict[str, torch.Tensor]
+Outputs = dict[str, Any]  # {"embeddings": B x C x h x w, "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]}
+
+
+class WeSAM(nn.Module):
+    """SAM + LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen base."""
+
+    def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True) -> None:
+        super().__init__()
+        if teacher_mode not in ("shared", "ema"):
+            raise ValueError(f"teacher_mode must be 'shared' or 'ema', got '{teacher_mode}'")
+        self.sam = sam
+        self.teacher_mode = teacher_mode
+        self.pixel_normalize = pixel_normalize
+        add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_encoder.img_size
+
+    def preprocess(self, images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S uint8 (zero padded) -> B x 3 x S x S float, normalised, padding zero.
+
+        `valid` (B x 4: top, left, height, width) locates the image inside the padding; as in
+        SAM, padding is zero after normalisation.
+        """
+        x = images.float()
+        x = (x - self.sam.pixel_mean) / self.sam.pixel_std if self.pixel_normalize else x / 255.0
+        size = x.shape[-1]
+        grid = torch.arange(size, device=x.device)
+        top, left, height, width = (valid[:, i, None] for i in range(4))
+        rows = (grid >= top) & (grid < top + height)  # B x S
+        cols = (grid >= left) & (grid < left + width)
+        return x * (rows[:, None, :, None] & cols[:, None, None, :])
+
+    def decode(self, embedding: torch.Tensor, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's embedding (C x h x w) and N prompts -> logits N x 1 x 4h x 4w, IoU N x 1."""
+        points = (prompts["points"], prompts["point_labels"]) if "points" in prompts else None
+        sparse, dense = self.sam.prompt_encoder(points=points, boxes=prompts.get("boxes"),
+                                                masks=prompts.get("mask_inputs"))
+        return self.sam.mask_decoder(
+            image_embeddings=embedding[None], image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+        )
+
+    def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
+                adapter: str | None = STUDENT) -> Outputs:
+        """Run SAM with `adapter` (None: the unadapted anchor) on B images and their prompts."""
+        with use_adapter(self.sam, adapter):
+            embeddings = self.sam.image_encoder(self.preprocess(images, valid))
+        decoded = [self.decode(embedding, p) for embedding, p in zip(embeddings, prompts)]
+        return {"embeddings": embeddings, "logits": [d[0] for d in decoded], "iou": [d[1] for d in decoded]}
+
+    def forward(self, images_weak: torch.Tensor, images_strong: torch.Tensor, valid: torch.Tensor,
+                prompts: list[Prompts]) -> dict[str, Outputs]:
+        """Anchor and teacher on the weak view, student on the strong view, same prompts.
+
+        Shared mode (paper): the teacher is the student network, with gradients. EMA mode: the
+        teacher adapter, without gradients.
+        """
+        with torch.no_grad():
+            anchor = self.predict(images_weak, valid, prompts, adapter=None)
+        if self.teacher_mode == "shared":
+            teacher = self.predict(images_weak, valid, prompts, adapter=STUDENT)
+        else:
+            with torch.no_grad():
+                teacher = self.predict(images_weak, valid, prompts, adapter=TEACHER)
+        student = self.predict(images_strong, valid, prompts, adapter=STUDENT)
+        return {"anchor": anchor, "teacher": teacher, "student": student}
+
+    def update_teacher(self, rate: float) -> None:
+        """EMA step of the teacher adapter towards the student (mode ema only)."""
+        if self.teacher_mode == "ema":
+            ema_update(self.sam, rate)
+
+
+def upscale_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """Low-res mask logits N x 1 x 4h x 4w -> N x 1 x S x S, bilinear as SAM's postprocessing."""
+    return F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)

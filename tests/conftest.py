@@ -1,0 +1,22 @@
+"""Shared fixtures: a tiny configuration and the repository root on sys.path."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """Overrides for a fast run of the tiny SAM on a few synthetic images, writing to tmp_path."""
+    return [
+        f"out_dir={tmp_path / 'run'}", "accelerator=cpu", "num_steps=4", "eval_interval=2", "log_interval=1",
+        "dataset.synthetic.num_train=6", "dataset.synthetic.num_val=3", "dataset.synthetic.num_test=4",
+        "dataset.synthetic.image_size=96",
+    ]

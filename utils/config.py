@@ -1,0 +1,175 @@
+"""Loading, merging and validating configurations.
+
+A configuration is base_config (configs/base_config.py) updated by a user file (a Python file
+defining a `config` dict, or a run's saved config.json) and by dotted `key=value` overrides.
+Every key is checked against base_config before any work starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import json
+import runpy
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from box import Box
+
+from configs.base_config import CHOICES, base_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = REPO_ROOT / "configs" / "config.py"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: unknown key, wrong type or value."""
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are leaves."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _unknown_key_error(key: str, source: str) -> ConfigError:
+    known = list(flatten(base_config)) + [k for k, v in flatten_sections(base_config)]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else " See configs/base_config.py for every key."
+    return ConfigError(f"Unknown config key '{key}' (from {source}).{hint}")
+
+
+def flatten_sections(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping]]:
+    """Dotted names of the nested sections of a config tree."""
+    sections = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            sections.append((f"{prefix}{key}", value))
+            sections.extend(flatten_sections(value, f"{prefix}{key}."))
+    return sections
+
+
+def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
+    """Return value converted to the type of default, or raise ConfigError."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(
+        f"Config key '{key}' (from {source}) must be of type {type(default).__name__}, "
+        f"like its default {default!r}; got {value!r} ({type(value).__name__})."
+    )
+
+
+def _set(tree: dict, key: str, value: Any, source: str) -> None:
+    """Set a dotted key in tree after checking it exists in base_config and has the right type."""
+    defaults = flatten(base_config)
+    if key not in defaults:
+        section = dict(flatten_sections(base_config)).get(key)
+        if section is not None and isinstance(value, Mapping):
+            for sub_key, sub_value in value.items():
+                _set(tree, f"{key}.{sub_key}", sub_value, source)
+            return
+        if section is not None:
+            raise ConfigError(f"Config key '{key}' (from {source}) is a section; set one of its keys: "
+                              + ", ".join(f"{key}.{k}" for k in section))
+        raise _unknown_key_error(key, source)
+    value = _check_type(key, value, defaults[key], source)
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'opt.learning_rate=5e-5' -> ('opt.learning_rate', 5e-05). Values are Python literals,
+    true/false in any case, or else plain strings."""
+    if "=" not in text:
+        raise ConfigError(f"Command-line override '{text}' must be written key=value, e.g. prompt=point.")
+    key, raw = text.split("=", 1)
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    try:
+        return key.strip(), ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key.strip(), raw
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read the `config` dict of a Python file, or a JSON file (a run's config.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist. Pass a Python file defining a `config` dict "
+                          "or a run's config.json.")
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    namespace = runpy.run_path(str(path))
+    if not isinstance(namespace.get("config"), Mapping):
+        raise ConfigError(f"Config file '{path}' must define a dict named `config` (see configs/config.py).")
+    return dict(namespace["config"])
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Check choices, registry names and value ranges; raise ConfigError naming the key."""
+    from datasets import DATASETS
+    from models.registry import SAM_CONFIGS
+
+    flat = flatten(cfg)
+    choices = dict(CHOICES)
+    choices["model.type"] = sorted(SAM_CONFIGS)
+    choices["dataset.name"] = sorted(DATASETS)
+    for key, allowed in choices.items():
+        if flat[key] not in allowed:
+            close = difflib.get_close_matches(str(flat[key]), [str(a) for a in allowed], n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"Config key '{key}' is {flat[key]!r}; allowed values: {', '.join(map(str, allowed))}.{hint}")
+    positive = ["devices", "batch_size", "val_batch_size", "num_steps", "eval_interval", "log_interval",
+                "max_nums", "num_points", "lora.rank"]
+    for key in positive:
+        if flat[key] < 1:
+            raise ConfigError(f"Config key '{key}' must be at least 1; got {flat[key]}.")
+    if not 0.0 <= flat["teacher.ema_rate"] < 1.0:
+        raise ConfigError(f"Config key 'teacher.ema_rate' must be in [0, 1); got {flat['teacher.ema_rate']}.")
+    if flat["num_workers"] < 0:
+        raise ConfigError(f"Config key 'num_workers' must be 0 or more; got {flat['num_workers']}.")
+    if flat["precision"] == "16-mixed" and flat["accelerator"] == "cpu":
+        raise ConfigError("Config key 'precision' is '16-mixed', which needs CUDA; on a CPU use 'bf16-mixed' or '32-true'.")
+
+
+def load_config(config_file: str | Path | None = None, overrides: Iterable[str] = (),
+                user_config: Mapping[str, Any] | None = None, source: str = "checkpoint") -> Box:
+    """base_config, updated by `user_config` (a dict from `source`) or else by config_file
+    (default configs/config.py), then by key=value overrides."""
+    cfg = copy.deepcopy(base_config)
+    if user_config is None:
+        path = Path(config_file) if config_file else DEFAULT_CONFIG_FILE
+        user_config, source = read_config_file(path), f"config file '{path}'"
+    for key, value in user_config.items():
+        _set(cfg, key, value, source)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(cfg, key, value, "command line")
+    validate(cfg)
+    return Box(cfg)

@@ -1,0 +1,43 @@
+"""The evaluation metric of the paper: IoU and F1 of each instance's thresholded mask, averaged
+over the instances of an image, then over images."""
+
+from __future__ import annotations
+
+import torch
+
+
+def instance_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instance IoU and F1 of boolean masks N x H x W (any trailing shape).
+
+    An instance whose prediction and target are both empty scores 1 (zero division = 1, as the
+    authors' smp metric). Returns two float tensors of shape N.
+    """
+    pred, target = pred.flatten(1).bool(), target.flatten(1).bool()
+    tp = (pred & target).sum(1).float()
+    fp = (pred & ~target).sum(1).float()
+    fn = (~pred & target).sum(1).float()
+    empty = (tp + fp + fn) == 0
+    iou = torch.where(empty, torch.ones_like(tp), tp / (tp + fp + fn).clamp(min=1))
+    f1 = torch.where(empty, torch.ones_like(tp), 2 * tp / (2 * tp + fp + fn).clamp(min=1))
+    return iou, f1
+
+
+class SegmentationMeter:
+    """Accumulates per-image mean instance IoU and F1; `totals` can be summed across ranks."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        # sum of per-image mIoU, sum of per-image F1, images, instances
+        self.totals = torch.zeros(4, dtype=torch.float64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one image: boolean masks N x H x W of its N >= 1 instances."""
+        iou, f1 = instance_scores(pred, target)
+        self.totals += torch.stack([iou.mean(), f1.mean(), torch.tensor(1.0, device=iou.device),
+                                    torch.tensor(float(len(iou)), device=iou.device)]).to(self.totals)
+
+    @staticmethod
+    def compute(totals: torch.Tensor) -> dict[str, float]:
+        """{"miou", "f1", "num_images", "num_instances"} from (possibly all-reduced) totals."""
+        images = max(int(totals[2]), 1)
+        return {"miou": float(totals[0]) / images, "f1": float(totals[1]) / images,
+                "num_images": int(totals[2]), "num_instances": int(totals[3])}
