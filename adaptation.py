@@ -108,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fabric.launch()
     is_main = fabric.global_rank == 0
 
-    fabric.seed_everything(cfg.seed, verbose=False)  # same LoRA initialisation on every rank
     model = build_wesam(cfg)
     image_size = model.image_size
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -116,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
         step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor))
     model, optimizer = fabric.setup(model, optimizer)
+    model.mark_forward_method("predict")  # evaluation runs through the strategy's forward as well
 
     train_set = build_dataset(cfg, "train")
     eval_set = build_dataset(cfg, cfg.dataset.eval_split)

@@ -6,6 +6,8 @@ Every geometric step moves the image, the masks and the boxes together.
 
 from __future__ import annotations
 
+import random
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -66,7 +68,7 @@ class Augment:
                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.weak is None:
             return image, masks, boxes
-        self.weak.set_random_seed(seed)
+        _seed(self.weak, seed)
         out = self.weak(image=image, masks=masks.astype(np.uint8), bboxes=boxes, ids=np.arange(len(boxes)))
         if len(out["ids"]) != len(boxes):
             raise RuntimeError("A flip dropped a box; boxes must lie inside the image.")
@@ -76,5 +78,12 @@ class Augment:
     def strong_view(self, image: np.ndarray, seed: int) -> np.ndarray:
         if self.strong is None:
             return image
-        self.strong.set_random_seed(seed + 1)
+        _seed(self.strong, seed + 1)
         return self.strong(image=image)["image"]
+
+
+def _seed(compose: A.Compose, seed: int) -> None:
+    """Seed a Compose with one generator shared by its transforms. Compose.set_random_seed gives
+    each transform its own generator with the same seed, so their p = 0.5 draws would all agree
+    (both flips or none; all strong ops or none)."""
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))

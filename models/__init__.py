@@ -1,13 +1,21 @@
 """SAM builders, LoRA and the WeSAM network."""
 
+import torch
+
 from models.registry import SAM_CONFIGS, CheckpointError, build_sam
 from models.wesam import WeSAM
 
 
 def build_wesam(cfg) -> WeSAM:
-    """The WeSAM network described by a config (model, lora and teacher sections)."""
-    sam = build_sam(cfg.model.type, cfg.model.checkpoint or None)
-    return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize)
+    """The WeSAM network described by a config (model, lora and teacher sections).
+
+    Randomly initialised weights (LoRA A, and SAM itself without a checkpoint) are drawn from
+    cfg.seed, so adaptation.py and validate.py build the same network from the same config.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        sam = build_sam(cfg.model.type, cfg.model.checkpoint or None)
+        return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize)
 
 
 __all__ = ["SAM_CONFIGS", "CheckpointError", "WeSAM", "build_sam", "build_wesam"]
