@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         """Log an evaluation, update best/last adapters, the resumable checkpoint and the run files."""
         nonlocal best
         if fabric.world_size > 1:
-            checksum = sum(float(p.double().sum()) for p in trainable)
+            checksum = sum(float(p.detach().double().sum()) for p in trainable)
             if len(set(gather_objects(fabric, round(checksum, 6)))) != 1:
                 raise RuntimeError("LoRA weights differ between ranks: gradients were not synchronised.")
         history.append(metrics)

@@ -15,6 +15,7 @@ import runpy
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import torch
 from box import Box
 
 from configs.base_config import CHOICES, base_config
@@ -104,17 +105,19 @@ def _set(tree: dict, key: str, value: Any, source: str) -> None:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """'opt.learning_rate=5e-5' -> ('opt.learning_rate', 5e-05). Values are Python literals,
-    true/false in any case, or else plain strings."""
+    true/false in any case, or else plain strings; a key whose default is a string takes the text
+    as it is (out_dir=2024 is the folder '2024')."""
     if "=" not in text:
         raise ConfigError(f"Command-line override '{text}' must be written key=value, e.g. prompt=point.")
-    key, raw = text.split("=", 1)
-    lowered = raw.strip().lower()
-    if lowered in ("true", "false"):
-        return key.strip(), lowered == "true"
+    key, raw = (part.strip() for part in text.split("=", 1))
+    if isinstance(flatten(base_config).get(key), str):
+        return key, raw
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
     try:
-        return key.strip(), ast.literal_eval(raw)
+        return key, ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        return key.strip(), raw
+        return key, raw
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -124,7 +127,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Config file '{path}' does not exist. Pass a Python file defining a `config` dict "
                           "or a run's config.json.")
     if path.suffix == ".json":
-        return json.loads(path.read_text())
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"Config file '{path}' is not valid JSON ({error}).") from error
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"Config file '{path}' must hold a JSON object of config keys, like a run's config.json.")
+        return dict(config)
     namespace = runpy.run_path(str(path))
     if not isinstance(namespace.get("config"), Mapping):
         raise ConfigError(f"Config file '{path}' must define a dict named `config` (see configs/config.py).")
@@ -154,7 +163,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"Config key 'teacher.ema_rate' must be in [0, 1); got {flat['teacher.ema_rate']}.")
     if flat["num_workers"] < 0:
         raise ConfigError(f"Config key 'num_workers' must be 0 or more; got {flat['num_workers']}.")
-    if flat["precision"] == "16-mixed" and flat["accelerator"] == "cpu":
+    if flat["precision"] == "16-mixed" and (flat["accelerator"] == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("Config key 'precision' is '16-mixed', which needs CUDA; on a CPU use 'bf16-mixed' or '32-true'.")
 
 
