@@ -43,7 +43,7 @@ def assert_samples_equal(a: dict, b: dict) -> None:
     assert a["index"] == b["index"]
 
 
-def box_prompts_match_masks(sample: dict, atol: float) -> None:
+def assert_boxes_match_masks(sample: dict, atol: float) -> None:
     np.testing.assert_allclose(sample["prompts"]["boxes"].numpy(), boxes_from_masks(sample["masks"].numpy()),
                                rtol=0, atol=atol)
 
@@ -66,8 +66,10 @@ def test_train_sample_has_a_strong_view_of_the_same_geometry():
     assert set(sample) == {"image", "image_strong", "valid", "masks", "prompts", "index"}
     assert sample["image_strong"].shape == (3, 64, 64) and sample["image_strong"].dtype == torch.uint8
     assert sample["index"] == 2
-    # The strong view is photometric only: the padding stays where the weak view's padding is.
+    # The strong view is padded like the weak view, after the photometric ops, so padding stays zero.
     assert (sample["image_strong"][:, :, 40:] == 0).all()
+    changed = [not torch.equal(dataset[(2, seed)]["image_strong"], dataset[(2, seed)]["image"]) for seed in range(6)]
+    assert any(changed)
 
 
 @pytest.mark.parametrize("pad, top, left", [("bottom_right", 0, 0), ("center", 0, 12)])
@@ -85,7 +87,7 @@ def test_eval_sample_padding_offsets_image_masks_and_boxes(pad, top, left):
     assert not sample["masks"].numpy()[:, outside].any()
     expected = np.array(RECTS, np.float32) + np.array([left, top, left, top], np.float32)
     np.testing.assert_array_equal(sample["prompts"]["boxes"].numpy(), expected)
-    box_prompts_match_masks(sample, atol=0)
+    assert_boxes_match_masks(sample, atol=0)
 
 
 @pytest.mark.parametrize("pad, top, left", [("bottom_right", 0, 0), ("center", 12, 0)])
@@ -100,7 +102,7 @@ def test_train_sample_box_prompts_follow_flip_and_pad(pad, top, left):
         masks = sample["masks"].numpy()
         assert len(masks) == len(rects)
         assert not masks[:, :top].any() and not masks[:, top + 40:].any()
-        box_prompts_match_masks(sample, atol=1e-4)
+        assert_boxes_match_masks(sample, atol=1e-4)
         flipped.add(masks[0, top:top + 40].tobytes())
     assert len(flipped) == 4, "expected all four flip combinations over 12 seeds"
 
@@ -117,7 +119,7 @@ def test_resized_sample_box_prompts_follow_resize_flip_and_pad(pad):
         assert sample["masks"].shape == (3, 64, 64)
         masks = sample["masks"].numpy()
         assert not masks[:, :, :left].any() and not masks[:, :, left + 38:].any()
-        box_prompts_match_masks(sample, atol=1.5)
+        assert_boxes_match_masks(sample, atol=1.5)
 
 
 def test_instances_lost_in_the_resize_are_dropped():
@@ -125,7 +127,7 @@ def test_instances_lost_in_the_resize_are_dropped():
     sample = RectDataset(height=200, width=200, rects=rects)[0]
     assert sample["masks"].shape == (1, 64, 64)
     assert sample["prompts"]["boxes"].shape == (1, 4)
-    box_prompts_match_masks(sample, atol=1.5)
+    assert_boxes_match_masks(sample, atol=1.5)
 
 
 @pytest.mark.parametrize("prompt, coarse_as, keys", [
@@ -145,7 +147,7 @@ def test_sample_prompts_for_each_type(prompt, coarse_as, keys):
         # SAM's mask input is 4x its image embedding: 4 * 64 / 16.
         assert sample["prompts"]["mask_inputs"].shape == (6, 1, 16, 16)
     else:
-        box_prompts_match_masks(sample, atol=0)  # rectangles: the polygon's box is tight
+        assert_boxes_match_masks(sample, atol=0)  # rectangles: the polygon's box is tight
 
 
 # determinism and instance subsampling
@@ -178,7 +180,7 @@ def test_max_nums_caps_training_instances_only():
         assert masks.shape[0] == 3
         chosen = tuple(next(i for i, m in enumerate(full_masks) if np.array_equal(m, mask)) for mask in masks)
         assert list(chosen) == sorted(set(chosen)), "kept instances must be distinct and in their original order"
-        box_prompts_match_masks(sample, atol=0)
+        assert_boxes_match_masks(sample, atol=0)
         subsets.add(chosen)
     assert len(subsets) > 1, "the subset should depend on the seed"
     assert RectDataset(train=False, max_nums=3)[0]["masks"].shape[0] == len(RECTS)

@@ -95,7 +95,7 @@ def test_pad_offsets_unknown_mode_raises():
 
 @pytest.mark.parametrize("top, left", [(0, 0), (3, 7), (0, 14)])
 def test_pad_to_square_image_places_content_at_offset(top, left):
-    image = np.random.default_rng(0).integers(1, 256, (30, 44 - 14, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(1, 256, (30, 30, 3), dtype=np.uint8)  # nonzero: padding is told apart
     padded = pad_to_square(image, top, left, 44, first_axis=0)
     assert padded.shape == (44, 44, 3) and padded.dtype == np.uint8
     np.testing.assert_array_equal(padded[top:top + 30, left:left + 30], image)
