@@ -5,7 +5,8 @@ instance contrastive loss, LoRA on the image encoder.
     python adaptation.py --resume OUT_DIR/checkpoints/last.ckpt [key=value ...]
 
 Writes to out_dir: config.json, metrics.csv, summary.json, tensorboard/ and checkpoints/
-(last.ckpt to resume, best-lora.safetensors and last-lora.safetensors adapters).
+(last.ckpt to resume, written at every evaluation and every save_interval steps;
+best-lora.safetensors and last-lora.safetensors adapters, written at every evaluation).
 """
 
 from __future__ import annotations
@@ -146,8 +147,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         set_rng_state(state["rng"][min(fabric.global_rank, len(state["rng"]) - 1)])
         fabric.print(f"Resumed from {args.resume} at step {step}")
 
+    def save_checkpoint(step: int) -> None:
+        """Write last.ckpt: everything a --resume needs to continue as if the run never stopped."""
+        rng = gather_objects(fabric, rng_state())
+        if is_main:
+            save_state(ckpt_dir / "last.ckpt", {
+                "config": cfg.to_dict(), "step": step, "history": history, "direct": direct, "best": best,
+                "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+            })
+        fabric.barrier()
+
     def record(metrics: dict[str, Any]) -> None:
-        """Log an evaluation, update best/last adapters, the resumable checkpoint and the run files."""
+        """Log an evaluation; update the best/last adapters, the run files and last.ckpt."""
         nonlocal best
         if fabric.world_size > 1:
             checksum = sum(float(p.detach().double().sum()) for p in trainable)
@@ -158,22 +170,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if is_best:
             best = dict(metrics)
         fabric.log_dict({"eval/miou": metrics["miou"], "eval/f1": metrics["f1"]}, step=metrics["step"])
-        rng = gather_objects(fabric, rng_state())
         if is_main:
             weights = adapter_state_dict(model.sam, STUDENT)
             step_metadata = {**metadata, "step": metrics["step"], "miou": metrics["miou"]}
             save_adapter(ckpt_dir / "last-lora.safetensors", weights, step_metadata)
             if is_best or not (ckpt_dir / "best-lora.safetensors").exists():
                 save_adapter(ckpt_dir / "best-lora.safetensors", weights, step_metadata)
-            save_state(ckpt_dir / "last.ckpt", {
-                "config": cfg.to_dict(), "step": metrics["step"], "history": history, "direct": direct, "best": best,
-                "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-            })
             write_metrics_csv(out_dir / "metrics.csv", history)
             write_json(out_dir / "summary.json", {"dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split,
                                                   "prompt": cfg.prompt, "direct": direct, "best": best, "last": metrics})
-        fabric.barrier()
+        save_checkpoint(metrics["step"])
         fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
                      f"(Direct {direct['miou']:.4f}, best {best['miou']:.4f} at step {best['step']})")
 
@@ -208,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if step % cfg.eval_interval == 0 or step == cfg.num_steps:
             record(evaluate_now(STUDENT, step))
             model.train()
+        elif cfg.save_interval and step % cfg.save_interval == 0:
+            save_checkpoint(step)
     progress.close()
 
     last = history[-1]

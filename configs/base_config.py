@@ -16,6 +16,7 @@ base_config = {
     "val_batch_size": 1,  # evaluation images per device and step
     "num_steps": 100,  # optimizer steps of the adaptation run
     "eval_interval": 50,  # evaluate on the eval split every this many steps (and at the end)
+    "save_interval": 0,  # also write checkpoints/last.ckpt every this many steps between evaluations (0: off)
     "log_interval": 10,  # write losses to TensorBoard every this many steps
     "max_nums": 40,  # at most this many instances per training image, subsampled at random (paper)
     "prompt": "box",  # weak label used as prompt: "box", "point" or "coarse"

@@ -286,9 +286,10 @@ def test_counts_below_one_raise(key):
         load_config(overrides=[f"{key}=0"])
 
 
-def test_negative_num_workers_raises():
-    with pytest.raises(ConfigError, match="'num_workers'"):
-        load_config(overrides=["num_workers=-1"])
+@pytest.mark.parametrize("key", ["num_workers", "save_interval"])
+def test_negative_counts_raise(key):
+    with pytest.raises(ConfigError, match=f"'{key}' must be 0 or more"):
+        load_config(overrides=[f"{key}=-1"])
 
 
 @pytest.mark.parametrize("rate", ["1.0", "1", "-0.1", "1.5"])

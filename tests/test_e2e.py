@@ -78,13 +78,42 @@ def test_resume_continues_exactly(tiny_overrides, tmp_path, mode):
     adaptation.main(common + [f"out_dir={split}", "num_steps=2"])
     adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "num_steps=4"])
     check_run_files(split, [0, 2, 4])
-    state_a = torch.load(straight / "checkpoints/last.ckpt", weights_only=False)
-    state_b = torch.load(split / "checkpoints/last.ckpt", weights_only=False)
-    assert state_b["step"] == 4
+    assert_same_adapters(straight / "checkpoints/last.ckpt", split / "checkpoints/last.ckpt")
+    assert read_csv(straight / "metrics.csv") == read_csv(split / "metrics.csv")
+
+
+def assert_same_adapters(path_a: Path, path_b: Path) -> None:
+    state_a = torch.load(path_a, weights_only=False)
+    state_b = torch.load(path_b, weights_only=False)
+    assert state_a["step"] == state_b["step"]
     for adapter in state_a["lora"]:
         for key, value in state_a["lora"][adapter].items():
             torch.testing.assert_close(state_b["lora"][adapter][key], value, rtol=0, atol=1e-7)
-    assert read_csv(straight / "metrics.csv") == read_csv(split / "metrics.csv")
+
+
+@pytest.mark.slow
+def test_crash_between_evaluations_loses_nothing(tiny_overrides, tmp_path, monkeypatch):
+    """save_interval=1 writes last.ckpt after every step: a crash at step 4 resumes from step 3."""
+    common = [o for o in tiny_overrides if not o.startswith(("out_dir", "num_steps", "eval_interval"))] + [
+        "num_steps=6", "eval_interval=4", "save_interval=1", "opt.warmup_steps=2", "opt.learning_rate=1e-2",
+        "num_workers=1"]
+    adaptation.main(common + [f"out_dir={tmp_path / 'straight'}"])
+    real_loss, calls = adaptation.wesam_loss, []
+
+    def crash_at_fourth_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(adaptation, "wesam_loss", crash_at_fourth_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        adaptation.main(common + [f"out_dir={tmp_path / 'crashed'}"])
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "crashed/checkpoints/last.ckpt", weights_only=False)["step"] == 3
+    adaptation.main(["--resume", str(tmp_path / "crashed/checkpoints/last.ckpt")])
+    assert_same_adapters(tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "crashed/checkpoints/last.ckpt")
+    assert read_csv(tmp_path / "straight/metrics.csv") == read_csv(tmp_path / "crashed/metrics.csv")
 
 
 @pytest.mark.slow

@@ -161,8 +161,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"Config key '{key}' must be at least 1; got {flat[key]}.")
     if not 0.0 <= flat["teacher.ema_rate"] < 1.0:
         raise ConfigError(f"Config key 'teacher.ema_rate' must be in [0, 1); got {flat['teacher.ema_rate']}.")
-    if flat["num_workers"] < 0:
-        raise ConfigError(f"Config key 'num_workers' must be 0 or more; got {flat['num_workers']}.")
+    for key in ("num_workers", "save_interval"):
+        if flat[key] < 0:
+            raise ConfigError(f"Config key '{key}' must be 0 or more; got {flat[key]}.")
     if flat["precision"] == "16-mixed" and (flat["accelerator"] == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("Config key 'precision' is '16-mixed', which needs CUDA; on a CPU use 'bf16-mixed' or '32-true'.")
 
