@@ -116,15 +116,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
         step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor))
     model, optimizer = fabric.setup(model, optimizer)
-    model.mark_forward_method("predict")  # evaluation runs through the strategy's forward as well
 
     train_set = build_dataset(cfg, "train")
     eval_set = build_dataset(cfg, cfg.dataset.eval_split)
     adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
+    fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px, "
+                 f"{sum(p.numel() for p in trainable):,} trainable LoRA parameters), teacher {cfg.teacher.mode}, "
+                 f"prompt {cfg.prompt}; {len(train_set)} training images, {cfg.num_steps} steps of "
+                 f"{cfg.batch_size} image(s) x {fabric.world_size} device(s) ({fabric.device.type}, {cfg.precision})")
     metadata = {"model_type": cfg.model.type, "lora_rank": cfg.lora.rank, "dataset": cfg.dataset.name, "prompt": cfg.prompt}
 
     def evaluate_now(adapter: str | None, step: int) -> dict[str, Any]:
-        metrics = evaluate(fabric, model, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
+        metrics = evaluate(fabric, model.module, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
                            description=f"eval step {step}")
         return {"step": step, **metrics}
 

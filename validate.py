@@ -59,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.ckpt:
         load_adapter_state_dict(model.sam, read_student_adapter(Path(args.ckpt), cfg), STUDENT)
         adapter = STUDENT
-    model = fabric.setup_module(model)
-    model.mark_forward_method("predict")
+    model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(cfg, cfg.dataset.eval_split)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers)
     result = {"dataset": cfg.dataset.name, "prompt": cfg.prompt, **metrics}

@@ -1,8 +1,10 @@
 """SAM builders, LoRA and the WeSAM network."""
 
+import warnings
+
 import torch
 
-from models.registry import SAM_CONFIGS, CheckpointError, build_sam
+from models.registry import OFFICIAL_CHECKPOINTS, SAM_CONFIGS, CheckpointError, build_sam
 from models.wesam import WeSAM
 
 
@@ -12,6 +14,9 @@ def build_wesam(cfg) -> WeSAM:
     Randomly initialised weights (LoRA A, and SAM itself without a checkpoint) are drawn from
     cfg.seed, so adaptation.py and validate.py build the same network from the same config.
     """
+    if not cfg.model.checkpoint and cfg.model.type in OFFICIAL_CHECKPOINTS:
+        warnings.warn(f"model.checkpoint is empty: SAM {cfg.model.type} starts from random weights. "
+                      "Set model.checkpoint to the official file (PREPARE.md) for meaningful results.", stacklevel=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         sam = build_sam(cfg.model.type, cfg.model.checkpoint or None)

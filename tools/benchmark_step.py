@@ -44,7 +44,6 @@ def main() -> None:
     model = build_wesam(cfg)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.opt.learning_rate)
     model, optimizer = fabric.setup(model, optimizer)
-    model.mark_forward_method("predict")
     dataset = build_dataset(cfg, "train")
     batches = [fabric.to_device(collate([dataset[(i % len(dataset), i)] for _ in range(cfg.batch_size)]))
                for i in range(args.steps + 1)]
@@ -65,7 +64,7 @@ def main() -> None:
         train_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         with torch.no_grad(), fabric.autocast():
-            model.predict(batch["images"], batch["valid"], batch["prompts"], adapter=STUDENT)
+            model.module.predict(batch["images"], batch["valid"], batch["prompts"], adapter=STUDENT)
         synchronize()
         eval_times.append(time.perf_counter() - start)
     instances = sum(len(p[next(iter(p))]) for b in batches for p in b["prompts"]) / len(batches)

@@ -17,6 +17,9 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
              num_workers: int = 0, description: str = "eval") -> dict[str, float]:
     """mIoU and F1 of `model` with `adapter` (None: unadapted SAM) on every image of `dataset`.
 
+    `model` is the plain module (not a DDP wrapper): ranks may get different numbers of images,
+    and only the final sum is a collective.
+
     Each rank takes every world_size-th image, so no image is counted twice; masks are compared
     at the resized image's resolution, padding cropped, prediction = logits > 0.
     """
