@@ -12,13 +12,10 @@ best-lora.safetensors and last-lora.safetensors adapters, written at every evalu
 from __future__ import annotations
 
 import argparse
-import csv
-import random
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from lightning_fabric import Fabric
@@ -30,7 +27,7 @@ from datasets import StepSampler, build_dataset, collate
 from losses.wesam_loss import wesam_loss
 from models import CheckpointError, build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
-from utils.checkpoint import load_state, save_adapter, save_state, write_json
+from utils.checkpoint import load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
 from utils.config import ConfigError, load_config
 from utils.evaluate import evaluate
 
@@ -51,21 +48,6 @@ def learning_rate_factor(step: int, warmup_steps: int, decay_steps: Sequence[int
     return decay_factor ** sum(step >= s for s in decay_steps)
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def gather_objects(fabric: Fabric, obj: Any) -> list[Any]:
     """The object of every rank, in rank order."""
     if fabric.world_size == 1:
@@ -79,15 +61,6 @@ def all_ranks_true(fabric: Fabric, flag: bool) -> bool:
     if fabric.world_size == 1:
         return flag
     return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="min") > 0)
-
-
-def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["step", "miou", "f1"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -179,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             save_adapter(ckpt_dir / "last-lora.safetensors", weights, step_metadata)
             if is_best or not (ckpt_dir / "best-lora.safetensors").exists():
                 save_adapter(ckpt_dir / "best-lora.safetensors", weights, step_metadata)
-            write_metrics_csv(out_dir / "metrics.csv", history)
+            write_csv(out_dir / "metrics.csv", history, ["step", "miou", "f1"])
             write_json(out_dir / "summary.json", {"dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split,
                                                   "prompt": cfg.prompt, "direct": direct, "best": best, "last": metrics})
         save_checkpoint(metrics["step"])
@@ -210,10 +183,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model.update_teacher(cfg.teacher.ema_rate)
         step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v.item():.3f}" for k, v in terms.items()})
         if step % cfg.log_interval == 0:
-            fabric.log_dict({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                             **{f"train/{k}": v.item() for k, v in terms.items()}}, step=step)
+            values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+            progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+            fabric.log_dict({"train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in values.items()}},
+                            step=step)
         if step % cfg.eval_interval == 0 or step == cfg.num_steps:
             record(evaluate_now(STUDENT, step))
             model.train()

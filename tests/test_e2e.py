@@ -149,11 +149,12 @@ def test_command_line_reports_config_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu(tiny_overrides, tmp_path):
+@pytest.mark.parametrize("mode", ["shared", "ema"])
+def test_two_process_ddp_on_cpu(tiny_overrides, tmp_path, mode):
     """devices=2 on the CPU: gloo DDP; the loop checks at every evaluation that LoRA weights agree."""
     overrides = [o for o in tiny_overrides if not o.startswith(("num_steps", "dataset.synthetic.num_test"))] + [
         "devices=2", "strategy=ddp", "num_steps=4", "opt.warmup_steps=1", "opt.learning_rate=1e-2",
-        "dataset.synthetic.num_test=5"]
+        "dataset.synthetic.num_test=5", f"teacher.mode={mode}"]
     result = run_script("adaptation.py", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = check_run_files(tmp_path / "run", [0, 2, 4])
