@@ -40,13 +40,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _unknown_key_error(key: str, source: str) -> ConfigError:
-    known = list(flatten(base_config)) + [k for k, v in flatten_sections(base_config)]
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" Did you mean '{close[0]}'?" if close else " See configs/base_config.py for every key."
-    return ConfigError(f"Unknown config key '{key}' (from {source}).{hint}")
-
-
 def flatten_sections(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping]]:
     """Dotted names of the nested sections of a config tree."""
     sections = []
@@ -55,6 +48,13 @@ def flatten_sections(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[st
             sections.append((f"{prefix}{key}", value))
             sections.extend(flatten_sections(value, f"{prefix}{key}."))
     return sections
+
+
+def _unknown_key_error(key: str, source: str) -> ConfigError:
+    known = list(flatten(base_config)) + [name for name, _ in flatten_sections(base_config)]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else " See configs/base_config.py for every key."
+    return ConfigError(f"Unknown config key '{key}' (from {source}).{hint}")
 
 
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
