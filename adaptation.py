@@ -28,8 +28,12 @@ from losses.wesam_loss import wesam_loss
 from models import CheckpointError, build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
 from utils.checkpoint import load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError, flatten, load_config
 from utils.evaluate import evaluate
+
+
+# Keys whose change would not fit the saved weights or would start writing over another run.
+FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "out_dir")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -68,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     state = None
     if args.resume:
         state = load_state(args.resume)
-        cfg = load_config(overrides=args.overrides, user_config=state["config"], source=f"checkpoint '{args.resume}'")
+        # the run continues where its checkpoint is now, even if its folder was moved or copied
+        run_config = dict(state["config"], out_dir=str(Path(args.resume).parent.parent))
+        cfg = load_config(overrides=args.overrides, user_config=run_config, source=f"checkpoint '{args.resume}'")
+        saved, requested = flatten(run_config), flatten(cfg)
+        for key in FIXED_ON_RESUME:
+            if requested[key] != saved[key]:
+                raise ConfigError(f"{key} cannot change when resuming (the checkpoint has {saved[key]!r}); "
+                                  "start a new run in another out_dir instead.")
     else:
         cfg = load_config(args.config, args.overrides)
     out_dir = Path(cfg.out_dir)
@@ -104,11 +115,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            description=f"eval step {step}")
         return {"step": step, **metrics}
 
+    if is_main:  # on resume too: the config now includes the overrides given with --resume
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", cfg.to_dict())
     if state is None:
         step, history = 0, []
-        if is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(out_dir / "config.json", cfg.to_dict())
         fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
                      f"({len(eval_set)} images, prompt {cfg.prompt})")
         direct = evaluate_now(None, 0)

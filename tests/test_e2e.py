@@ -76,6 +76,9 @@ def test_resume_continues_exactly(tiny_overrides, tmp_path, mode):
     adaptation.main(common + [f"out_dir={straight}"])
     split = tmp_path / "split"
     adaptation.main(common + [f"out_dir={split}", "num_steps=2"])
+    for changed in ("teacher.mode=" + ("shared" if mode == "ema" else "ema"), "lora.rank=8", f"out_dir={straight}"):
+        with pytest.raises(ConfigError, match="cannot change when resuming"):
+            adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), changed])
     adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "num_steps=4"])
     check_run_files(split, [0, 2, 4])
     assert_same_adapters(straight / "checkpoints/last.ckpt", split / "checkpoints/last.ckpt")
@@ -111,9 +114,13 @@ def test_crash_between_evaluations_loses_nothing(tiny_overrides, tmp_path, monke
         adaptation.main(common + [f"out_dir={tmp_path / 'crashed'}"])
     monkeypatch.undo()
     assert torch.load(tmp_path / "crashed/checkpoints/last.ckpt", weights_only=False)["step"] == 3
-    adaptation.main(["--resume", str(tmp_path / "crashed/checkpoints/last.ckpt")])
-    assert_same_adapters(tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "crashed/checkpoints/last.ckpt")
-    assert read_csv(tmp_path / "straight/metrics.csv") == read_csv(tmp_path / "crashed/metrics.csv")
+    # a run folder moved (or copied to another machine) resumes in its new place
+    moved = (tmp_path / "crashed").rename(tmp_path / "moved")
+    adaptation.main(["--resume", str(moved / "checkpoints/last.ckpt")])
+    assert not (tmp_path / "crashed").exists()
+    assert_same_adapters(tmp_path / "straight/checkpoints/last.ckpt", moved / "checkpoints/last.ckpt")
+    assert json.loads((moved / "config.json").read_text())["out_dir"] == str(moved)
+    assert read_csv(tmp_path / "straight/metrics.csv") == read_csv(moved / "metrics.csv")
 
 
 @pytest.mark.slow
