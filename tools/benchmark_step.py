@@ -36,7 +36,8 @@ def peak_memory_gib(fabric: Fabric) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
-    parser.add_argument("--instances", type=int, default=8, help="instances per image")
+    parser.add_argument("--instances", type=int, default=8,
+                        help="at most this many objects per synthetic image (the mean actually used is printed)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = load_config(overrides=[f"dataset.synthetic.max_objects={args.instances}", *args.overrides])
@@ -45,7 +46,8 @@ def main() -> None:
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.opt.learning_rate)
     model, optimizer = fabric.setup(model, optimizer)
     dataset = build_dataset(cfg, "train")
-    batches = [fabric.to_device(collate([dataset[(i % len(dataset), i)] for _ in range(cfg.batch_size)]))
+    batches = [fabric.to_device(collate([dataset[(j % len(dataset), j)]
+                                         for j in range(i * cfg.batch_size, (i + 1) * cfg.batch_size)]))
                for i in range(args.steps + 1)]
 
     def synchronize() -> None:
