@@ -24,13 +24,14 @@ DATASETS: dict[str, Callable[..., InstanceDataset]] = {
 
 def build_dataset(cfg, split: str) -> InstanceDataset:
     """The `split` ("train", "val" or "test") of the configured dataset; train gets augmentation."""
-    from models.registry import sam_image_size
+    from models.registry import sam_embedding_size, sam_image_size
 
     train = split == "train"
     return DATASETS[cfg.dataset.name](
         cfg, split, image_size=sam_image_size(cfg.model.type), prompt=cfg.prompt, train=train, seed=cfg.seed,
         num_points=cfg.num_points, coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
         flip=cfg.augment.flip, strong=cfg.augment.strong,
+        embedding_size=sam_embedding_size(cfg.model.type),
     )
 
 

@@ -39,8 +39,9 @@ class InstanceDataset(Dataset):
 
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
-                 strong: bool = True) -> None:
+                 strong: bool = True, embedding_size: int | None = None) -> None:
         self.image_size = image_size
+        self.mask_input_size = 4 * (embedding_size or image_size // 16)
         self.prompt = prompt
         self.train = train
         self.seed = seed
@@ -80,7 +81,7 @@ class InstanceDataset(Dataset):
             "valid": torch.tensor(valid, dtype=torch.int64),
             "masks": torch.from_numpy(masks),
             "prompts": make_prompts(self.prompt, masks, boxes, valid, rng, self.num_points, self.coarse_as,
-                                    mask_input_size=4 * (self.image_size // 16)),
+                                    mask_input_size=self.mask_input_size),
             "index": index,
         }
         if self.train:

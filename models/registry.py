@@ -21,7 +21,7 @@ OFFICIAL_CHECKPOINTS = {
 # Small configurations. Shape rules: decoder dim divisible by 8, decoder dim / 2 divisible by
 # decoder heads, encoder dim divisible by encoder heads.
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
-    "vit_tiny": dict(image_size=256, encoder_dim=64, depth=2, heads=2, window=4, global_attn=(1,),
+    "vit_tiny": dict(image_size=256, patch=16, encoder_dim=64, depth=2, heads=2, window=4, global_attn=(1,),
                      prompt_dim=64, decoder_heads=2, decoder_mlp=128),
 }
 
@@ -32,9 +32,8 @@ class CheckpointError(RuntimeError):
     """A SAM checkpoint that is missing or does not fit the requested model."""
 
 
-def _build_small_sam(image_size: int, encoder_dim: int, depth: int, heads: int, window: int,
+def _build_small_sam(image_size: int, patch: int, encoder_dim: int, depth: int, heads: int, window: int,
                      global_attn: tuple[int, ...], prompt_dim: int, decoder_heads: int, decoder_mlp: int) -> Sam:
-    patch = 16
     embedding_size = image_size // patch
     return Sam(
         image_encoder=ImageEncoderViT(
@@ -120,3 +119,8 @@ def load_sam_weights(sam: Sam, model_type: str, path: Path) -> None:
 def sam_image_size(model_type: str) -> int:
     """Input side S of a SAM configuration (1024 for the official models)."""
     return SMALL_CONFIGS[model_type]["image_size"] if model_type in SMALL_CONFIGS else 1024
+
+
+def sam_embedding_size(model_type: str) -> int:
+    """Side h of the image embedding (S / patch size: 64 for the official models)."""
+    return sam_image_size(model_type) // (SMALL_CONFIGS[model_type]["patch"] if model_type in SMALL_CONFIGS else 16)
