@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,8 +24,8 @@ from lightning_fabric.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import StepSampler, build_dataset, collate
-from losses.wesam_loss import wesam_loss
+from datasets import StepSampler, UnusableDatasetError, build_dataset, collate
+from losses.wesam_loss import loss_branches, wesam_loss
 from models import CheckpointError, build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
 from utils.checkpoint import load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", cfg.to_dict())
     if state is None:
-        step, history = 0, []
+        step, history, seconds_before = 0, [], 0.0
         fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
                      f"({len(eval_set)} images, prompt {cfg.prompt})")
         direct = evaluate_now(None, 0)
@@ -131,15 +132,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, history, direct, best = state["step"], state["history"], state["direct"], state["best"]
+        seconds_before = state.get("seconds", 0.0)
         set_rng_state(state["rng"][min(fabric.global_rank, len(state["rng"]) - 1)])
         fabric.print(f"Resumed from {args.resume} at step {step}")
+    skipped_train: set[int] = set(state.get("skipped_train", [])) if state else set()  # this rank's, so far
+
+    started = time.time()
+
+    def run_seconds() -> float:
+        """Wall time of the run so far, over every resumed part."""
+        return seconds_before + time.time() - started
+
+    def all_skipped_train() -> set[int]:
+        """The training images skipped so far on any rank (unreadable, mask size differs...)."""
+        return set().union(*gather_objects(fabric, skipped_train))
 
     def save_checkpoint(step: int) -> None:
         """Write last.ckpt: everything a --resume needs to continue as if the run never stopped."""
         rng = gather_objects(fabric, rng_state())
+        skipped = sorted(all_skipped_train())
         if is_main:
             save_state(ckpt_dir / "last.ckpt", {
                 "config": cfg.to_dict(), "step": step, "history": history, "direct": direct, "best": best,
+                "seconds": run_seconds(), "skipped_train": skipped,
                 "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
             })
@@ -156,19 +171,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         is_best = metrics["miou"] > best["miou"]
         if is_best:
             best = dict(metrics)
-        fabric.log_dict({"eval/miou": metrics["miou"], "eval/f1": metrics["f1"]}, step=metrics["step"])
+        fabric.log_dict({f"eval/{k}": metrics[k] for k in ("miou", "f1", "area_ratio")}, step=metrics["step"])
+        skipped = {"train": len(all_skipped_train()), "eval": metrics["skipped_images"]}
         if is_main:
             weights = adapter_state_dict(model.sam, STUDENT)
             step_metadata = {**metadata, "step": metrics["step"], "miou": metrics["miou"]}
             save_adapter(ckpt_dir / "last-lora.safetensors", weights, step_metadata)
             if is_best or not (ckpt_dir / "best-lora.safetensors").exists():
                 save_adapter(ckpt_dir / "best-lora.safetensors", weights, step_metadata)
-            write_csv(out_dir / "metrics.csv", history, ["step", "miou", "f1"])
-            write_json(out_dir / "summary.json", {"dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split,
-                                                  "prompt": cfg.prompt, "direct": direct, "best": best, "last": metrics})
+            write_csv(out_dir / "metrics.csv", history, ["step", "miou", "f1", "area_ratio"])
+            write_json(out_dir / "summary.json", {
+                "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
+                "num_steps": cfg.num_steps, "seconds": round(run_seconds(), 1), "direct": direct, "best": best,
+                "last": metrics, "history": history, "skipped_images": skipped})
         save_checkpoint(metrics["step"])
         fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
                      f"(Direct {direct['miou']:.4f}, best {best['miou']:.4f} at step {best['step']})")
+        if skipped["train"]:  # evaluation skips are reported by evaluate()
+            fabric.print(f"Warning: {skipped['train']} training images skipped so far (the warnings name each file "
+                         "and the reason)")
 
     if state is None:
         record(direct)
@@ -177,12 +198,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=cfg.num_workers)
     batches = iter(loader)
+    branches = loss_branches(cfg.loss)
     model.train()
     progress = tqdm(total=cfg.num_steps, initial=step, desc="adapt", disable=not is_main, dynamic_ncols=True)
     while step < cfg.num_steps:
         batch = fabric.to_device(next(batches))
-        outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"])
-        loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size)
+        skipped_train.update(batch["skipped"])
+        outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
+        loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size, batch["masks"])
         if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
             raise FloatingPointError(f"The loss is not finite at step {step + 1} ({ {k: float(v) for k, v in terms.items()} }). "
                                      f"The last good state is {ckpt_dir / 'last.ckpt'}; lower opt.learning_rate "
@@ -217,5 +240,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, CheckpointError, FileNotFoundError) as error:
+    except (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError) as error:
         sys.exit(f"Error: {error}")

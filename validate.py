@@ -3,7 +3,7 @@
     python validate.py [--config FILE] [--ckpt FILE] [--out FILE.json] [key=value ...]
 
 --ckpt takes an adapter (best-lora.safetensors / last-lora.safetensors) or a run's last.ckpt.
-Prints mIoU and F1; --out writes {"dataset", "prompt", "miou", "f1", "num_images", "num_instances"}.
+Prints mIoU and F1; --out writes {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances"}.
 """
 
 from __future__ import annotations

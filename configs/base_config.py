@@ -24,14 +24,23 @@ base_config = {
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
     "dataset": {
         "name": "synthetic",  # dataset loader to use (see README for the list)
-        "root": "",  # folder of the dataset on disk (unused by "synthetic")
+        "root": "",  # folder of the dataset on disk (unused by "synthetic"); PREPARE.md gives each layout
+        "corruption": "gaussian_noise",  # coco_c: the corruption, a folder of <root>/corruption/
+        "interleave": 6,  # coco, folder without per-split files: k:1 split, k images to train then 1 to eval
+        "coco": {
+            "images": "images",  # coco: image folder below root; the json's file_name is relative to it
+            "annotations": "annotations.json",  # coco: instances json below root, split by interleave
+            "train": "",  # coco: the train split's own instances json below root (overrides the interleave)
+            "val": "",  # coco: the val split's own instances json below root
+            "test": "",  # coco: the test split's own instances json below root
+        },
         "synthetic": {
-            "shift": "low_contrast",  # target-domain shift of the generated scenes: "none", "low_contrast", "noise"
-            "image_size": 256,  # side of the generated square images in pixels
+            "shift": "camouflage",  # target domain: "none" (source), "camouflage", "medical" or an imagecorruptions type
+            "image_size": 128,  # side of the generated square images in pixels
             "num_train": 64,  # training images (only their weak labels are used)
             "num_val": 16,  # validation images
             "num_test": 32,  # test images (the eval split)
-            "max_objects": 5,  # at most this many objects per image
+            "max_objects": 6,  # at most this many objects per image
         },
         "eval_split": "test",  # split evaluated by adaptation.py and validate.py: "val" or "test"
     },
@@ -56,6 +65,7 @@ base_config = {
         "decay_factor": 0.1,  # learning-rate factor applied at each decay step (paper)
     },
     "loss": {
+        "target": "teacher",  # "teacher": its hard mask (WeSAM); "ground_truth": GT masks, the paper's Supervised row
         "focal": 20.0,  # weight of the focal loss to the teacher's hard mask (paper)
         "dice": 1.0,  # weight of the dice loss to the teacher's hard mask (paper)
         "iou": 1.0,  # weight of the IoU-head MSE (paper)
@@ -80,8 +90,8 @@ CHOICES = {
     "precision": ["32-true", "bf16-mixed", "16-mixed"],
     "prompt": ["box", "point", "coarse"],
     "coarse_as": ["box", "mask"],
-    "dataset.synthetic.shift": ["none", "low_contrast", "noise"],
     "dataset.eval_split": ["val", "test"],
     "model.pad": ["bottom_right", "center"],
     "teacher.mode": ["shared", "ema"],
+    "loss.target": ["teacher", "ground_truth"],
 }

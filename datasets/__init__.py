@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from datasets.instances import InstanceDataset, StepSampler, collate
+from datasets import camouflaged, coco, folder, medical, robotic, voc
+from datasets.files import DatasetLayoutError
+from datasets.instances import InstanceDataset, StepSampler, UnusableDatasetError, collate
 from datasets.synthetic import SyntheticDataset
 
 
@@ -19,6 +21,20 @@ def _synthetic(cfg, split: str, **common) -> InstanceDataset:
 # name -> builder(cfg, split, **common sample options) for split in "train", "val", "test"
 DATASETS: dict[str, Callable[..., InstanceDataset]] = {
     "synthetic": _synthetic,
+    # the paper's datasets (PREPARE.md gives each layout)
+    "coco2017": coco.build_coco2017,
+    "coco_c": coco.build_coco_c,
+    "voc2012": voc.build_voc2012,
+    "kvasir": medical.build_kvasir,
+    "isic2016": medical.build_isic2016,
+    "camo": camouflaged.build_camo,
+    "cod10k": camouflaged.build_cod10k,
+    "chameleon": camouflaged.build_chameleon,
+    "ocid": robotic.build_ocid,
+    "osd": robotic.build_osd,
+    # custom data
+    "coco": coco.build_coco,
+    "folder": folder.build_folder,
 }
 
 
@@ -35,4 +51,5 @@ def build_dataset(cfg, split: str) -> InstanceDataset:
     )
 
 
-__all__ = ["DATASETS", "InstanceDataset", "StepSampler", "build_dataset", "collate"]
+__all__ = ["DATASETS", "DatasetLayoutError", "InstanceDataset", "StepSampler", "UnusableDatasetError", "build_dataset",
+           "collate"]

@@ -6,12 +6,14 @@ A sample (one image, N instances, input size S, K points):
     image_strong  3 x S x S uint8    strong view of the same geometry (training only)
     valid         4 int64            top, left, height, width of the image inside the padding
     masks         N x S x S bool     ground-truth instance masks (for metrics; never a training target)
-    prompts       dict               see models/wesam.py (boxes N x 4, points N x K x 2, ...)
+    prompts       dict               see models/wesam.py (boxes N x 4, points N x K x 2, ...); empty when N = 0
     index         int                position in the dataset
+    skipped       list[int]          positions skipped while building this sample (see InstanceDataset)
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,6 +22,19 @@ from torch.utils.data import Dataset, Sampler
 
 from datasets.prompts import boxes_from_masks, make_prompts
 from datasets.transforms import Augment, pad_offsets, pad_to_square, resize_longest_side
+
+
+class SampleError(Exception):
+    """One image of a dataset cannot be used (unreadable file, mask size differs from the image...);
+    `load` raises it and the image is skipped. The message names the file and the reason."""
+
+
+class SkippedImageWarning(UserWarning):
+    """An image was skipped; see SampleError."""
+
+
+class UnusableDatasetError(RuntimeError):
+    """Every image of a dataset split was skipped."""
 
 
 def sample_seed(*keys: int) -> int:
@@ -59,9 +74,29 @@ class InstanceDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """The sample of `item`. An image that cannot be used (`load` raises SampleError; in training
+        also an image left without instances) is skipped with a SkippedImageWarning: evaluation gets
+        a sample without instances in its place, training the next image with the same seed (so a
+        run stays reproducible). The sample's `skipped` lists the positions skipped for it."""
         index, seed = item if isinstance(item, tuple) else (item, sample_seed(self.seed, item))
+        skipped: list[int] = []
+        for _ in range(len(self)):
+            try:
+                return {**self.make_sample(*self.load(index), index, seed), "skipped": skipped}
+            except SampleError as error:
+                stage = "training" if self.train else "evaluation"
+                warnings.warn(f"{type(self).__name__} ({stage}): skipping image {index}: {error}", SkippedImageWarning)
+                skipped.append(index)
+                if not self.train:
+                    return {**self.empty_sample(index, seed), "skipped": skipped}
+                index = (index + 1) % len(self)
+        raise UnusableDatasetError(f"None of the {len(self)} images of {type(self).__name__} could be used for "
+                                   "training; see the warnings above.")
+
+    def make_sample(self, image: np.ndarray, masks: np.ndarray, boxes: np.ndarray | None, index: int,
+                    seed: int) -> dict[str, Any]:
+        """The sample (without `skipped`) of an image H x W x 3, its masks N x H x W and boxes N x 4."""
         rng = np.random.default_rng(seed)
-        image, masks, boxes = self.load(index)
         if boxes is None:
             boxes = boxes_from_masks(masks)
         if self.max_nums and len(masks) > self.max_nums:
@@ -71,17 +106,21 @@ class InstanceDataset(Dataset):
         image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
         keep = masks.any(axis=(1, 2))  # instances too thin to survive the resize
         masks, boxes = masks[keep], boxes[keep]
+        if self.train and len(masks) == 0:
+            raise SampleError("no instance to train on (empty ground truth, or every instance lost in the resize)")
         height, width = image.shape[:2]
         top, left = pad_offsets(height, width, self.image_size, self.pad)
         valid = (top, left, height, width)
         boxes = boxes + np.array([left, top, left, top], np.float32)
         masks = pad_to_square(masks, top, left, self.image_size, first_axis=1)
+        # without instances there is nothing to prompt (evaluation passes such images by)
+        prompts = make_prompts(self.prompt, masks, boxes, valid, rng, self.num_points, self.coarse_as,
+                               mask_input_size=self.mask_input_size) if len(masks) else {}
         sample = {
             "image": _to_chw(pad_to_square(image, top, left, self.image_size, first_axis=0)),
             "valid": torch.tensor(valid, dtype=torch.int64),
             "masks": torch.from_numpy(masks),
-            "prompts": make_prompts(self.prompt, masks, boxes, valid, rng, self.num_points, self.coarse_as,
-                                    mask_input_size=self.mask_input_size),
+            "prompts": prompts,
             "index": index,
         }
         if self.train:
@@ -89,19 +128,27 @@ class InstanceDataset(Dataset):
             sample["image_strong"] = _to_chw(pad_to_square(strong, top, left, self.image_size, first_axis=0))
         return sample
 
+    def empty_sample(self, index: int, seed: int) -> dict[str, Any]:
+        """A blank image without instances, standing in for a skipped evaluation image."""
+        size = self.image_size
+        return self.make_sample(np.zeros((size, size, 3), np.uint8), np.zeros((0, size, size), bool),
+                                np.zeros((0, 4), np.float32), index, seed)
+
 
 def _to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images (B x 3 x S x S) and valid regions (B x 4); keep per-image lists of masks and prompts."""
+    """Stack images (B x 3 x S x S) and valid regions (B x 4); keep per-image lists of masks and
+    prompts; `skipped` joins the positions every sample skipped."""
     batch = {
         "images": torch.stack([s["image"] for s in samples]),
         "valid": torch.stack([s["valid"] for s in samples]),
         "masks": [s["masks"] for s in samples],
         "prompts": [s["prompts"] for s in samples],
         "index": [s["index"] for s in samples],
+        "skipped": [index for s in samples for index in s["skipped"]],
     }
     if "image_strong" in samples[0]:
         batch["images_strong"] = torch.stack([s["image_strong"] for s in samples])

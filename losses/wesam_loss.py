@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -14,20 +14,32 @@ from models.wesam import Outputs, upscale_logits
 TERMS = ("focal", "dice", "iou", "anchor", "contrastive")
 
 
-def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float], teacher_mode: str,
-               image_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def loss_branches(weights: Mapping[str, float | str]) -> tuple[str, ...]:
+    """The network branches (models/wesam.py) that a loss configuration needs."""
+    if weights["target"] == "ground_truth":
+        return ("student",)
+    if weights["anchor"] or weights["contrastive"]:
+        return ("anchor", "teacher", "student")
+    return ("teacher", "student")
+
+
+def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str], teacher_mode: str,
+               image_size: int, masks: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its unweighted terms, averaged over the images of the batch.
 
     Per image, with logits upscaled to the S x S input canvas:
-      focal, dice, iou: student vs the teacher's hard mask (teacher logits > 0, no gradient);
+      focal, dice, iou: student vs the teacher's hard mask (teacher logits > 0, no gradient), or
+        vs the ground-truth `masks` (N x S x S per image) when weights["target"] is "ground_truth";
       anchor: dice of student and teacher to the anchor's hard mask (0.5 each);
       contrastive: teacher vs anchor instance prototypes.
-    In ema mode the teacher has no gradient, so the anchor and contrastive terms use the student.
-    `weights` holds focal, dice, iou, anchor, contrastive, focal_alpha, focal_gamma, dice_smooth,
-    temperature (the config's loss section).
+    The anchor and contrastive terms are zero when `outputs` has no anchor branch (see
+    loss_branches). In ema mode the teacher has no gradient, so those terms use the student.
+    `weights` is the config's loss section.
     """
-    student, teacher, anchor = outputs["student"], outputs["teacher"], outputs["anchor"]
-    regularised = teacher if teacher_mode == "shared" else student
+    student = outputs["student"]
+    supervised = weights["target"] == "ground_truth"
+    if supervised and masks is None:
+        raise ValueError("loss.target is 'ground_truth' but no ground-truth masks were given.")
     sums = {name: torch.zeros((), device=student["embeddings"].device) for name in TERMS}
     images = 0
     for i, student_low in enumerate(student["logits"]):
@@ -35,12 +47,19 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float], tea
             continue
         images += 1
         student_logits = upscale_logits(student_low, image_size)
-        teacher_logits = upscale_logits(teacher["logits"][i], image_size)
+        if supervised:
+            target = masks[i][:, None].to(student_logits.dtype)
+        else:
+            teacher_logits = upscale_logits(outputs["teacher"]["logits"][i], image_size)
+            target = (teacher_logits.detach() > 0).to(student_logits.dtype)
+        sums["focal"] = sums["focal"] + focal_loss(student_logits, target, weights["focal_alpha"], weights["focal_gamma"])
+        sums["dice"] = sums["dice"] + dice_loss(student_logits, target, weights["dice_smooth"])
+        sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, target)
+        if "anchor" not in outputs:
+            continue
+        anchor = outputs["anchor"]
+        regularised = outputs["teacher"] if teacher_mode == "shared" else student
         anchor_logits = upscale_logits(anchor["logits"][i], image_size)
-        pseudo = (teacher_logits.detach() > 0).to(student_logits.dtype)
-        sums["focal"] = sums["focal"] + focal_loss(student_logits, pseudo, weights["focal_alpha"], weights["focal_gamma"])
-        sums["dice"] = sums["dice"] + dice_loss(student_logits, pseudo, weights["dice_smooth"])
-        sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, pseudo)
         regularised_logits = teacher_logits if teacher_mode == "shared" else student_logits
         sums["anchor"] = sums["anchor"] + anchor_loss(student_logits, regularised_logits, anchor_logits,
                                                       weights["dice_smooth"])

@@ -23,6 +23,9 @@ OFFICIAL_CHECKPOINTS = {
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "vit_tiny": dict(image_size=256, patch=16, encoder_dim=64, depth=2, heads=2, window=4, global_attn=(1,),
                      prompt_dim=64, decoder_heads=2, decoder_mlp=128),
+    # the embedded default's source model (2.5M parameters, 16 x 16 embedding at 128 px)
+    "vit_small": dict(image_size=128, patch=8, encoder_dim=160, depth=6, heads=5, window=8, global_attn=(2, 5),
+                      prompt_dim=96, decoder_heads=4, decoder_mlp=384),
 }
 
 SAM_CONFIGS = sorted(list(OFFICIAL_CHECKPOINTS) + list(SMALL_CONFIGS))
@@ -52,6 +55,18 @@ def _build_small_sam(image_size: int, patch: int, encoder_dim: int, depth: int, 
             transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=prompt_dim,
         ),
     )
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_path(path: str | Path) -> Path:
+    """`path` as given, or relative to the repository when it is relative and not found from the
+    working directory (so the shipped weights load from any folder)."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -88,7 +103,7 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam:
     else:
         raise ValueError(f"Unknown SAM model type '{model_type}'; choose one of {', '.join(SAM_CONFIGS)}.")
     if checkpoint:
-        load_sam_weights(sam, model_type, Path(checkpoint))
+        load_sam_weights(sam, model_type, resolve_path(checkpoint))
     sam.eval()
     return sam
 

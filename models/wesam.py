@@ -22,6 +22,7 @@ from models.lora import STUDENT, TEACHER, add_lora, ema_update, use_adapter
 
 Prompts = dict[str, torch.Tensor]
 Outputs = dict[str, Any]  # {"embeddings": B x C x h x w, "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]}
+BRANCHES = ("anchor", "teacher", "student")
 
 
 class WeSAM(nn.Module):
@@ -34,7 +35,8 @@ class WeSAM(nn.Module):
         self.sam = sam
         self.teacher_mode = teacher_mode
         self.pixel_normalize = pixel_normalize
-        add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
+        if lora_rank:  # rank 0: no LoRA and SAM left trainable, for full-supervision pretraining
+            add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
 
     @property
     def image_size(self) -> int:
@@ -74,21 +76,24 @@ class WeSAM(nn.Module):
         return {"embeddings": embeddings, "logits": [d[0] for d in decoded], "iou": [d[1] for d in decoded]}
 
     def forward(self, images_weak: torch.Tensor, images_strong: torch.Tensor, valid: torch.Tensor,
-                prompts: list[Prompts]) -> dict[str, Outputs]:
+                prompts: list[Prompts], branches: tuple[str, ...] = BRANCHES) -> dict[str, Outputs]:
         """Anchor and teacher on the weak view, student on the strong view, same prompts.
 
         Shared mode (paper): the teacher is the student network, with gradients. EMA mode: the
-        teacher adapter, without gradients.
+        teacher adapter, without gradients. `branches` leaves out those a loss does not use
+        (a supervised run needs only the student).
         """
-        with torch.no_grad():
-            anchor = self.predict(images_weak, valid, prompts, adapter=None)
-        if self.teacher_mode == "shared":
-            teacher = self.predict(images_weak, valid, prompts, adapter=STUDENT)
-        else:
+        outputs = {}
+        if "anchor" in branches:
             with torch.no_grad():
-                teacher = self.predict(images_weak, valid, prompts, adapter=TEACHER)
-        student = self.predict(images_strong, valid, prompts, adapter=STUDENT)
-        return {"anchor": anchor, "teacher": teacher, "student": student}
+                outputs["anchor"] = self.predict(images_weak, valid, prompts, adapter=None)
+        if "teacher" in branches and self.teacher_mode == "shared":
+            outputs["teacher"] = self.predict(images_weak, valid, prompts, adapter=STUDENT)
+        elif "teacher" in branches:
+            with torch.no_grad():
+                outputs["teacher"] = self.predict(images_weak, valid, prompts, adapter=TEACHER)
+        outputs["student"] = self.predict(images_strong, valid, prompts, adapter=STUDENT)
+        return outputs
 
     def update_teacher(self, rate: float) -> None:
         """EMA step of the teacher adapter towards the student (mode ema only)."""

@@ -58,7 +58,8 @@ def test_adapt_then_validate(tiny_overrides, tmp_path, prompt, mode):
     adapted = validate.main(["--config", str(run / "config.json"), "--ckpt", str(run / "checkpoints/last-lora.safetensors"),
                              "--out", str(out)])
     assert json.loads(out.read_text()) == adapted
-    assert set(adapted) == {"dataset", "prompt", "miou", "f1", "num_images", "num_instances"}
+    assert set(adapted) == {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances",
+                            "skipped_images"}
     assert adapted["prompt"] == prompt and adapted["num_images"] == 4 and adapted["num_instances"] >= 4
     assert adapted["miou"] == pytest.approx(summary["last"]["miou"], abs=1e-6)
     direct = validate.main(["--config", str(run / "config.json")])

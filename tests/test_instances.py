@@ -52,7 +52,8 @@ def assert_boxes_match_masks(sample: dict, atol: float) -> None:
 
 def test_eval_sample_keys_shapes_and_dtypes():
     sample = RectDataset()[1]
-    assert set(sample) == {"image", "valid", "masks", "prompts", "index"}
+    assert set(sample) == {"image", "valid", "masks", "prompts", "index", "skipped"}
+    assert sample["skipped"] == []
     assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == torch.uint8
     assert sample["valid"].dtype == torch.int64 and sample["valid"].tolist() == [0, 0, 64, 40]
     assert sample["masks"].shape == (6, 64, 64) and sample["masks"].dtype == torch.bool
@@ -63,7 +64,7 @@ def test_eval_sample_keys_shapes_and_dtypes():
 def test_train_sample_has_a_strong_view_of_the_same_geometry():
     dataset = RectDataset(train=True, flip=False)
     sample = dataset[(2, 99)]
-    assert set(sample) == {"image", "image_strong", "valid", "masks", "prompts", "index"}
+    assert set(sample) == {"image", "image_strong", "valid", "masks", "prompts", "index", "skipped"}
     assert sample["image_strong"].shape == (3, 64, 64) and sample["image_strong"].dtype == torch.uint8
     assert sample["index"] == 2
     # The strong view is padded like the weak view, after the photometric ops, so padding stays zero.
@@ -192,7 +193,7 @@ def test_collate_stacks_images_and_keeps_lists():
     dataset = RectDataset(train=True, prompt="point", rects=RECTS[:2] + RECTS[3:4])
     samples = [dataset[(0, 1)], RectDataset(train=True, prompt="point")[(3, 2)]]
     batch = collate(samples)
-    assert set(batch) == {"images", "images_strong", "valid", "masks", "prompts", "index"}
+    assert set(batch) == {"images", "images_strong", "valid", "masks", "prompts", "index", "skipped"}
     assert batch["images"].shape == (2, 3, 64, 64) and batch["images"].dtype == torch.uint8
     assert batch["images_strong"].shape == (2, 3, 64, 64)
     assert batch["valid"].shape == (2, 4) and batch["valid"].dtype == torch.int64

@@ -12,7 +12,7 @@ from configs.base_config import base_config
 from losses.anchor import anchor_loss
 from losses.contrastive import instance_contrastive_loss, instance_prototypes
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss
-from losses.wesam_loss import TERMS, wesam_loss
+from losses.wesam_loss import TERMS, loss_branches, wesam_loss
 
 
 def bce(x: float, t: float) -> float:
@@ -516,3 +516,40 @@ def test_wesam_loss_batch_without_instances_is_zero():
     total, terms = wesam_loss(fake_outputs([0, 0]), WEIGHTS, "shared", IMAGE)
     assert total.item() == 0.0
     assert all(terms[name].item() == 0.0 for name in TERMS)
+
+
+def test_supervised_target_uses_ground_truth_and_needs_only_the_student():
+    weights = dict(WEIGHTS, target="ground_truth")
+    outputs = fake_outputs([3, 2], seed=4)
+    g = torch.Generator().manual_seed(9)
+    masks = [torch.rand(n, IMAGE, IMAGE, generator=g) > 0.5 for n in (3, 2)]
+    total, terms = wesam_loss({"student": outputs["student"]}, weights, "shared", IMAGE, masks)
+    expected = {name: 0.0 for name in TERMS}
+    for logits, iou, gt in zip(outputs["student"]["logits"], outputs["student"]["iou"], masks):
+        s, t = upscale(logits), gt[:, None].float()
+        expected["focal"] += focal_loss(s, t, WEIGHTS["focal_alpha"], WEIGHTS["focal_gamma"]).item() / 2
+        expected["dice"] += dice_loss(s, t, WEIGHTS["dice_smooth"]).item() / 2
+        expected["iou"] += iou_head_loss(iou, s, t).item() / 2
+    for name in TERMS:
+        assert terms[name].item() == pytest.approx(expected[name], rel=1e-5, abs=1e-7), name
+    assert total.item() == pytest.approx(20 * expected["focal"] + expected["dice"] + expected["iou"], rel=1e-5)
+    total.backward()
+    assert outputs["student"]["logits"][0].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no ground-truth masks"):
+        wesam_loss({"student": outputs["student"]}, weights, "shared", IMAGE)
+
+
+def test_loss_branches_skip_what_the_weights_do_not_use():
+    assert loss_branches(WEIGHTS) == ("anchor", "teacher", "student")
+    assert loss_branches(dict(WEIGHTS, anchor=0.0, contrastive=0.0)) == ("teacher", "student")
+    assert loss_branches(dict(WEIGHTS, anchor=0.0)) == ("anchor", "teacher", "student")
+    assert loss_branches(dict(WEIGHTS, target="ground_truth")) == ("student",)
+
+
+def test_self_training_without_anchor_branch_has_zero_regularisers():
+    outputs = fake_outputs([3, 2], seed=6)
+    _, full = wesam_loss(outputs, WEIGHTS, "shared", IMAGE)
+    _, plain = wesam_loss({"teacher": outputs["teacher"], "student": outputs["student"]}, WEIGHTS, "shared", IMAGE)
+    assert plain["anchor"].item() == 0.0 and plain["contrastive"].item() == 0.0
+    for name in ("focal", "dice", "iou"):
+        torch.testing.assert_close(plain[name], full[name])

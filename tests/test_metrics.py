@@ -96,6 +96,7 @@ def test_meter_averages_instances_per_image_then_images():
     assert result["f1"] == pytest.approx(11 / 18)
     assert result["f1"] == pytest.approx(per_image_f1)
     assert result["miou"] != pytest.approx(pooled_miou)
+    assert result["area_ratio"] == pytest.approx((1.0 + 0.6) / 2)  # per image, then over images
     assert result["num_images"] == 2
     assert result["num_instances"] == 4
     assert isinstance(result["num_images"], int) and isinstance(result["num_instances"], int)
@@ -105,12 +106,14 @@ def test_meter_totals_layout():
     meter = SegmentationMeter()
     meter.update(*image_b())
     assert meter.totals.dtype == torch.float64
-    torch.testing.assert_close(meter.totals, torch.tensor([0.5 / 3, (2 / 3) / 3, 1.0, 3.0], dtype=torch.float64))
+    # predicted area 4 + 0 + 2 pixels against true area 2 + 4 + 4
+    torch.testing.assert_close(meter.totals, torch.tensor([0.5 / 3, (2 / 3) / 3, 0.6, 1.0, 3.0], dtype=torch.float64))
 
 
 def test_meter_without_images_reports_zeros():
     meter = SegmentationMeter()
-    assert meter.compute(meter.totals) == {"miou": 0.0, "f1": 0.0, "num_images": 0, "num_instances": 0}
+    assert meter.compute(meter.totals) == {"miou": 0.0, "f1": 0.0, "area_ratio": 0.0, "num_images": 0,
+                                           "num_instances": 0}
 
 
 def test_summed_totals_of_two_meters_equal_one_meter_fed_everything():
@@ -124,8 +127,8 @@ def test_summed_totals_of_two_meters_equal_one_meter_fed_everything():
 
     combined = SegmentationMeter.compute(rank0.totals + rank1.totals)
     expected = single.compute(single.totals)
-    assert combined.keys() == expected.keys() == {"miou", "f1", "num_images", "num_instances"}
-    for key in ("miou", "f1"):
+    assert combined.keys() == expected.keys() == {"miou", "f1", "area_ratio", "num_images", "num_instances"}
+    for key in ("miou", "f1", "area_ratio"):
         assert combined[key] == pytest.approx(expected[key])
     assert combined["num_images"] == expected["num_images"] == 3
     assert combined["num_instances"] == expected["num_instances"] == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,35 @@ def test_checkpoint_errors_say_what_to_do(tmp_path):
         build_sam("vit_tiny", looks_like_vit_b)
     with pytest.raises(ValueError, match="vit_tiny"):
         build_sam("vit_x")
+
+
+def test_relative_checkpoint_paths_fall_back_to_the_repository(tmp_path, monkeypatch):
+    from models import registry
+
+    repo = tmp_path / "repo"
+    (repo / "weights").mkdir(parents=True)
+    sam = tiny_sam(seed=5)
+    save_file({k: v.contiguous() for k, v in sam.state_dict().items()}, str(repo / "weights" / "w.safetensors"))
+    monkeypatch.setattr(registry, "REPO_ROOT", repo)
+    monkeypatch.chdir(tmp_path)
+    assert registry.resolve_path("weights/w.safetensors") == repo / "weights" / "w.safetensors"
+    loaded = build_sam("vit_tiny", "weights/w.safetensors")
+    torch.testing.assert_close(loaded.state_dict()["mask_decoder.iou_token.weight"],
+                               sam.state_dict()["mask_decoder.iou_token.weight"])
+    (tmp_path / "weights").mkdir()
+    assert registry.resolve_path("weights/w.safetensors") == repo / "weights" / "w.safetensors"  # no file in cwd
+    torch.save(sam.state_dict(), tmp_path / "weights" / "w.safetensors")
+    assert registry.resolve_path("weights/w.safetensors") == Path("weights/w.safetensors")  # cwd wins
+    assert registry.resolve_path("missing.pth") == Path("missing.pth")
+
+
+def test_vit_small_has_patch_8_and_a_16_x_16_embedding():
+    from models.registry import sam_embedding_size, sam_image_size
+
+    sam = build_sam("vit_small")
+    assert sam_image_size("vit_small") == 128 and sam_embedding_size("vit_small") == 16
+    assert sam_embedding_size("vit_tiny") == 16 and sam_embedding_size("vit_b") == 64
+    assert 2_000_000 < sum(p.numel() for p in sam.parameters()) < 3_000_000
+    with torch.no_grad():
+        embedding = sam.image_encoder(torch.zeros(1, 3, 128, 128))
+    assert embedding.shape == (1, 96, 16, 16)

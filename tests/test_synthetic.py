@@ -1,20 +1,24 @@
-"""Synthetic scenes, their domain shifts, and the dataset built from a configuration."""
+"""Synthetic scenes, their target domains, and the dataset built from a configuration."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from datasets import build_dataset
 from datasets.prompts import boxes_from_masks
-from datasets.synthetic import MIN_VISIBLE_FRACTION, SyntheticDataset, apply_shift, render_scene
+from datasets.scenes import MIN_VISIBLE_FRACTION, SHAPES, box_prior_masks, render_scene, shape_mask
+from datasets.shifts import SHIFTS, apply_shift, scene_style
+from datasets.synthetic import SyntheticDataset
 from utils.config import load_config
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_render_scene_masks_are_disjoint_and_visible(seed):
-    image, masks = render_scene(np.random.default_rng(seed), 96, 5)
+@pytest.mark.parametrize("style", ["source", "camouflage"])
+@pytest.mark.parametrize("seed", range(4))
+def test_render_scene_masks_are_disjoint_and_visible(seed, style):
+    image, masks = render_scene(np.random.default_rng(seed), 96, 5, style)
     assert image.shape == (96, 96, 3) and image.dtype == np.uint8
     assert masks.ndim == 3 and masks.shape[1:] == (96, 96) and masks.dtype == bool
     assert 1 <= len(masks) <= 5
@@ -23,20 +27,55 @@ def test_render_scene_masks_are_disjoint_and_visible(seed):
 
 
 def test_small_scenes_always_have_a_visible_instance():
-    for seed in range(300):
+    for seed in range(200):
         _, masks = render_scene(np.random.default_rng(seed), 48, 5)
         assert len(masks) >= 1 and masks.any(axis=(1, 2)).all()
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_render_scene_instances_are_flat_colours_on_a_noisy_background(seed):
-    # Objects are one colour (or two, striped) while the background carries noise: an instance's
-    # visible pixels are exactly the ones painted last with its colours.
-    image, masks = render_scene(np.random.default_rng(seed), 96, 5)
-    background = ~masks.any(axis=0)
-    assert len(np.unique(image[background], axis=0)) > 100
-    for mask in masks:
-        assert len(np.unique(image[mask], axis=0)) <= 2
+@pytest.mark.parametrize("kind", SHAPES)
+def test_every_shape_is_a_blob_around_its_centre(kind):
+    mask = shape_mask(np.random.default_rng(3), kind, 128, np.array([64.0, 64.0]), 30.0)
+    ys, xs = np.nonzero(mask)
+    assert mask.shape == (128, 128) and mask.sum() > 100
+    reach = 30 * np.sqrt(2) + 1  # the corners of rectangles and L shapes
+    assert xs.min() >= 64 - reach and xs.max() <= 64 + reach and ys.min() >= 64 - reach and ys.max() <= 64 + reach
+
+
+def test_ring_and_crescent_are_not_convex():
+    for kind in ("ring", "crescent", "ell", "star"):
+        mask = shape_mask(np.random.default_rng(1), kind, 128, np.array([64.0, 64.0]), 30.0)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+        assert mask.sum() < 0.9 * cv2.contourArea(hull), kind
+
+
+def test_unknown_shape_and_style_raise():
+    with pytest.raises(ValueError, match="Unknown shape 'blob'"):
+        shape_mask(np.random.default_rng(0), "blob", 32, np.array([16.0, 16.0]), 5.0)
+    with pytest.raises(ValueError, match="Unknown scene style 'night'"):
+        render_scene(np.random.default_rng(0), 32, 2, "night")
+
+
+def test_source_objects_stand_out_and_camouflaged_ones_blend_in():
+    def contrast(style: str) -> float:
+        gaps = []
+        for seed in range(20):
+            image, masks = render_scene(np.random.default_rng(seed), 96, 4, style)
+            background = image[~masks.any(axis=0)].astype(float).mean(axis=0)
+            gaps += [np.linalg.norm(image[m].astype(float).mean(axis=0) - background) for m in masks]
+        return float(np.median(gaps))
+
+    assert contrast("source") > 50
+    assert contrast("camouflage") < 35
+
+
+def test_box_prior_is_the_inscribed_ellipse():
+    prior = box_prior_masks(np.array([[10, 20, 50, 40]], np.float32), 64)
+    assert prior.shape == (1, 64, 64)
+    np.testing.assert_allclose(prior.sum(), np.pi * 20 * 10, rtol=0.05)
+    ys, xs = np.nonzero(prior[0])
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 49, 20, 39)  # touches every side of the box
+    assert prior[0, 30, 30] and not prior[0, 20, 10]
 
 
 def test_render_scene_is_deterministic_per_seed():
@@ -48,33 +87,35 @@ def test_render_scene_is_deterministic_per_seed():
     assert not np.array_equal(first[0], other[0])
 
 
-def test_apply_shift_none_is_identity():
+def test_apply_shift_none_and_camouflage_leave_pixels_alone():
     image, _ = render_scene(np.random.default_rng(0), 64, 3)
-    assert apply_shift(image, "none", np.random.default_rng(0)) is image
+    for shift in ("none", "camouflage"):
+        assert apply_shift(image, shift, np.random.default_rng(0)) is image
+    assert scene_style("camouflage") == "camouflage" and scene_style("medical") == "source"
 
 
-def test_apply_shift_low_contrast_shrinks_towards_grey():
-    image, _ = render_scene(np.random.default_rng(0), 64, 3)
-    shifted = apply_shift(image, "low_contrast", np.random.default_rng(0))
+def test_medical_look_is_reddish_soft_and_reproducible():
+    image, _ = render_scene(np.random.default_rng(0), 96, 4)
+    shifted = apply_shift(image, "medical", np.random.default_rng(5))
     assert shifted.shape == image.shape and shifted.dtype == np.uint8
-    np.testing.assert_allclose(shifted.std(), 0.3 * image.std(), rtol=0.05)
-    # 30 % contrast around 128: every pixel moves to within 0.3 x 128 (+1 for truncation) of 128.
-    assert (np.abs(shifted.astype(int) - 128) <= 0.3 * 128 + 1).all()
-    np.testing.assert_allclose(shifted.astype(float), 128 + (image.astype(float) - 128) * 0.3, atol=1)
+    red, green, blue = shifted.reshape(-1, 3).astype(float).mean(axis=0)
+    assert red > 1.5 * green and red > 1.5 * blue
+    np.testing.assert_array_equal(shifted, apply_shift(image, "medical", np.random.default_rng(5)))
 
 
-def test_apply_shift_noise_changes_pixels_reproducibly():
+@pytest.mark.parametrize("shift", ["gaussian_noise", "defocus_blur", "contrast"])
+def test_corruption_shifts_change_pixels_reproducibly(shift):
     image, _ = render_scene(np.random.default_rng(0), 64, 3)
-    noisy = apply_shift(image, "noise", np.random.default_rng(5))
-    assert noisy.shape == image.shape and noisy.dtype == np.uint8
-    assert (noisy != image).mean() > 0.9
-    np.testing.assert_array_equal(noisy, apply_shift(image, "noise", np.random.default_rng(5)))
-    assert not np.array_equal(noisy, apply_shift(image, "noise", np.random.default_rng(6)))
+    shifted = apply_shift(image, shift, np.random.default_rng(5))
+    assert shifted.shape == image.shape and shifted.dtype == np.uint8
+    assert np.abs(shifted.astype(int) - image).mean() > 5
+    np.testing.assert_array_equal(shifted, apply_shift(image, shift, np.random.default_rng(5)))
 
 
-def test_apply_shift_unknown_raises():
-    with pytest.raises(ValueError, match="Unknown synthetic shift 'fog'"):
-        apply_shift(np.zeros((4, 4, 3), np.uint8), "fog", np.random.default_rng(0))
+def test_every_shift_is_known_and_unknown_raises():
+    assert {"none", "camouflage", "medical", "gaussian_noise"} <= set(SHIFTS)
+    with pytest.raises(ValueError, match="Unknown synthetic shift 'rain'"):
+        apply_shift(np.zeros((4, 4, 3), np.uint8), "rain", np.random.default_rng(0))
 
 
 def make_split(split: str, **kwargs) -> SyntheticDataset:
@@ -82,7 +123,7 @@ def make_split(split: str, **kwargs) -> SyntheticDataset:
 
 
 def test_synthetic_splits_never_share_a_scene():
-    images = {split: [make_split(split).load(i)[0] for i in range(4)] for split in ("train", "val", "test")}
+    images = {split: [make_split(split).load(i)[0] for i in range(4)] for split in ("train", "val", "test", "pretrain")}
     flat = [image for split_images in images.values() for image in split_images]
     for i, a in enumerate(flat):
         for b in flat[i + 1:]:

@@ -21,7 +21,7 @@ from lightning_fabric import Fabric
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets import build_dataset, collate  # noqa: E402
-from losses.wesam_loss import wesam_loss  # noqa: E402
+from losses.wesam_loss import loss_branches, wesam_loss  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
 from utils.config import load_config  # noqa: E402
@@ -57,8 +57,9 @@ def main() -> None:
     train_times, eval_times = [], []
     for batch in batches:
         start = time.perf_counter()
-        outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"])
-        loss, _ = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, model.image_size)
+        outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"],
+                        loss_branches(cfg.loss))
+        loss, _ = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, model.image_size, batch["masks"])
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         optimizer.step()

@@ -143,19 +143,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def validate(cfg: Mapping[str, Any]) -> None:
     """Check choices, registry names and value ranges; raise ConfigError naming the key."""
     from datasets import DATASETS
+    from datasets.shifts import SHIFTS
     from models.registry import SAM_CONFIGS
 
     flat = flatten(cfg)
     choices = dict(CHOICES)
     choices["model.type"] = sorted(SAM_CONFIGS)
     choices["dataset.name"] = sorted(DATASETS)
+    choices["dataset.synthetic.shift"] = list(SHIFTS)
     for key, allowed in choices.items():
         if flat[key] not in allowed:
             close = difflib.get_close_matches(str(flat[key]), [str(a) for a in allowed], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"Config key '{key}' is {flat[key]!r}; allowed values: {', '.join(map(str, allowed))}.{hint}")
     positive = ["devices", "batch_size", "val_batch_size", "num_steps", "eval_interval", "log_interval",
-                "max_nums", "num_points", "lora.rank"]
+                "max_nums", "num_points", "lora.rank", "dataset.interleave"]
     for key in positive:
         if flat[key] < 1:
             raise ConfigError(f"Config key '{key}' must be at least 1; got {flat[key]}.")

@@ -7,7 +7,7 @@ from lightning_fabric import Fabric
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from datasets import InstanceDataset, collate
+from datasets import InstanceDataset, UnusableDatasetError, collate
 from models.wesam import WeSAM, upscale_logits
 from utils.metrics import SegmentationMeter
 
@@ -21,23 +21,40 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
     and only the final sum is a collective.
 
     Each rank takes every world_size-th image, so no image is counted twice; masks are compared
-    at the resized image's resolution, padding cropped, prediction = logits > 0.
+    at the resized image's resolution, padding cropped, prediction = logits > 0. Images without
+    instances are not scored; `skipped_images` counts those the dataset could not use (see
+    InstanceDataset), and a split of which every image was skipped is an error.
     """
     indices = range(fabric.global_rank, len(dataset), fabric.world_size)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     meter = SegmentationMeter(fabric.device)
     was_training = model.training
     model.eval()
+    skipped: set[int] = set()
     for batch in tqdm(loader, desc=description, leave=False, disable=fabric.global_rank != 0):
+        skipped.update(batch["skipped"])
+        scored = [i for i, masks in enumerate(batch["masks"]) if len(masks)]  # SAM needs at least one prompt
+        if not scored:
+            continue
         batch = fabric.to_device(batch)
         with fabric.autocast():
-            outputs = model.predict(batch["images"], batch["valid"], batch["prompts"], adapter=adapter)
-        for logits, masks, (top, left, height, width) in zip(outputs["logits"], batch["masks"], batch["valid"].tolist()):
-            if len(masks) == 0:
-                continue
+            outputs = model.predict(batch["images"][scored], batch["valid"][scored],
+                                    [batch["prompts"][i] for i in scored], adapter=adapter)
+        for logits, i in zip(outputs["logits"], scored):
+            masks = batch["masks"][i]
+            top, left, height, width = batch["valid"][i].tolist()
             pred = upscale_logits(logits.float(), masks.shape[-1])[:, 0] > 0
             crop = (slice(None), slice(top, top + height), slice(left, left + width))
             meter.update(pred[crop], masks[crop])
     model.train(was_training)
     totals = fabric.all_reduce(meter.totals, reduce_op="sum") if fabric.world_size > 1 else meter.totals
-    return SegmentationMeter.compute(totals)
+    num_skipped = len(skipped)  # ranks evaluate disjoint images, so their counts add up
+    if fabric.world_size > 1:
+        num_skipped = int(fabric.all_reduce(torch.tensor(float(num_skipped), device=fabric.device), reduce_op="sum"))
+    if num_skipped and num_skipped == len(dataset):
+        raise UnusableDatasetError(f"None of the {len(dataset)} evaluation images could be used; "
+                                   "see the warnings above.")
+    if num_skipped:
+        fabric.print(f"Warning: {num_skipped} of {len(dataset)} evaluation images were skipped and not scored "
+                     "(the warnings above name each file and the reason).")
+    return {**SegmentationMeter.compute(totals), "skipped_images": num_skipped}

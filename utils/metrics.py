@@ -23,21 +23,23 @@ def instance_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
 
 
 class SegmentationMeter:
-    """Accumulates per-image mean instance IoU and F1; `totals` can be summed across ranks."""
+    """Accumulates per-image mean instance IoU and F1, and the predicted / true mask area of each
+    image (a diagnostic of masks that grow or shrink); `totals` can be summed across ranks."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
-        # sum of per-image mIoU, sum of per-image F1, images, instances
-        self.totals = torch.zeros(4, dtype=torch.float64, device=device)
+        # sums of per-image mIoU, F1 and area ratio; images; instances
+        self.totals = torch.zeros(5, dtype=torch.float64, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add one image: boolean masks N x H x W of its N >= 1 instances."""
         iou, f1 = instance_scores(pred, target)
-        self.totals += torch.stack([iou.mean(), f1.mean(), torch.tensor(1.0, device=iou.device),
+        area_ratio = pred.sum() / target.sum().clamp(min=1)
+        self.totals += torch.stack([iou.mean(), f1.mean(), area_ratio.to(iou), torch.tensor(1.0, device=iou.device),
                                     torch.tensor(float(len(iou)), device=iou.device)]).to(self.totals)
 
     @staticmethod
     def compute(totals: torch.Tensor) -> dict[str, float]:
-        """{"miou", "f1", "num_images", "num_instances"} from (possibly all-reduced) totals."""
-        images = max(int(totals[2]), 1)
+        """{"miou", "f1", "area_ratio", "num_images", "num_instances"} from (possibly all-reduced) totals."""
+        images = max(int(totals[3]), 1)
         return {"miou": float(totals[0]) / images, "f1": float(totals[1]) / images,
-                "num_images": int(totals[2]), "num_instances": int(totals[3])}
+                "area_ratio": float(totals[2]) / images, "num_images": int(totals[3]), "num_instances": int(totals[4])}

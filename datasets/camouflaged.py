@@ -1,0 +1,61 @@
+"""Camouflaged objects: CAMO, COD10K and CHAMELEON.
+
+Binary ground truths (grey > 127 is foreground), one foreground instance per image, as the
+authors' decode of the thresholded mask. Masks are matched to images by file name (stem).
+"""
+
+from __future__ import annotations
+
+from datasets.files import Layout, LabelMapDataset, interleave, mask_records
+
+COD_INTERLEAVE = 4  # the authors' 4:1 split of the COD10K test set, also used for CHAMELEON
+
+CAMO_TREE = """
+<root>/                      CAMO-V.1.0-CVIU2019
+  Images/Train/<name>.jpg    1,000 images
+  Images/Test/<name>.jpg     250 images
+  GT/<name>.png              the masks of both
+"""
+COD10K_TREE = """
+<root>/                      COD10K-v2 (only its test set is used)
+  Test/Image/<name>.jpg      2,026 images
+  Test/GT_Object/<name>.png
+"""
+CHAMELEON_TREE = """
+<root>/                      CHAMELEON, as in the COD TestDataset release
+  Imgs/<name>.jpg            76 images
+  GT/<name>.png
+"""
+
+
+def _binary_dataset(layout: Layout, image_folder: str, mask_folder: str, split: str, k: int | None,
+                    drop_empty: bool = False, **common) -> LabelMapDataset:
+    """Images of image_folder with the binary masks of mask_folder; all of them, or their k:1 interleave."""
+    images = layout.files_by_stem(layout.folder(image_folder))
+    masks = layout.folder(mask_folder)
+    records = mask_records(images, layout.files_by_stem(masks), masks)
+    if k is not None:
+        records = interleave(records, k, split)
+    return LabelMapDataset(records, layout, split, binary=True, drop_empty=drop_empty, **common)
+
+
+def build_camo(cfg, split: str, **common) -> LabelMapDataset:
+    """CAMO: the official train / test images ("val" is test). An image whose mask has another size
+    is skipped when loaded (the authors drop them)."""
+    layout = Layout.at("camo", cfg.dataset.root, CAMO_TREE)
+    images = "Images/Train" if split == "train" else "Images/Test"
+    return _binary_dataset(layout, images, "GT", split, None, **common)
+
+
+def build_cod10k(cfg, split: str, **common) -> LabelMapDataset:
+    """COD10K-v2 test set, 4:1 interleave on sorted names ("val" and "test" are both the 1 part);
+    images whose mask is empty are dropped (after the split)."""
+    layout = Layout.at("cod10k", cfg.dataset.root, COD10K_TREE)
+    return _binary_dataset(layout, "Test/Image", "Test/GT_Object", split, COD_INTERLEAVE, drop_empty=True, **common)
+
+
+def build_chameleon(cfg, split: str, **common) -> LabelMapDataset:
+    """CHAMELEON. The authors have no loader for it (their tables report it), so it is split as
+    COD10K: 4:1 interleave on sorted names ("val" and "test" are both the 1 part), empty masks dropped."""
+    layout = Layout.at("chameleon", cfg.dataset.root, CHAMELEON_TREE)
+    return _binary_dataset(layout, "Imgs", "GT", split, COD_INTERLEAVE, drop_empty=True, **common)

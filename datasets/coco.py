@@ -1,0 +1,151 @@
+"""COCO-format datasets: COCO 2017 (the paper's natural images), COCO-C (the same images with one
+corruption) and `coco`, any COCO instances json with an image folder (custom data).
+
+Annotations become instances as in the authors' loader: crowd annotations and boxes of zero width
+or height are skipped, polygons and RLE are decoded with pycocotools, and the box prompt is the
+annotation's bbox (x, y, w, h -> XYXY). Images without a usable annotation are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from datasets.files import FileDataset, Layout, check_same_size, drop_empty_masks, interleave, read_image
+from datasets.instances import SampleError
+
+COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
+
+COCO2017_TREE = """
+<root>/
+  val2017/000000000139.jpg ...             the 5,000 COCO val2017 images
+  annotations/instances_val2017.json
+"""
+COCO_C_TREE = """
+<root>/                                    the coco2017 root, plus:
+  annotations/instances_val2017.json
+  corruption/<dataset.corruption>/000000000139.jpg ...   val2017 with one corruption (tools/make_coco_c.py)
+"""
+CUSTOM_TREE = """
+<root>/
+  <dataset.coco.images>/<file_name>        the images; file_name as in the json
+  <dataset.coco.annotations>               one COCO instances json, split k:1 by dataset.interleave,
+or per split: <dataset.coco.train>, <dataset.coco.val>, <dataset.coco.test> (one json each)
+"""
+
+
+@dataclass(frozen=True)
+class CocoRecord:
+    image: Path
+    image_id: int
+    height: int | None  # as annotated; None: the image's own
+    width: int | None
+    annotations: tuple[dict[str, Any], ...]  # usable annotations (segmentation, bbox)
+
+
+def is_usable(annotation: dict[str, Any]) -> bool:
+    """Not a crowd, a box of positive width and height, and a segmentation."""
+    box = annotation.get("bbox") or [0, 0, 0, 0]
+    return not annotation.get("iscrowd", 0) and box[2] > 0 and box[3] > 0 and bool(annotation.get("segmentation"))
+
+
+def read_coco(path: Path, layout: Layout, image_folder: Path) -> list[CocoRecord]:
+    """Every image of a COCO instances json, sorted by id, with its usable annotations (maybe
+    none); images are image_folder / file_name."""
+    try:
+        data = json.loads(path.read_text())
+        usable: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
+        for a in data["annotations"]:
+            if is_usable(a):
+                usable[a["image_id"]].append({"segmentation": a["segmentation"], "bbox": a["bbox"]})
+        return [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
+                           tuple(usable[image["id"]])) for image in sorted(data["images"], key=lambda i: i["id"])]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise layout.error(f"'{path}' is not a COCO instances json ({type(error).__name__}: {error})") from error
+
+
+def annotated(records: list[CocoRecord]) -> list[CocoRecord]:
+    """The records with a usable annotation."""
+    return [record for record in records if record.annotations]
+
+
+def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """H x W bool mask of a COCO segmentation: polygons, uncompressed RLE or compressed RLE."""
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle).astype(bool)
+
+
+class CocoDataset(FileDataset):
+    """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
+
+    def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
+                 **common) -> None:
+        super().__init__(records, layout, split, **common)
+        self.annotation_file = annotation_file
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        record = self.records[index]
+        image = read_image(record.image)
+        height, width = record.height or image.shape[0], record.width or image.shape[1]
+        source = f"annotations of image id {record.image_id} in '{self.annotation_file}'"
+        try:
+            masks = np.stack([decode_segmentation(a["segmentation"], height, width) for a in record.annotations])
+        except Exception as error:  # pycocotools raises bare Exceptions for malformed segmentations
+            raise SampleError(f"cannot decode the {source} ({error})") from error
+        check_same_size(image, record.image, masks, source)
+        boxes = np.array([a["bbox"] for a in record.annotations], np.float32)
+        boxes[:, 2:] += boxes[:, :2]
+        return (image, *drop_empty_masks(masks, boxes))
+
+
+def _coco2017_records(layout: Layout, split: str, image_folder: Path) -> tuple[list[CocoRecord], Path]:
+    annotation_file = layout.file("annotations/instances_val2017.json")
+    records = interleave(read_coco(annotation_file, layout, image_folder), COCO2017_INTERLEAVE, split)
+    return annotated(records), annotation_file
+
+
+def build_coco2017(cfg, split: str, **common) -> CocoDataset:
+    """COCO 2017 val: 6:1 interleave on sorted image ids ("val" and "test" are both the 1 part)."""
+    layout = Layout.at("coco2017", cfg.dataset.root, COCO2017_TREE)
+    records, annotation_file = _coco2017_records(layout, split, layout.folder("val2017"))
+    return CocoDataset(records, annotation_file, layout, split, **common)
+
+
+def build_coco_c(cfg, split: str, **common) -> CocoDataset:
+    """COCO-C: the coco2017 split and annotations, images from corruption/<dataset.corruption>/."""
+    layout = Layout.at("coco_c", cfg.dataset.root, COCO_C_TREE)
+    folder = layout.root / "corruption" / cfg.dataset.corruption
+    if not folder.is_dir():
+        present = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
+        raise layout.error(f"folder '{folder}' not found (dataset.corruption={cfg.dataset.corruption!r}; "
+                           f"corruptions present: {', '.join(present) or 'none'})")
+    records, annotation_file = _coco2017_records(layout, split, folder)
+    return CocoDataset(records, annotation_file, layout, split, **common)
+
+
+def build_coco(cfg, split: str, **common) -> CocoDataset:
+    """Custom COCO data: dataset.coco.<split> if set (the whole json is the split), else the k:1
+    interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike)."""
+    options = cfg.dataset.coco
+    layout = Layout.at("coco", cfg.dataset.root, CUSTOM_TREE)
+    image_folder = layout.folder(options.images)
+    if options[split]:
+        annotation_file = layout.file(options[split])
+        records = read_coco(annotation_file, layout, image_folder)
+    elif options.annotations:
+        annotation_file = layout.file(options.annotations)
+        records = interleave(read_coco(annotation_file, layout, image_folder), cfg.dataset.interleave, split)
+    else:
+        raise layout.error(f"neither dataset.coco.{split} nor dataset.coco.annotations is set")
+    return CocoDataset(annotated(records), annotation_file, layout, split, **common)

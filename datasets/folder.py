@@ -1,0 +1,59 @@
+"""Custom data as folders of images and masks (`folder`).
+
+Each image images/<stem>.<ext> has either masks/<stem>.png, a label map with one instance per
+non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance), or a folder
+masks/<stem>/ with one PNG per instance (its non-zero pixels). Masks must be lossless (PNG):
+JPEG noise would add instances.
+
+Splits: per-split folders <root>/<split>/{images,masks} when <root>/images does not exist; else
+the k:1 interleave (k = dataset.interleave) of the images sorted by name ("val" and "test" are
+both the 1 part).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets.files import (IMAGE_EXTENSIONS, Layout, LabelMapDataset, MaskRecord, drop_empty_masks, interleave,
+                            mask_records, read_label_map)
+from datasets.instances import SampleError
+
+TREE = """
+<root>/
+  images/<stem>.jpg            (or .png, .bmp, .tif, .webp)
+  masks/<stem>.png             a label map: one instance per non-zero value
+  masks/<stem>/<any>.png       or one PNG per instance (non-zero pixels)
+split k:1 by dataset.interleave; or with one such pair of folders per split:
+<root>/train/{images,masks}/   <root>/val/{images,masks}/   <root>/test/{images,masks}/
+"""
+
+
+class FolderDataset(LabelMapDataset):
+    """Label-map masks, or folders of one mask file per instance."""
+
+    def read_masks(self, record: MaskRecord) -> np.ndarray:
+        if not record.mask.is_dir():
+            return super().read_masks(record)
+        files = sorted(p for p in record.mask.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise SampleError(f"mask folder '{record.mask}' holds no mask files")
+        masks = [read_label_map(path) != 0 for path in files]
+        for path, mask in zip(files, masks):
+            if mask.shape != masks[0].shape:
+                raise SampleError(f"instance mask '{path}' is {mask.shape[1]}x{mask.shape[0]} but '{files[0]}' is "
+                                  f"{masks[0].shape[1]}x{masks[0].shape[0]} (width x height)")
+        return drop_empty_masks(np.stack(masks))[0]
+
+
+def build_folder(cfg, split: str, **common) -> FolderDataset:
+    layout = Layout.at("folder", cfg.dataset.root, TREE)
+    pooled = (layout.root / "images").is_dir()
+    base = "." if pooled else split
+    images = layout.files_by_stem(layout.folder(f"{base}/images"))
+    mask_folder = layout.folder(f"{base}/masks")
+    masks = layout.files_by_stem(mask_folder)
+    masks.update({path.name: path for path in mask_folder.iterdir() if path.is_dir()})
+    records = mask_records(images, masks, mask_folder)
+    if pooled:
+        records = interleave(records, cfg.dataset.interleave, split)
+    return FolderDataset(records, layout, split, **common)

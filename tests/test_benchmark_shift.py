@@ -1,0 +1,66 @@
+"""tools/benchmark_shift.py and utils/experiments.py: cells, resumable runs, the written table and plots."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import benchmark_shift  # noqa: E402
+from utils.experiments import markdown_table, mean_spread  # noqa: E402
+
+
+def test_mean_spread_and_markdown_table():
+    assert mean_spread([0.5, 0.7]) == "60.0 ± 10.0"
+    assert mean_spread([0.1234]) == "12.3"
+    assert mean_spread([]) == "–"
+    table = markdown_table(["a", "b"], [["x", 1], ["y", 2]])
+    assert table.splitlines() == ["| a | b |", "|:---|---:|", "| x | 1 |", "| y | 2 |"]
+
+
+def test_cells_combine_method_domain_prompt_and_seed_overrides():
+    args = benchmark_shift.parse_args(["--domains", "medical", "--methods", "supervised", "num_steps=7"])
+    assert args.methods == ["wesam", "supervised"]  # Direct comes from the wesam runs
+    assert benchmark_shift.cell_overrides(args, "medical", "point", "supervised", "2") == [
+        "num_steps=7", "dataset.synthetic.shift=medical", "prompt=point", "seed=2", "loss.target=ground_truth"]
+    assert benchmark_shift.METHODS["self_training"][1] == ["loss.anchor=0", "loss.contrastive=0"]
+    with pytest.raises(SystemExit):
+        benchmark_shift.parse_args(["--methods", "tent"])
+
+
+@pytest.mark.slow
+def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp_path, tiny_overrides):
+    overrides = [o for o in tiny_overrides if not o.startswith("out_dir")] + ["model.type=vit_tiny"]
+    argv = ["--domains", "none,medical", "--prompts", "box", "--methods", "wesam,supervised", "--seeds", "0,1",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), *overrides]
+    text = benchmark_shift.main(argv)
+    summaries = sorted((tmp_path / "runs").glob("*/box/*/seed*/summary.json"))
+    assert len(summaries) == 2 * 2 * 2
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert summary["last"]["step"] == summary["num_steps"] == 4 and summary["seconds"] > 0
+    supervised = json.loads((tmp_path / "runs/medical/box/supervised/seed1/summary.json").read_text())
+    config = json.loads((tmp_path / "runs/medical/box/supervised/seed1/config.json").read_text())
+    assert config["loss"]["target"] == "ground_truth" and config["seed"] == 1
+    assert config["dataset"]["synthetic"]["shift"] == "medical"
+    assert 0 < supervised["last"]["area_ratio"]
+
+    written = (tmp_path / "results" / "shift_benchmark.md").read_text()
+    assert written == text
+    assert "## Prompt: box" in text and "| Method | none | medical |" in text
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"Direct", benchmark_shift.METHODS["wesam"][0], benchmark_shift.METHODS["supervised"][0]}
+    assert " ± " in rows["Direct"] and " s |" in rows[benchmark_shift.METHODS["supervised"][0]]
+    assert (tmp_path / "results" / "shift_none.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "shift_medical.png").exists()
+
+    started = time.time()
+    assert benchmark_shift.main(argv) == text
+    assert time.time() - started < 20  # every run is read back, none repeated
+    assert sorted((tmp_path / "runs").glob("*/box/*/seed*/summary.json")) == summaries

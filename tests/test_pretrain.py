@@ -1,0 +1,99 @@
+"""tools/pretrain_source_sam.py: a short CPU run, exact resume, export, and its training scenes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import pretrain_source_sam as pretrain  # noqa: E402
+from models.registry import build_sam, read_state_dict  # noqa: E402
+from utils.checkpoint import load_state  # noqa: E402
+
+SHORT = ["--model-type", "vit_tiny", "--steps", "4", "--batch-size", "2", "--warmup", "2", "--eval-interval", "2",
+         "--eval-images", "3", "--save-interval", "1", "--accelerator", "cpu", "--threads", "1"]
+
+
+def test_training_scene_is_a_function_of_seed_and_step():
+    first = pretrain.training_scene(0, 5, 1, 64, 4)
+    again = pretrain.training_scene(0, 5, 1, 64, 4)
+    other = pretrain.training_scene(0, 6, 1, 64, 4)
+    assert first["image"].shape == (3, 64, 64) and first["image"].dtype == torch.uint8
+    assert first["masks"].dtype == torch.bool and first["masks"].shape[1:] == (64, 64)
+    torch.testing.assert_close(first["image"], again["image"])
+    assert not torch.equal(first["image"], other["image"])
+    n = len(first["masks"])
+    prompts = first["prompts"]
+    assert set(prompts) in ({"boxes"}, {"points", "point_labels"})
+    if "boxes" in prompts:
+        assert prompts["boxes"].shape == (n, 4) and (prompts["boxes"] >= 0).all() and (prompts["boxes"] <= 64).all()
+    else:
+        assert prompts["points"].shape == (n, 10, 2)
+
+
+def test_both_prompt_kinds_and_jittered_boxes_occur():
+    kinds, offsets = set(), []
+    for step in range(30):
+        scene = pretrain.training_scene(1, step, 0, 64, 3)
+        kinds.add(frozenset(scene["prompts"]))
+        if "boxes" in scene["prompts"]:
+            from datasets.prompts import boxes_from_masks
+
+            tight = torch.from_numpy(boxes_from_masks(scene["masks"].numpy()))
+            offsets.append(float((scene["prompts"]["boxes"] - tight).abs().mean()))
+    assert kinds == {frozenset({"boxes"}), frozenset({"points", "point_labels"})}
+    assert np.mean(offsets) > 0.3  # boxes are jittered, not tight
+
+
+def test_photometric_augmentation_changes_intensity_only():
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    changed = [pretrain.photometric(image, np.random.default_rng(s)) for s in range(10)]
+    assert all(c.shape == image.shape and c.dtype == np.uint8 for c in changed)
+    assert sum(not np.array_equal(c, image) for c in changed) >= 8
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [pretrain.learning_rate_factor(s, 10, 100) for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[100] == pytest.approx(0.0, abs=1e-9)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+@pytest.mark.slow
+def test_short_run_resumes_exactly_and_exports_loadable_weights(tmp_path):
+    whole = pretrain.main(SHORT + ["--out", str(tmp_path / "whole")])
+    assert whole["step"] == 4 and [h["step"] for h in whole["history"]] == [2, 4]
+    assert all(0.0 <= h["miou"] <= 1.0 for h in whole["history"]) and 0.2 < whole["box_prior"] < 1.0
+    assert (tmp_path / "whole" / "metrics.csv").read_text().startswith("step,miou,f1,box_prior,seconds")
+
+    pretrain.main(SHORT + ["--out", str(tmp_path / "split"), "--stop-at", "2"])
+    assert load_state(tmp_path / "split" / "last.ckpt")["step"] == 2
+    resumed = pretrain.main(SHORT + ["--out", str(tmp_path / "split")])
+    assert resumed["step"] == 4
+    a = load_state(tmp_path / "whole" / "last.ckpt")
+    b = load_state(tmp_path / "split" / "last.ckpt")
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, msg=key)
+    assert len(b["sessions"]) == 2 and b["sessions"][1]["start_step"] == 2
+    assert [h["miou"] for h in b["history"]] == pytest.approx([h["miou"] for h in a["history"]])
+
+    with pytest.raises(SystemExit, match="same --model-type and --steps"):
+        pretrain.main([*SHORT[:3], "5", *SHORT[4:], "--out", str(tmp_path / "whole")])
+
+    target = tmp_path / "weights" / "tiny.safetensors"
+    pretrain.main(["--out", str(tmp_path / "whole"), "--export", str(target)])
+    sam = build_sam("vit_tiny", target)
+    for key, value in read_state_dict(target).items():
+        torch.testing.assert_close(sam.state_dict()[key], value)
+    record = json.loads(target.with_suffix(".json").read_text())
+    assert record["model_type"] == "vit_tiny" and record["step"] == 4
+    assert record["command"].startswith("python tools/pretrain_source_sam.py")
+    assert record["history"][-1]["miou"] == pytest.approx(a["history"][-1]["miou"])
+    assert record["sessions"][0]["device"].startswith("CPU")

@@ -1,0 +1,252 @@
+"""Pretrain a small SAM on the synthetic source domain with full supervision: the embedded
+default's "foundation model".
+
+    python tools/pretrain_source_sam.py [--steps 20000] [--out runs/pretrain] [--minutes M]
+    python tools/pretrain_source_sam.py --export models/weights/vit_small_source.safetensors
+
+All of SAM is trained (no LoRA) on an endless stream of fresh source scenes with ground-truth
+masks: box prompts with jitter or 5 + 5 points, flips and photometric augmentation (brightness,
+contrast, gamma, colour balance, grey), so that a global intensity change is no shift for it.
+Loss: 20 focal + dice + IoU-head MSE, as SAM's own training. AdamW, linear warm-up, cosine decay.
+
+The run is resumable: it continues from <out>/last.ckpt when that exists, and the data of step t
+depends only on (seed, t), so stopping and resuming (e.g. --minutes per call on a machine with a
+time limit) gives the same model as one long run on the same device. Every --eval-interval steps
+it reports source test mIoU (box prompts) beside the box prior (the ellipse inscribed in each box)
+in <out>/metrics.csv. --export writes the weights as safetensors plus a JSON record (command,
+seed, device, time, figures) beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
+from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
+from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
+from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
+from models.registry import SMALL_CONFIGS, build_sam, sam_embedding_size  # noqa: E402
+from models.wesam import WeSAM, upscale_logits  # noqa: E402
+from utils.checkpoint import load_state, save_state, write_csv, write_json  # noqa: E402
+from utils.evaluate import evaluate  # noqa: E402
+from utils.metrics import instance_scores  # noqa: E402
+
+BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
+POINT_PROMPT_FRACTION = 0.4  # images whose instances get 5 + 5 points instead of a box
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-type", default="vit_small", choices=sorted(SMALL_CONFIGS))
+    parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps (sets the schedule)")
+    parser.add_argument("--batch-size", type=int, default=8, help="scenes per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--warmup", type=int, default=500, help="linear warm-up steps")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/pretrain", help="folder for last.ckpt and metrics.csv")
+    parser.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this long; 0: run to --steps")
+    parser.add_argument("--stop-at", type=int, default=0, help="stop (resumably) at this step; 0: run to --steps")
+    parser.add_argument("--eval-interval", type=int, default=1000)
+    parser.add_argument("--eval-images", type=int, default=200, help="source test scenes per evaluation")
+    parser.add_argument("--save-interval", type=int, default=250, help="write last.ckpt every this many steps")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    parser.add_argument("--export", help="write the weights of <out>/last.ckpt to this .safetensors file and stop")
+    return parser.parse_args(argv)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random brightness, contrast, gamma, colour balance and greyscale of an H x W x 3 uint8 image."""
+    x = image.astype(np.float32) / 255
+    if rng.random() < 0.8:
+        x = np.clip((x - 0.5) * rng.uniform(0.5, 1.5) + 0.5 + rng.uniform(-0.25, 0.25), 0, 1)
+    if rng.random() < 0.5:
+        x = x ** rng.uniform(0.6, 1.6)
+    if rng.random() < 0.5:
+        x = np.clip(x * rng.uniform(0.8, 1.2, 3), 0, 1)
+    if rng.random() < 0.1:
+        x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
+    return (x * 255).round().astype(np.uint8)
+
+
+def training_scene(seed: int, step: int, slot: int, size: int, max_objects: int) -> dict[str, Any]:
+    """Scene `slot` of training step `step`: augmented image, masks and jittered prompts."""
+    rng = np.random.default_rng([seed, SPLIT_STREAMS["pretrain"], step, slot])
+    image, masks = render_scene(rng, size, max_objects)
+    if rng.random() < 0.5:
+        image, masks = image[:, ::-1], masks[:, :, ::-1]
+    if rng.random() < 0.5:
+        image, masks = image[::-1], masks[:, ::-1]
+    image, masks = photometric(np.ascontiguousarray(image), rng), np.ascontiguousarray(masks)
+    prompts: dict[str, torch.Tensor] = {}
+    if rng.random() < POINT_PROMPT_FRACTION:
+        points, labels = sample_points(masks, (0, 0, size, size), 5, rng)
+        prompts = {"points": torch.from_numpy(points), "point_labels": torch.from_numpy(labels)}
+    else:
+        boxes = boxes_from_masks(masks)
+        sides = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+        boxes = boxes + rng.normal(0, BOX_JITTER, boxes.shape) * sides
+        prompts = {"boxes": torch.from_numpy(np.clip(boxes, 0, size).astype(np.float32))}
+    return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()), "masks": torch.from_numpy(masks),
+            "prompts": prompts}
+
+
+def learning_rate_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def source_test_set(model_type: str, num_images: int) -> SyntheticDataset:
+    from models.registry import sam_image_size
+
+    size = sam_image_size(model_type)
+    return SyntheticDataset("test", num_images, scene_size=size, shift="none", image_size=size, prompt="box",
+                            train=False, embedding_size=sam_embedding_size(model_type))
+
+
+def box_prior_miou(dataset: SyntheticDataset) -> float:
+    """mIoU (the repo's metric) of filling the ellipse inscribed in each ground-truth box."""
+    scores = []
+    for index in range(len(dataset)):
+        _, masks = dataset.scene(index)
+        prior = box_prior_masks(boxes_from_masks(masks), masks.shape[-1])
+        iou, _ = instance_scores(torch.from_numpy(prior), torch.from_numpy(masks))
+        scores.append(float(iou.mean()))
+    return float(np.mean(scores))
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for values in optimizer.state.values():
+        for key, value in values.items():
+            if torch.is_tensor(value) and key != "step":
+                values[key] = value.to(device)
+
+
+def export(args: argparse.Namespace) -> None:
+    state = load_state(Path(args.out) / "last.ckpt")
+    target = Path(args.export)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state["model"].items()}, str(target),
+              metadata={"model_type": state["args"]["model_type"], "step": str(state["step"])})
+    record = {"model_type": state["args"]["model_type"], "command": state["command"], "args": state["args"],
+              "step": state["step"], "history": state["history"], "sessions": state["sessions"],
+              "parameters": sum(v.numel() for v in state["model"].values())}
+    write_json(target.with_suffix(".json"), record)
+    print(f"Wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) and {target.with_suffix('.json')}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.export:
+        export(args)
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    ckpt_path = out / "last.ckpt"
+    fabric = Fabric(accelerator=args.accelerator, devices=1, precision=args.precision)
+    torch.manual_seed(args.seed)
+    model = WeSAM(build_sam(args.model_type), lora_rank=0)
+    size = model.image_size
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, args.warmup, args.steps))
+    step, history, sessions = 0, [], []
+    if ckpt_path.exists():
+        state = load_state(ckpt_path)
+        if state["args"]["model_type"] != args.model_type or state["args"]["steps"] != args.steps:
+            raise SystemExit(f"{ckpt_path} is a run of {state['args']['model_type']} for {state['args']['steps']} "
+                             "steps; resume it with the same --model-type and --steps, or choose another --out.")
+        model.sam.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history, sessions = state["step"], state["history"], state["sessions"]
+        print(f"Resumed {ckpt_path} at step {step}")
+    model = fabric.to_device(model)
+    _move_optimizer_state(optimizer, fabric.device)
+    command = "python tools/pretrain_source_sam.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    device = (torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda"
+              else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads")
+    session = {"start_step": step, "device": device, "torch": torch.__version__, "seconds": 0.0}
+    sessions.append(session)
+    test_set = source_test_set(args.model_type, args.eval_images)
+    prior = box_prior_miou(test_set)
+    print(f"Pretraining SAM {args.model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
+          f"{device}; box prior on {len(test_set)} source test scenes: mIoU {prior:.4f}")
+    started = time.time()
+
+    def elapsed() -> float:
+        return sum(s["seconds"] for s in sessions[:-1]) + time.time() - started
+
+    def save() -> None:
+        session["seconds"] = round(time.time() - started, 1)
+        save_state(ckpt_path, {"model": {k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "step": step, "history": history, "sessions": sessions, "args": vars(args),
+                               "command": command})
+
+    def evaluate_source() -> None:
+        metrics = evaluate(fabric, model, test_set, adapter=None, batch_size=8, description=f"eval {step}")
+        history.append({"step": step, "miou": metrics["miou"], "f1": metrics["f1"], "box_prior": prior,
+                        "seconds": round(elapsed(), 1)})
+        write_csv(out / "metrics.csv", history, ["step", "miou", "f1", "box_prior", "seconds"])
+        print(f"step {step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
+              f"{elapsed() / 60:.1f} min", flush=True)
+
+    losses: list[float] = []
+    while step < args.steps:
+        if (args.minutes and time.time() - started > 60 * args.minutes) or (args.stop_at and step >= args.stop_at):
+            break
+        scenes = [training_scene(args.seed, step, slot, size, args.max_objects) for slot in range(args.batch_size)]
+        images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
+        valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
+        with fabric.autocast():
+            outputs = model.predict(images, valid, [fabric.to_device(s["prompts"]) for s in scenes], adapter=None)
+        loss = torch.zeros((), device=fabric.device)
+        for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
+            logits = upscale_logits(logits.float(), size)
+            target = fabric.to_device(scene["masks"])[:, None].float()
+            loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target) + \
+                iou_head_loss(iou.float(), logits, target)
+        loss = loss / len(scenes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        if step % 50 == 0:
+            rate = (time.time() - started) / (step - session["start_step"])
+            print(f"step {step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
+                  f"{rate:.3f} s/step", flush=True)
+            losses = []
+        if step % args.eval_interval == 0 or step == args.steps:
+            evaluate_source()
+            model.train()
+        if step % args.save_interval == 0:
+            save()
+    save()
+    print(f"Stopped at step {step} of {args.steps}; {ckpt_path} holds the state (run again to continue).")
+    return {"step": step, "history": history, "box_prior": prior}
+
+
+if __name__ == "__main__":
+    main()
