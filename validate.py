@@ -3,7 +3,8 @@
     python validate.py [--config FILE] [--ckpt FILE] [--out FILE.json] [key=value ...]
 
 --ckpt takes an adapter (best-lora.safetensors / last-lora.safetensors) or a run's last.ckpt.
-Prints mIoU and F1; --out writes {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances"}.
+Prints mIoU and F1; --out writes {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances",
+"skipped_images"}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 
 from lightning_fabric import Fabric
 
-from datasets import build_dataset
+from datasets import UnusableDatasetError, build_dataset
 from models import CheckpointError, build_wesam
 from models.lora import STUDENT, load_adapter_state_dict
 from utils.checkpoint import load_adapter, load_state, write_json
@@ -75,5 +76,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, CheckpointError, FileNotFoundError) as error:
+    except (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError) as error:
         sys.exit(f"Error: {error}")

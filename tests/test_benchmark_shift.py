@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark_shift  # noqa: E402
-from utils.experiments import markdown_table, mean_spread  # noqa: E402
+from utils.experiments import RunMismatchError, markdown_table, mean_spread  # noqa: E402
 
 
 def test_mean_spread_and_markdown_table():
@@ -64,3 +64,5 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
     assert benchmark_shift.main(argv) == text
     assert time.time() - started < 20  # every run is read back, none repeated
     assert sorted((tmp_path / "runs").glob("*/box/*/seed*/summary.json")) == summaries
+    with pytest.raises(RunMismatchError, match="num_steps 4 there, 5 now"):
+        benchmark_shift.main(argv + ["num_steps=5"])

@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.checkpoint import write_text  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
 
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = report(args, results)
-    (out / "shift_benchmark.md").write_text(text)
+    write_text(out / "shift_benchmark.md", text)
     plots = plot(args, results, out)
     print(text)
     print(f"Wrote {out / 'shift_benchmark.md'} and {', '.join(str(p) for p in plots)}")

@@ -29,7 +29,6 @@ same command again picks up where it stopped. A run folder made with other setti
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +41,13 @@ from configs.paper.results import (COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABL
                                    paper_value)
 from datasets import DatasetLayoutError, UnusableDatasetError, build_dataset  # noqa: E402
 from models import CheckpointError  # noqa: E402
-from utils.config import ConfigError, flatten, load_config, parse_override  # noqa: E402
-from utils.experiments import markdown_table, run_cell  # noqa: E402
+from utils.checkpoint import write_text  # noqa: E402
+from utils.config import ConfigError, load_config, parse_override  # noqa: E402
+from utils.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
 
 TABLES = tuple(TABLE_DATASETS)
 # keys the table sets for each run, which an override must not change
 TABLE_KEYS = ("prompt", "dataset.name", "dataset.corruption", "out_dir")
-# keys that may differ between an existing run and this call: where it runs, not what it computes
-RUN_ONLY_KEYS = ("out_dir", "dataset.root", "accelerator", "strategy", "num_workers", "val_batch_size",
-                 "log_interval", "save_interval")
 PENDING, NONE = "…", "–"
 
 
@@ -129,27 +126,10 @@ def resolve(cell: Cell):
     return load_config(config_file(cell.config_name), [*cell.overrides, f"out_dir={cell.out_dir}"])
 
 
-def finished_summary(cell: Cell) -> dict[str, Any] | None:
-    """The summary.json of a cell's run if the run has reached its num_steps."""
-    path = cell.out_dir / "summary.json"
-    if not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    return summary if summary["last"]["step"] >= summary["num_steps"] else None
-
-
 def check_existing_runs(cells: list[Cell], configs: dict[Cell, Any]) -> None:
     """Refuse run folders whose config.json differs from what the table would run there now."""
-    problems = []
-    for cell in cells:
-        saved_path = cell.out_dir / "config.json"
-        if not saved_path.exists():
-            continue
-        saved, wanted = flatten(json.loads(saved_path.read_text())), flatten(configs[cell].to_dict())
-        differ = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in wanted.items()
-                  if key not in RUN_ONLY_KEYS and saved.get(key) != value]
-        if differ:
-            problems.append(f"  {cell.out_dir}: " + "; ".join(differ))
+    problems = [f"  {cell.out_dir}: " + "; ".join(differences) for cell in cells
+                if (differences := config_differences(cell.out_dir, configs[cell].to_dict()))]
     if problems:
         raise PaperTableError("these run folders hold runs made with other settings (nothing was run):\n"
                               + "\n".join(problems) + "\nUse another --runs folder, or the same overrides as before "
@@ -285,13 +265,6 @@ def average_row(table: str, cells: list[Cell], done: list[Cell], summaries: dict
     return row
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
 def main(argv: Sequence[str] | None = None) -> str:
     """Run (or read back) every run of the table, write the markdown and return it."""
     args = parse_args(argv)
@@ -299,18 +272,18 @@ def main(argv: Sequence[str] | None = None) -> str:
     cells = plan(args)
     configs = {cell: resolve(cell) for cell in cells}
     check_existing_runs(cells, configs)
-    summaries = {cell: summary for cell in cells if (summary := finished_summary(cell)) is not None}
+    summaries = {cell: summary for cell in cells if (summary := finished_summary(cell.out_dir)) is not None}
     to_run = [cell for cell in cells if cell not in summaries]
     if to_run:
         check_inputs(args.table, to_run, configs)
     print(f"--table {args.table}: {len(cells)} runs, {len(summaries)} finished, {len(to_run)} to run or continue")
-    write(out, render(args.table, cells, summaries, args.runs, args.overrides))
+    write_text(out, render(args.table, cells, summaries, args.runs, args.overrides))
     for number, cell in enumerate(to_run, start=1):
         print(f"[{number}/{len(to_run)}] {cell.label}: {cell.out_dir}", flush=True)
         summaries[cell] = run_cell(cell.out_dir, cell.overrides, str(config_file(cell.config_name)))
-        write(out, render(args.table, cells, summaries, args.runs, args.overrides))
+        write_text(out, render(args.table, cells, summaries, args.runs, args.overrides))
     text = render(args.table, cells, summaries, args.runs, args.overrides)
-    write(out, text)
+    write_text(out, text)
     print(text)
     print(f"Written to {out}")
     return text

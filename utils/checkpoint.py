@@ -53,6 +53,10 @@ def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return load_file(str(path)), metadata
 
 
+def write_text(path: str | Path, text: str) -> None:
+    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+
+
 def write_json(path: str | Path, data: Any) -> None:
     _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 

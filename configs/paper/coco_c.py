@@ -1,45 +1,15 @@
 """COCO-C (COCO val2017 under one of 15 corruptions at severity 5) as in the WeSAM paper: the COCO-C
 table, box prompts, one run per corruption (configs/paper/results.py, table "coco_c").
 
-Settings of the authors' code: SAM ViT-B from the official checkpoint, fed RGB / 255 without SAM's
-normalisation and padded centred (so that Direct matches the paper's), LoRA rank 4, Adam lr 1e-4
-and weight decay 1e-4, 250 warm-up steps, batch 1, at most 40 instances per image.
-
-Budget: 5 epochs at batch 1, the released code's num_epochs (and the "(1e-4, 5)" setting that the
-authors' issue #18 calls the paper's); the authors' later code instead runs 40,000 // N epochs on 4
-GPUs. The split is the COCO 2017 one: the 6:1 interleave of val2017 on sorted image ids gives 4,286
-training images, about 4,240 once the images without a usable annotation are dropped, so 5 x 4,240
-= 21,200 steps per corruption, evaluated once per epoch (4,240 steps) as the authors did. The
+The authors' settings and 5-epoch budget: configs/paper/common.py.
+The split is the COCO 2017 one: the 6:1 interleave of val2017 on sorted image ids gives 4,286
+training images, about 4,240 once the images without a usable annotation are dropped, so 5 x 4,240 =
+21,200 steps per corruption, evaluated once per epoch (4,240 steps) as the authors did. The
 corrupted images are made once with `python tools/make_coco_c.py --root data/coco2017`.
 
     python adaptation.py --config configs/paper/coco_c.py dataset.corruption=fog
 """
 
-config = {
-    "out_dir": "runs/paper/coco_c",
-    "num_steps": 21200,  # 5 epochs of about 4,240 training images
-    "eval_interval": 4240,  # one epoch
-    "batch_size": 1,
-    "max_nums": 40,
-    "prompt": "box",
-    "dataset": {
-        "name": "coco_c",
-        "root": "data/coco2017",  # the coco2017 root: annotations/ and corruption/<type>/ (PREPARE.md)
-        "corruption": "brightness",  # one of the 15 folders of <root>/corruption/; paper_table runs each
-        "eval_split": "test",  # the 1 part of the 6:1 interleave (val is the same)
-    },
-    "model": {
-        "type": "vit_b",
-        "checkpoint": "checkpoints/sam_vit_b_01ec64.pth",
-        "pixel_normalize": False,  # authors' pipeline: RGB / 255
-        "pad": "center",  # authors' pipeline: centred padding
-    },
-    "lora": {"rank": 4},
-    "opt": {
-        "learning_rate": 1e-4,
-        "weight_decay": 1e-4,
-        "warmup_steps": 250,
-        "decay_steps": [60000, 86666],  # never reached, as in the authors' runs
-        "decay_factor": 0.1,
-    },
-}
+from configs.paper.common import paper_config
+
+config = paper_config("coco_c", root="data/coco2017", train_images=4240, corruption="brightness")

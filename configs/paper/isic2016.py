@@ -2,42 +2,13 @@
 medical-images table, columns "ISIC box / point / poly" (configs/paper/results.py, table
 "medical").
 
-Settings of the authors' code: SAM ViT-B from the official checkpoint, fed RGB / 255 without SAM's
-normalisation and padded centred (so that Direct matches the paper's), LoRA rank 4, Adam lr 1e-4
-and weight decay 1e-4, 250 warm-up steps, batch 1, at most 40 instances per image.
-
-Budget: 5 epochs at batch 1, the released code's num_epochs (and the "(1e-4, 5)" setting that the
-authors' issue #18 calls the paper's); the authors' later code instead runs 40,000 // N epochs on 4
-GPUs. The official training split has 900 images, so 5 x 900 = 4,500 steps, evaluated once per
-epoch (900 steps) on the official test split (379 images) as the authors did.
+The authors' settings and 5-epoch budget: configs/paper/common.py.
+The official training split has 900 images, so 5 x 900 = 4,500 steps, evaluated once per epoch (900
+steps) on the official test split (379 images) as the authors did.
 
     python adaptation.py --config configs/paper/isic2016.py [prompt=point|coarse]
 """
 
-config = {
-    "out_dir": "runs/paper/isic2016",
-    "num_steps": 4500,  # 5 epochs of 900 training images
-    "eval_interval": 900,  # one epoch
-    "batch_size": 1,
-    "max_nums": 40,
-    "prompt": "box",
-    "dataset": {
-        "name": "isic2016",
-        "root": "data/isic2016",  # the two ISBI2016_ISIC_Part1_*_GroundTruth.csv and their folders (PREPARE.md)
-        "eval_split": "test",  # the official test split (ISIC 2016 has no val split; val is test)
-    },
-    "model": {
-        "type": "vit_b",
-        "checkpoint": "checkpoints/sam_vit_b_01ec64.pth",
-        "pixel_normalize": False,  # authors' pipeline: RGB / 255
-        "pad": "center",  # authors' pipeline: centred padding
-    },
-    "lora": {"rank": 4},
-    "opt": {
-        "learning_rate": 1e-4,
-        "weight_decay": 1e-4,
-        "warmup_steps": 250,
-        "decay_steps": [60000, 86666],  # never reached, as in the authors' runs
-        "decay_factor": 0.1,
-    },
-}
+from configs.paper.common import paper_config
+
+config = paper_config("isic2016", root="data/isic2016", train_images=900)
