@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,3 +98,21 @@ def test_short_run_resumes_exactly_and_exports_loadable_weights(tmp_path):
     assert record["command"].startswith("python tools/pretrain_source_sam.py")
     assert record["history"][-1]["miou"] == pytest.approx(a["history"][-1]["miou"])
     assert record["sessions"][0]["device"].startswith("CPU")
+
+
+@pytest.mark.slow
+def test_two_processes_share_each_batch_and_train_the_same_model(tmp_path):
+    import subprocess
+
+    single = tmp_path / "one"
+    pretrain.main(SHORT + ["--out", str(single)])
+    command = [sys.executable, str(ROOT / "tools" / "pretrain_source_sam.py"), *SHORT, "--devices", "2",
+               "--out", str(tmp_path / "two")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = load_state(single / "last.ckpt"), load_state(tmp_path / "two" / "last.ckpt")
+    assert b["step"] == 4 and b["sessions"][0]["device"].endswith("x 2 processes")
+    for key, value in a["model"].items():  # the same batches, gradients summed in another order
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+    assert [h["miou"] for h in b["history"]] == pytest.approx([h["miou"] for h in a["history"]], abs=1e-3)

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-images", type=int, default=200, help="source test scenes per evaluation")
     parser.add_argument("--save-interval", type=int, default=250, help="write last.ckpt every this many steps")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--devices", type=int, default=1,
+                        help="processes (DDP; on a CPU each takes a core); each takes its share of every batch")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--export", help="write the weights of <out>/last.ckpt to this .safetensors file and stop")
@@ -132,6 +134,24 @@ def box_prior_miou(dataset: SyntheticDataset) -> float:
     return float(np.mean(scores))
 
 
+def sum_gradients_and_loss(fabric: Fabric, parameters: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+    """Sum the gradients and the loss of every process's share of the batch (one all-reduce), so
+    that each process holds the gradient of the whole batch. A parameter that no process used
+    (e.g. point embeddings in a box-only step) keeps no gradient, as in a single process."""
+    if fabric.world_size == 1:
+        return loss
+    used = torch.tensor([float(p.grad is not None) for p in parameters], device=loss.device)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in parameters]
+                     + [used, loss[None]])
+    flat = fabric.all_reduce(flat, reduce_op="sum")
+    offset = 0
+    for parameter, was_used in zip(parameters, flat[-len(parameters) - 1:-1].tolist()):
+        size = parameter.numel()
+        parameter.grad = flat[offset:offset + size].view_as(parameter).clone() if was_used else None
+        offset += size
+    return flat[-1]
+
+
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     for values in optimizer.state.values():
         for key, value in values.items():
@@ -161,7 +181,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     ckpt_path = out / "last.ckpt"
-    fabric = Fabric(accelerator=args.accelerator, devices=1, precision=args.precision)
+    fabric = Fabric(accelerator=args.accelerator, devices=args.devices, precision=args.precision,
+                    strategy="ddp" if args.devices > 1 else "auto")
+    fabric.launch()
+    is_main = fabric.global_rank == 0
     torch.manual_seed(args.seed)
     model = WeSAM(build_sam(args.model_type), lora_rank=0)
     size = model.image_size
@@ -178,17 +201,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, history, sessions = state["step"], state["history"], state["sessions"]
-        print(f"Resumed {ckpt_path} at step {step}")
+        fabric.print(f"Resumed {ckpt_path} at step {step}")
     model = fabric.to_device(model)
     _move_optimizer_state(optimizer, fabric.device)
     command = "python tools/pretrain_source_sam.py " + " ".join(sys.argv[1:] if argv is None else argv)
     device = (torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda"
-              else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads")
+              else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads") + \
+        (f" x {fabric.world_size} processes" if fabric.world_size > 1 else "")
     session = {"start_step": step, "device": device, "torch": torch.__version__, "seconds": 0.0}
     sessions.append(session)
     test_set = source_test_set(args.model_type, args.eval_images)
     prior = box_prior_miou(test_set)
-    print(f"Pretraining SAM {args.model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
+    fabric.print(f"Pretraining SAM {args.model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
           f"{device}; box prior on {len(test_set)} source test scenes: mIoU {prior:.4f}")
     started = time.time()
 
@@ -197,24 +221,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def save() -> None:
         session["seconds"] = round(time.time() - started, 1)
-        save_state(ckpt_path, {"model": {k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "step": step, "history": history, "sessions": sessions, "args": vars(args),
-                               "command": command})
+        if is_main:
+            save_state(ckpt_path, {"model": {k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
+                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "step": step, "history": history, "sessions": sessions, "args": vars(args),
+                                   "command": command})
+        fabric.barrier()
 
     def evaluate_source() -> None:
         metrics = evaluate(fabric, model, test_set, adapter=None, batch_size=8, description=f"eval {step}")
         history.append({"step": step, "miou": metrics["miou"], "f1": metrics["f1"], "box_prior": prior,
                         "seconds": round(elapsed(), 1)})
-        write_csv(out / "metrics.csv", history, ["step", "miou", "f1", "box_prior", "seconds"])
-        print(f"step {step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
+        if is_main:
+            write_csv(out / "metrics.csv", history, ["step", "miou", "f1", "box_prior", "seconds"])
+        fabric.print(f"step {step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
               f"{elapsed() / 60:.1f} min", flush=True)
 
     losses: list[float] = []
     while step < args.steps:
-        if (args.minutes and time.time() - started > 60 * args.minutes) or (args.stop_at and step >= args.stop_at):
+        out_of_time = bool(args.minutes) and fabric.broadcast(time.time() - started > 60 * args.minutes, src=0)
+        if out_of_time or (args.stop_at and step >= args.stop_at):
             break
-        scenes = [training_scene(args.seed, step, slot, size, args.max_objects) for slot in range(args.batch_size)]
+        scenes = [training_scene(args.seed, step, slot, size, args.max_objects)
+                  for slot in range(fabric.global_rank, args.batch_size, fabric.world_size)]
         images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
         valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
         with fabric.autocast():
@@ -225,9 +254,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             target = fabric.to_device(scene["masks"])[:, None].float()
             loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target) + \
                 iou_head_loss(iou.float(), logits, target)
-        loss = loss / len(scenes)
+        loss = loss / args.batch_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss = sum_gradients_and_loss(fabric, list(model.parameters()), loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
@@ -235,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         losses.append(loss.item())
         if step % 50 == 0:
             rate = (time.time() - started) / (step - session["start_step"])
-            print(f"step {step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
+            fabric.print(f"step {step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
                   f"{rate:.3f} s/step", flush=True)
             losses = []
         if step % args.eval_interval == 0 or step == args.steps:
@@ -244,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if step % args.save_interval == 0:
             save()
     save()
-    print(f"Stopped at step {step} of {args.steps}; {ckpt_path} holds the state (run again to continue).")
+    fabric.print(f"Stopped at step {step} of {args.steps}; {ckpt_path} holds the state (run again to continue).")
     return {"step": step, "history": history, "box_prior": prior}
 
 
