@@ -93,6 +93,9 @@ def test_short_run_resumes_exactly_and_exports_loadable_weights(tmp_path):
     sam = build_sam("vit_tiny", target)
     for key, value in read_state_dict(target).items():
         torch.testing.assert_close(sam.state_dict()[key], value)
+    pretrain.main(SHORT + ["--out", str(tmp_path / "stage2"), "--init", str(target), "--stop-at", "0"])
+    for key, value in load_state(tmp_path / "stage2" / "last.ckpt")["model"].items():
+        torch.testing.assert_close(value, a["model"][key], msg=key)  # a second stage starts from the export
     record = json.loads(target.with_suffix(".json").read_text())
     assert record["model_type"] == "vit_tiny" and record["step"] == 4
     assert record["command"].startswith("python tools/pretrain_source_sam.py")

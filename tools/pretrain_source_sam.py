@@ -58,9 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="start from these SAM weights (.safetensors/.pth, e.g. an --export) "
+                                       "instead of random ones: a further stage with a schedule of its own")
     parser.add_argument("--out", default="runs/pretrain", help="folder for last.ckpt and metrics.csv")
     parser.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this long; 0: run to --steps")
-    parser.add_argument("--stop-at", type=int, default=0, help="stop (resumably) at this step; 0: run to --steps")
+    parser.add_argument("--stop-at", type=int, help="stop (resumably) at this step (default: run to --steps)")
     parser.add_argument("--eval-interval", type=int, default=1000)
     parser.add_argument("--eval-images", type=int, default=200, help="source test scenes per evaluation")
     parser.add_argument("--save-interval", type=int, default=250, help="write last.ckpt every this many steps")
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fabric.launch()
     is_main = fabric.global_rank == 0
     torch.manual_seed(args.seed)
-    model = WeSAM(build_sam(args.model_type), lora_rank=0)
+    model = WeSAM(build_sam(args.model_type, args.init), lora_rank=0)
     size = model.image_size
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     losses: list[float] = []
     while step < args.steps:
         out_of_time = bool(args.minutes) and fabric.broadcast(time.time() - started > 60 * args.minutes, src=0)
-        if out_of_time or (args.stop_at and step >= args.stop_at):
+        if out_of_time or (args.stop_at is not None and step >= args.stop_at):
             break
         scenes = [training_scene(args.seed, step, slot, size, args.max_objects)
                   for slot in range(fabric.global_rank, args.batch_size, fabric.world_size)]
