@@ -33,7 +33,7 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
       anchor: dice of student and teacher to the anchor's hard mask (0.5 each);
       contrastive: teacher vs anchor instance prototypes.
     The anchor and contrastive terms are zero when `outputs` has no anchor branch (see
-    loss_branches). In ema mode the teacher has no gradient, so those terms use the student.
+    loss_branches) or the target is the ground truth. In ema mode the teacher has no gradient, so those terms use the student.
     `weights` is the config's loss section.
     """
     student = outputs["student"]
@@ -55,7 +55,7 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
         sums["focal"] = sums["focal"] + focal_loss(student_logits, target, weights["focal_alpha"], weights["focal_gamma"])
         sums["dice"] = sums["dice"] + dice_loss(student_logits, target, weights["dice_smooth"])
         sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, target)
-        if "anchor" not in outputs:
+        if supervised or "anchor" not in outputs:  # the regularisers belong to self-training only
             continue
         anchor = outputs["anchor"]
         regularised = outputs["teacher"] if teacher_mode == "shared" else student

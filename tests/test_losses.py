@@ -535,6 +535,9 @@ def test_supervised_target_uses_ground_truth_and_needs_only_the_student():
     assert total.item() == pytest.approx(20 * expected["focal"] + expected["dice"] + expected["iou"], rel=1e-5)
     total.backward()
     assert outputs["student"]["logits"][0].grad.abs().sum() > 0
+    _, with_all_branches = wesam_loss(outputs, weights, "shared", IMAGE, masks)  # anchor and teacher unused
+    for name in TERMS:
+        torch.testing.assert_close(with_all_branches[name], terms[name], msg=name)
     with pytest.raises(ValueError, match="no ground-truth masks"):
         wesam_loss({"student": outputs["student"]}, weights, "shared", IMAGE)
 
