@@ -147,14 +147,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         """The training images skipped so far on any rank (unreadable, mask size differs...)."""
         return set().union(*gather_objects(fabric, skipped_train))
 
-    def save_checkpoint(step: int) -> None:
-        """Write last.ckpt: everything a --resume needs to continue as if the run never stopped."""
+    def save_checkpoint(step: int, skipped: set[int] | None = None) -> None:
+        """Write last.ckpt: everything a --resume needs to continue as if the run never stopped.
+        `skipped`: the training images skipped on any rank, if the caller has gathered them."""
         rng = gather_objects(fabric, rng_state())
-        skipped = sorted(all_skipped_train())
+        skipped = all_skipped_train() if skipped is None else skipped
         if is_main:
             save_state(ckpt_dir / "last.ckpt", {
                 "config": cfg.to_dict(), "step": step, "history": history, "direct": direct, "best": best,
-                "seconds": run_seconds(), "skipped_train": skipped,
+                "seconds": run_seconds(), "skipped_train": sorted(skipped),
                 "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
             })
@@ -172,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if is_best:
             best = dict(metrics)
         fabric.log_dict({f"eval/{k}": metrics[k] for k in ("miou", "f1", "area_ratio")}, step=metrics["step"])
-        skipped = {"train": len(all_skipped_train()), "eval": metrics["skipped_images"]}
+        skipped_train_all = all_skipped_train()
+        skipped = {"train": len(skipped_train_all), "eval": metrics["skipped_images"]}
         if is_main:
             weights = adapter_state_dict(model.sam, STUDENT)
             step_metadata = {**metadata, "step": metrics["step"], "miou": metrics["miou"]}
@@ -184,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
                 "num_steps": cfg.num_steps, "seconds": round(run_seconds(), 1), "direct": direct, "best": best,
                 "last": metrics, "history": history, "skipped_images": skipped})
-        save_checkpoint(metrics["step"])
+        save_checkpoint(metrics["step"], skipped_train_all)  # after the run files: a crash in between redoes the step
         fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
                      f"(Direct {direct['miou']:.4f}, best {best['miou']:.4f} at step {best['step']})")
         if skipped["train"]:  # evaluation skips are reported by evaluate()
