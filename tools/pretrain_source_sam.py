@@ -38,7 +38,7 @@ from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
-from models.registry import SMALL_CONFIGS, build_sam, sam_embedding_size  # noqa: E402
+from models.registry import SMALL_CONFIGS, build_sam, sam_embedding_size, sam_image_size  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.checkpoint import load_state, save_state, write_csv, write_json  # noqa: E402
 from utils.evaluate import evaluate  # noqa: E402
@@ -118,8 +118,6 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
 
 
 def source_test_set(model_type: str, num_images: int) -> SyntheticDataset:
-    from models.registry import sam_image_size
-
     size = sam_image_size(model_type)
     return SyntheticDataset("test", num_images, scene_size=size, shift="none", image_size=size, prompt="box",
                             train=False, embedding_size=sam_embedding_size(model_type))
@@ -154,13 +152,6 @@ def sum_gradients_and_loss(fabric: Fabric, parameters: list[torch.nn.Parameter],
     return flat[-1]
 
 
-def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    for values in optimizer.state.values():
-        for key, value in values.items():
-            if torch.is_tensor(value) and key != "step":
-                values[key] = value.to(device)
-
-
 def export(args: argparse.Namespace) -> None:
     state = load_state(Path(args.out) / "last.ckpt")
     target = Path(args.export)
@@ -188,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fabric.launch()
     is_main = fabric.global_rank == 0
     torch.manual_seed(args.seed)
-    model = WeSAM(build_sam(args.model_type, args.init), lora_rank=0)
+    model = fabric.to_device(WeSAM(build_sam(args.model_type, args.init), lora_rank=0))
     size = model.image_size
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -204,8 +195,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         step, history, sessions = state["step"], state["history"], state["sessions"]
         fabric.print(f"Resumed {ckpt_path} at step {step}")
-    model = fabric.to_device(model)
-    _move_optimizer_state(optimizer, fabric.device)
     command = "python tools/pretrain_source_sam.py " + " ".join(sys.argv[1:] if argv is None else argv)
     device = (torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda"
               else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads") + \
