@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         set_rng_state(state["rng"][min(fabric.global_rank, len(state["rng"]) - 1)])
         fabric.print(f"Resumed from {args.resume} at step {step}")
     skipped_train: set[int] = set(state.get("skipped_train", [])) if state else set()  # this rank's, so far
+    # this rank's sum and count of the teacher's pseudo-label mIoU (against the ground truth) since the last evaluation
+    pseudo_label_iou: list[float] = list(state.get("pseudo_label_iou", [0.0, 0])) if state else [0.0, 0]
 
     started = time.time()
 
@@ -155,11 +157,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if is_main:
             save_state(ckpt_dir / "last.ckpt", {
                 "config": cfg.to_dict(), "step": step, "history": history, "direct": direct, "best": best,
-                "seconds": run_seconds(), "skipped_train": sorted(skipped),
+                "seconds": run_seconds(), "skipped_train": sorted(skipped), "pseudo_label_iou": pseudo_label_iou,
                 "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
             })
         fabric.barrier()
+
+    def interval_pseudo_label_iou() -> float | None:
+        """Mean pseudo-label mIoU over the steps (of all ranks) since the last evaluation; restarts the count."""
+        total, count = fabric.all_reduce(torch.tensor(pseudo_label_iou, dtype=torch.float64, device=fabric.device),
+                                         reduce_op="sum").tolist()
+        pseudo_label_iou[:] = [0.0, 0]
+        return total / count if count else None
 
     def record(metrics: dict[str, Any]) -> None:
         """Log an evaluation; update the best/last adapters, the run files and last.ckpt."""
@@ -181,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             save_adapter(ckpt_dir / "last-lora.safetensors", weights, step_metadata)
             if is_best or not (ckpt_dir / "best-lora.safetensors").exists():
                 save_adapter(ckpt_dir / "best-lora.safetensors", weights, step_metadata)
-            write_csv(out_dir / "metrics.csv", history, ["step", "miou", "f1", "area_ratio"])
+            write_csv(out_dir / "metrics.csv", history, ["step", "miou", "f1", "area_ratio", "pseudo_label_iou"])
             write_json(out_dir / "summary.json", {
                 "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
                 "num_steps": cfg.num_steps, "seconds": round(run_seconds(), 1), "direct": direct, "best": best,
@@ -217,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         optimizer.step()
         scheduler.step()
         model.update_teacher(cfg.teacher.ema_rate)
+        if "pseudo_label_iou" in terms:
+            pseudo_label_iou[0] += terms["pseudo_label_iou"].item()
+            pseudo_label_iou[1] += 1
         step += 1
         progress.update(1)
         if step % cfg.log_interval == 0:
@@ -225,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fabric.log_dict({"train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in values.items()}},
                             step=step)
         if step % cfg.eval_interval == 0 or step == cfg.num_steps:
-            record(evaluate_now(STUDENT, step))
+            record({**evaluate_now(STUDENT, step), "pseudo_label_iou": interval_pseudo_label_iou()})
             model.train()
         elif cfg.save_interval and step % cfg.save_interval == 0:
             save_checkpoint(step)

@@ -10,6 +10,7 @@ from losses.anchor import anchor_loss
 from losses.contrastive import instance_contrastive_loss
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss
 from models.wesam import Outputs, upscale_logits
+from utils.metrics import instance_scores
 
 TERMS = ("focal", "dice", "iou", "anchor", "contrastive")
 
@@ -35,6 +36,9 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
     The anchor and contrastive terms are zero when `outputs` has no anchor branch (see
     loss_branches) or the target is the ground truth. In ema mode the teacher has no gradient, so those terms use the student.
     `weights` is the config's loss section.
+
+    With a teacher target and `masks` given, the terms also hold `pseudo_label_iou`: the mIoU of
+    the teacher's hard masks against the ground truth, a diagnostic that is not part of the loss.
     """
     student = outputs["student"]
     supervised = weights["target"] == "ground_truth"
@@ -42,6 +46,7 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
         raise ValueError("loss.target is 'ground_truth' but no ground-truth masks were given.")
     sums = {name: torch.zeros((), device=student["embeddings"].device) for name in TERMS}
     images = 0
+    pseudo_label_iou = []
     for i, student_low in enumerate(student["logits"]):
         if len(student_low) == 0:
             continue
@@ -52,6 +57,8 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
         else:
             teacher_logits = upscale_logits(outputs["teacher"]["logits"][i], image_size)
             target = (teacher_logits.detach() > 0).to(student_logits.dtype)
+            if masks is not None:
+                pseudo_label_iou.append(instance_scores(target[:, 0], masks[i])[0].mean())
         sums["focal"] = sums["focal"] + focal_loss(student_logits, target, weights["focal_alpha"], weights["focal_gamma"])
         sums["dice"] = sums["dice"] + dice_loss(student_logits, target, weights["dice_smooth"])
         sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, target)
@@ -68,4 +75,6 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
             weights["temperature"])
     terms = {name: value / max(images, 1) for name, value in sums.items()}
     total = sum(weights[name] * terms[name] for name in TERMS)
+    if pseudo_label_iou:
+        terms["pseudo_label_iou"] = torch.stack(pseudo_label_iou).mean()
     return total, terms

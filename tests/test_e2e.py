@@ -33,6 +33,11 @@ def check_run_files(run: Path, steps: list[int]) -> dict:
     assert summary["direct"]["step"] == 0 and summary["last"]["step"] == steps[-1]
     assert summary["best"]["miou"] == max(float(r["miou"]) for r in rows)
     assert summary["direct"]["miou"] == pytest.approx(float(rows[0]["miou"]))
+    # the teacher's pseudo-label mIoU over each evaluation interval (none before training, none when supervised)
+    supervised = json.loads((run / "config.json").read_text())["loss"]["target"] == "ground_truth"
+    assert rows[0]["pseudo_label_iou"] == "" and "pseudo_label_iou" not in summary["direct"]
+    assert all((r["pseudo_label_iou"] == "") if supervised else 0.0 <= float(r["pseudo_label_iou"]) <= 1.0
+               for r in rows[1:])
     for name in ("best-lora.safetensors", "last-lora.safetensors"):
         weights = load_file(str(run / "checkpoints" / name))
         assert len(weights) == 2 * 4 and all(v.dtype == torch.float32 for v in weights.values())

@@ -538,8 +538,28 @@ def test_supervised_target_uses_ground_truth_and_needs_only_the_student():
     _, with_all_branches = wesam_loss(outputs, weights, "shared", IMAGE, masks)  # anchor and teacher unused
     for name in TERMS:
         torch.testing.assert_close(with_all_branches[name], terms[name], msg=name)
+    assert "pseudo_label_iou" not in with_all_branches  # the target is the truth: nothing to diagnose
     with pytest.raises(ValueError, match="no ground-truth masks"):
         wesam_loss({"student": outputs["student"]}, weights, "shared", IMAGE)
+
+
+@pytest.mark.parametrize("mode", ["shared", "ema"])
+def test_pseudo_label_iou_is_the_teacher_hard_mask_miou_and_not_in_the_loss(mode):
+    outputs = fake_outputs([3, 2], seed=5)
+    g = torch.Generator().manual_seed(2)
+    masks = [torch.rand(n, IMAGE, IMAGE, generator=g) > 0.5 for n in (3, 2)]
+    masks[1] = upscale(outputs["teacher"]["logits"][1].detach())[:, 0] > 0  # the teacher is exactly right here
+    total, terms = wesam_loss(outputs, WEIGHTS, mode, IMAGE, masks)
+    per_image = []
+    for logits, gt in zip(outputs["teacher"]["logits"], masks):
+        pseudo = upscale(logits.detach())[:, 0] > 0
+        per_image.append(float(((pseudo & gt).sum((1, 2)) / (pseudo | gt).sum((1, 2))).mean()))
+    assert per_image[1] == 1.0 and per_image[0] < 0.6
+    assert terms["pseudo_label_iou"].item() == pytest.approx(sum(per_image) / 2, rel=1e-6)
+    assert not terms["pseudo_label_iou"].requires_grad
+    total_without, terms_without = wesam_loss(outputs, WEIGHTS, mode, IMAGE)
+    assert "pseudo_label_iou" not in terms_without
+    torch.testing.assert_close(total, total_without)
 
 
 def test_loss_branches_skip_what_the_weights_do_not_use():

@@ -106,7 +106,8 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
         f"({time.strftime('%Y-%m-%d')}).\n",
         "Each cell: mIoU in % at the last step (no model selection), mean ± std over seeds, (change against "
         "Direct in points), and the mean run time of one seed. Area: predicted / true mask area at the last "
-        "step (1 = no growth).\n",
+        "step (1 = no growth). PL (self-training rows): mIoU of the teacher's pseudo-labels against the ground truth "
+        "on the training images, over the last evaluation interval.\n",
     ]
     for prompt in args.prompts:
         header = ["Method"] + [f"{domain}" for domain in args.domains]
@@ -119,7 +120,9 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
                 gain = np.mean(last_values(runs, "miou")) - np.mean([r["direct"]["miou"] for r in runs])
                 seconds = np.mean([r["seconds"] for r in runs])
                 area = np.mean(last_values(runs, "area_ratio"))
-                row.append(f"{mean_spread(last_values(runs, 'miou'))} ({100 * gain:+.1f}) · area {area:.2f} · "
+                pseudo = [run["last"].get("pseudo_label_iou") for run in runs]
+                pseudo_text = f" · PL {np.mean(pseudo):.2f}" if None not in pseudo else ""
+                row.append(f"{mean_spread(last_values(runs, 'miou'))} ({100 * gain:+.1f}) · area {area:.2f}{pseudo_text} · "
                            f"{seconds:.0f} s")
             rows.append(row)
         lines += [f"## Prompt: {prompt}\n", markdown_table(header, rows)]
