@@ -19,7 +19,8 @@ HEIGHT, WIDTH = 40, 60
 
 def build(name: str, root: Path | str, split: str, *overrides: str) -> InstanceDataset:
     """The `split` of dataset `name` at `root`, built from a config as adaptation.py does."""
-    cfg = load_config(overrides=[f"dataset.name={name}", f"dataset.root={root}", "accelerator=cpu", *overrides])
+    cfg = load_config(overrides=[f"dataset.name={name}", f"dataset.root={root}", "accelerator=cpu", "model.type=vit_tiny",
+                                 "model.checkpoint=", *overrides])
     return build_dataset(cfg, split)
 
 

@@ -101,6 +101,13 @@ def test_short_run_resumes_exactly_and_exports_loadable_weights(tmp_path):
     assert record["command"].startswith("python tools/pretrain_source_sam.py")
     assert record["history"][-1]["miou"] == pytest.approx(a["history"][-1]["miou"])
     assert record["sessions"][0]["device"].startswith("CPU")
+    assert record["init"] is None
+
+    # the second stage's export over the file it started from nests the first stage's record
+    pretrain.main(["--out", str(tmp_path / "stage2"), "--export", str(target)])
+    staged = json.loads(target.with_suffix(".json").read_text())
+    assert "--init" in staged["command"] and staged["step"] == 0
+    assert staged["init"] == record
 
 
 @pytest.mark.slow

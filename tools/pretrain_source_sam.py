@@ -38,7 +38,7 @@ from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
-from models.registry import SMALL_CONFIGS, build_sam, sam_embedding_size, sam_image_size  # noqa: E402
+from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embedding_size, sam_image_size  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.checkpoint import load_state, save_state, write_csv, write_json  # noqa: E402
 from utils.evaluate import evaluate  # noqa: E402
@@ -153,14 +153,20 @@ def sum_gradients_and_loss(fabric: Fabric, parameters: list[torch.nn.Parameter],
 
 
 def export(args: argparse.Namespace) -> None:
+    """Write the weights of <out>/last.ckpt as safetensors and, beside them, a JSON record of how they
+    were made; a run that started from --init weights nests the record of those weights (read
+    before anything is written, so exporting over the --init file keeps its history)."""
     state = load_state(Path(args.out) / "last.ckpt")
+    init = state["args"].get("init")
+    init_record = resolve_path(init).with_suffix(".json") if init else None
+    init_record = json.loads(init_record.read_text()) if init_record and init_record.exists() else None
     target = Path(args.export)
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state["model"].items()}, str(target),
               metadata={"model_type": state["args"]["model_type"], "step": str(state["step"])})
     record = {"model_type": state["args"]["model_type"], "command": state["command"], "args": state["args"],
               "step": state["step"], "history": state["history"], "sessions": state["sessions"],
-              "parameters": sum(v.numel() for v in state["model"].values())}
+              "parameters": sum(v.numel() for v in state["model"].values()), "init": init_record}
     write_json(target.with_suffix(".json"), record)
     print(f"Wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) and {target.with_suffix('.json')}")
 
