@@ -16,7 +16,7 @@ configs/paper/.
 config = {
     "out_dir": "runs/default",
     "num_steps": 300,  # chosen on the validation split (README, "The embedded default")
-    "eval_interval": 100,
+    "eval_interval": 50,
     "val_batch_size": 8,
     "dataset": {
         "synthetic": {
