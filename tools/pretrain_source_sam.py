@@ -158,8 +158,8 @@ def export(args: argparse.Namespace) -> None:
     before anything is written, so exporting over the --init file keeps its history)."""
     state = load_state(Path(args.out) / "last.ckpt")
     init = state["args"].get("init")
-    init_record = resolve_path(init).with_suffix(".json") if init else None
-    init_record = json.loads(init_record.read_text()) if init_record and init_record.exists() else None
+    init_json = resolve_path(init).with_suffix(".json") if init else None
+    init_record = json.loads(init_json.read_text()) if init_json and init_json.exists() else None
     target = Path(args.export)
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state["model"].items()}, str(target),
