@@ -6,7 +6,7 @@ see that file for every option and its meaning.
     python adaptation.py prompt=point opt.learning_rate=5e-5   # dotted overrides on top
 
 As shipped it is the embedded default: the source-pretrained small SAM (models/weights/, made by
-tools/pretrain_source_sam.py) adapted with box prompts to synthetic scenes under defocus blur, on
+tools/pretrain_source_sam.py) adapted with box prompts to synthetic scenes under glass blur, on
 the CPU. Steps and learning rate were chosen on the validation split (README, "The embedded
 default and the shift benchmark"). For real data set model.type / model.checkpoint and the dataset (PREPARE.md), and go
 back to the paper's optimisation (opt.learning_rate 1e-4, opt.warmup_steps 250), or start from
@@ -20,7 +20,7 @@ config = {
     "val_batch_size": 8,
     "dataset": {
         "synthetic": {
-            "shift": "defocus_blur",
+            "shift": "glass_blur",
             "num_train": 200,
             "num_val": 100,
             "num_test": 100,
