@@ -65,7 +65,7 @@ base_config = {
         "decay_factor": 0.1,  # learning-rate factor applied at each decay step (paper)
     },
     "loss": {
-        "target": "teacher",  # "teacher": its hard mask (WeSAM); "ground_truth": GT masks, the paper's Supervised row
+        "target": "teacher",  # "teacher": its hard mask (WeSAM); "ground_truth": GT masks (with augment.strong False: the paper's Supervised row)
         "focal": 20.0,  # weight of the focal loss to the teacher's hard mask (paper)
         "dice": 1.0,  # weight of the dice loss to the teacher's hard mask (paper)
         "iou": 1.0,  # weight of the IoU-head MSE (paper)

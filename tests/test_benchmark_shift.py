@@ -28,7 +28,8 @@ def test_cells_combine_method_domain_prompt_and_seed_overrides():
     args = benchmark_shift.parse_args(["--domains", "medical", "--methods", "supervised", "num_steps=7"])
     assert args.methods == ["wesam", "supervised"]  # Direct comes from the wesam runs
     assert benchmark_shift.cell_overrides(args, "medical", "point", "supervised", "2") == [
-        "num_steps=7", "dataset.synthetic.shift=medical", "prompt=point", "seed=2", "loss.target=ground_truth"]
+        "num_steps=7", "dataset.synthetic.shift=medical", "prompt=point", "seed=2", "loss.target=ground_truth",
+        "augment.strong=false"]
     assert benchmark_shift.METHODS["self_training"][1] == ["loss.anchor=0", "loss.contrastive=0"]
     with pytest.raises(SystemExit):
         benchmark_shift.parse_args(["--methods", "tent"])
@@ -47,7 +48,7 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
         assert summary["last"]["step"] == summary["num_steps"] == 4 and summary["seconds"] > 0
     supervised = json.loads((tmp_path / "runs/medical/box/supervised/seed1/summary.json").read_text())
     config = json.loads((tmp_path / "runs/medical/box/supervised/seed1/config.json").read_text())
-    assert config["loss"]["target"] == "ground_truth" and config["seed"] == 1
+    assert config["loss"]["target"] == "ground_truth" and config["seed"] == 1 and not config["augment"]["strong"]
     assert config["dataset"]["synthetic"]["shift"] == "medical"
     assert 0 < supervised["last"]["area_ratio"]
 
