@@ -45,8 +45,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "wesam": ("+ contrastive loss = WeSAM (paper)", []),
     "wesam_ema": ("WeSAM, EMA teacher", ["teacher.mode=ema"]),
     # plain images, as lightning-sam's fine-tuning that the paper's Supervised row follows: on glass_blur the
-    # strong view held the bound at +6.9 against +9.1 without it (validation, README)
-    "supervised": ("Supervised (GT masks, LoRA)", ["loss.target=ground_truth", "augment.strong=false"]),
+    # strong view held the bound at +6.9 against +9.1 without it (validation, results/shift_exploration.md)
+    "supervised": ("Supervised (GT masks, LoRA, plain images)", ["loss.target=ground_truth", "augment.strong=false"]),
 }
 DEFAULT_DOMAINS = ("glass_blur", "defocus_blur", "medical")  # chosen on the validation split (README)
 PROMPTS = ("box", "point", "coarse")
