@@ -71,9 +71,10 @@ base_config = {
         "iou": 1.0,  # weight of the IoU-head MSE (paper)
         "anchor": 1.0,  # weight of the anchor loss (paper)
         "contrastive": 1.0,  # weight of the instance contrastive loss (paper)
-        "focal_alpha": 0.8,  # focal loss scale alpha
+        "focal_alpha": 0.8,  # focal loss scale alpha (when num_masks_as_alpha is False)
         "focal_gamma": 2.0,  # focal loss exponent gamma
-        "dice_smooth": 1.0,  # dice loss smoothing constant
+        "dice_smooth": 1.0,  # dice smoothing of the anchor loss, and of self-training when num_masks_as_alpha is False
+        "num_masks_as_alpha": True,  # focal alpha and self-training dice smoothing = instances in the batch, as the authors' code computes; False: focal_alpha and dice_smooth (README, "Differences")
         "temperature": 0.3,  # contrastive temperature (paper)
     },
     "augment": {

@@ -37,6 +37,10 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
     loss_branches) or the target is the ground truth. In ema mode the teacher has no gradient, so those terms use the student.
     `weights` is the config's loss section.
 
+    With weights["num_masks_as_alpha"], the focal alpha and the dice smoothing of the focal and
+    dice terms are the number of instances in the batch instead of focal_alpha and dice_smooth,
+    which is what the authors' code computes (it passes num_masks positionally into both slots).
+
     With a teacher target and `masks` given, the terms also hold `pseudo_label_iou`: the mIoU of
     the teacher's hard masks against the ground truth, a diagnostic that is not part of the loss.
     """
@@ -47,6 +51,10 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
     sums = {name: torch.zeros((), device=student["embeddings"].device) for name in TERMS}
     images = 0
     pseudo_label_iou = []
+    if weights["num_masks_as_alpha"]:
+        focal_alpha = dice_smooth = float(sum(len(logits) for logits in student["logits"]))
+    else:
+        focal_alpha, dice_smooth = weights["focal_alpha"], weights["dice_smooth"]
     for i, student_low in enumerate(student["logits"]):
         if len(student_low) == 0:
             continue
@@ -59,8 +67,8 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
             target = (teacher_logits.detach() > 0).to(student_logits.dtype)
             if masks is not None:
                 pseudo_label_iou.append(instance_scores(target[:, 0], masks[i])[0].mean())
-        sums["focal"] = sums["focal"] + focal_loss(student_logits, target, weights["focal_alpha"], weights["focal_gamma"])
-        sums["dice"] = sums["dice"] + dice_loss(student_logits, target, weights["dice_smooth"])
+        sums["focal"] = sums["focal"] + focal_loss(student_logits, target, focal_alpha, weights["focal_gamma"])
+        sums["dice"] = sums["dice"] + dice_loss(student_logits, target, dice_smooth)
         sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, target)
         if supervised or "anchor" not in outputs:  # the regularisers belong to self-training only
             continue

@@ -55,6 +55,7 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
     written = (tmp_path / "results" / "shift_benchmark.md").read_text()
     assert written == text
     assert "## Prompt: box" in text and "| Method | none | medical |" in text
+    assert "focal alpha the number of masks;" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"Direct", benchmark_shift.METHODS["wesam"][0], benchmark_shift.METHODS["supervised"][0]}
     assert " ± " in rows["Direct"] and " s |" in rows[benchmark_shift.METHODS["supervised"][0]]

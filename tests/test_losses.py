@@ -380,6 +380,7 @@ def reference_terms(outputs: dict[str, dict], mode: str) -> dict[str, float]:
     regularised = teacher if mode == "shared" else student
     sums = dict.fromkeys(TERMS, 0.0)
     images = 0
+    num_masks = float(sum(len(logits) for logits in student["logits"]))  # the authors' focal alpha and dice smooth
     with torch.no_grad():
         for i, logits in enumerate(student["logits"]):
             if len(logits) == 0:
@@ -387,8 +388,8 @@ def reference_terms(outputs: dict[str, dict], mode: str) -> dict[str, float]:
             images += 1
             s, t, a = upscale(logits), upscale(teacher["logits"][i]), upscale(anchor["logits"][i])
             pseudo, hard_anchor = (t > 0).float(), (a > 0).float()
-            sums["focal"] += focal_loss(s, pseudo, WEIGHTS["focal_alpha"], WEIGHTS["focal_gamma"]).item()
-            sums["dice"] += reference_dice(s, pseudo, WEIGHTS["dice_smooth"]).item()
+            sums["focal"] += focal_loss(s, pseudo, num_masks, WEIGHTS["focal_gamma"]).item()
+            sums["dice"] += reference_dice(s, pseudo, num_masks).item()
             iou = [float(((p > 0) & (q > 0)).sum() / ((p > 0) | (q > 0)).sum()) for p, q in zip(s, pseudo)]
             sums["iou"] += float(((student["iou"][i].flatten() - torch.tensor(iou)) ** 2).mean())
             r = t if mode == "shared" else s
@@ -501,15 +502,30 @@ def test_wesam_loss_skips_images_without_instances(mode):
 
 
 def test_wesam_loss_batch_average_is_mean_of_single_image_losses():
+    weights = dict(WEIGHTS, num_masks_as_alpha=False)  # with it, alpha counts the whole batch's masks
     outputs = fake_outputs([3, 2], seed=2)
-    _, terms = wesam_loss(outputs, WEIGHTS, "shared", IMAGE)
+    _, terms = wesam_loss(outputs, weights, "shared", IMAGE)
     singles = []
     for i in range(2):
         single = {branch: {"embeddings": out["embeddings"][i:i + 1], "logits": [out["logits"][i]],
                            "iou": [out["iou"][i]]} for branch, out in outputs.items()}
-        singles.append(wesam_loss(single, WEIGHTS, "shared", IMAGE)[1])
+        singles.append(wesam_loss(single, weights, "shared", IMAGE)[1])
     for name in TERMS:
         torch.testing.assert_close(terms[name], (singles[0][name] + singles[1][name]) / 2, msg=name)
+
+
+def test_num_masks_as_alpha_sets_focal_alpha_and_dice_smooth_to_the_batch_instance_count():
+    assert WEIGHTS["num_masks_as_alpha"]  # the authors' effective loss is the default
+    outputs = fake_outputs([3, 2], seed=2)
+    _, slipped = wesam_loss(outputs, WEIGHTS, "shared", IMAGE)
+    _, five = wesam_loss(outputs, dict(WEIGHTS, num_masks_as_alpha=False, focal_alpha=5.0, dice_smooth=5.0),
+                         "shared", IMAGE)
+    _, fixed = wesam_loss(outputs, dict(WEIGHTS, num_masks_as_alpha=False), "shared", IMAGE)
+    for name in ("focal", "dice", "iou", "contrastive"):
+        torch.testing.assert_close(slipped[name], five[name], msg=name)
+    torch.testing.assert_close(slipped["anchor"], fixed["anchor"])  # the anchor dice keeps smooth 1, as theirs
+    assert slipped["focal"].item() == pytest.approx(fixed["focal"].item() * 5 / WEIGHTS["focal_alpha"], rel=1e-5)
+    assert slipped["dice"].item() != pytest.approx(fixed["dice"].item(), rel=1e-3)
 
 
 def test_wesam_loss_batch_without_instances_is_zero():
@@ -527,8 +543,8 @@ def test_supervised_target_uses_ground_truth_and_needs_only_the_student():
     expected = {name: 0.0 for name in TERMS}
     for logits, iou, gt in zip(outputs["student"]["logits"], outputs["student"]["iou"], masks):
         s, t = upscale(logits), gt[:, None].float()
-        expected["focal"] += focal_loss(s, t, WEIGHTS["focal_alpha"], WEIGHTS["focal_gamma"]).item() / 2
-        expected["dice"] += dice_loss(s, t, WEIGHTS["dice_smooth"]).item() / 2
+        expected["focal"] += focal_loss(s, t, 5.0, WEIGHTS["focal_gamma"]).item() / 2  # 5 masks in the batch
+        expected["dice"] += dice_loss(s, t, 5.0).item() / 2
         expected["iou"] += iou_head_loss(iou, s, t).item() / 2
     for name in TERMS:
         assert terms[name].item() == pytest.approx(expected[name], rel=1e-5, abs=1e-7), name
