@@ -74,7 +74,7 @@ base_config = {
         "focal_alpha": 0.8,  # focal loss scale alpha (when num_masks_as_alpha is False)
         "focal_gamma": 2.0,  # focal loss exponent gamma
         "dice_smooth": 1.0,  # dice smoothing of the anchor loss, and of self-training when num_masks_as_alpha is False
-        "num_masks_as_alpha": True,  # focal alpha and self-training dice smoothing = instances in the batch, as the authors' code computes; False: focal_alpha and dice_smooth (README, "Differences")
+        "num_masks_as_alpha": True,  # focal alpha and self-training dice smoothing = instances in the batch, as the authors' code computes; False: focal_alpha and dice_smooth (README, "The method")
         "temperature": 0.3,  # contrastive temperature (paper)
     },
     "augment": {

@@ -37,8 +37,8 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
     loss_branches) or the target is the ground truth. In ema mode the teacher has no gradient, so those terms use the student.
     `weights` is the config's loss section.
 
-    With weights["num_masks_as_alpha"], the focal alpha and the dice smoothing of the focal and
-    dice terms are the number of instances in the batch instead of focal_alpha and dice_smooth,
+    With weights["num_masks_as_alpha"], the focal loss's alpha and the self-training dice's
+    smoothing are the number of instances in the batch instead of focal_alpha and dice_smooth,
     which is what the authors' code computes (it passes num_masks positionally into both slots).
 
     With a teacher target and `masks` given, the terms also hold `pseudo_label_iou`: the mIoU of
