@@ -37,7 +37,8 @@ def test_cells_combine_method_domain_prompt_and_seed_overrides():
 
 @pytest.mark.slow
 def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp_path, tiny_overrides):
-    overrides = [o for o in tiny_overrides if not o.startswith("out_dir")] + ["model.type=vit_tiny"]
+    overrides = [o for o in tiny_overrides if not o.startswith("out_dir")] + [
+        "model.type=vit_tiny", "opt.learning_rate=1e-3", "opt.decay_steps=[2,9]", "opt.decay_factor=0.5"]
     argv = ["--domains", "none,medical", "--prompts", "box", "--methods", "wesam,supervised", "--seeds", "0,1",
             "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), *overrides]
     text = benchmark_shift.main(argv)
@@ -56,6 +57,7 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
     assert written == text
     assert "## Prompt: box" in text and "| Method | none | medical |" in text
     assert "focal alpha the number of masks;" in text
+    assert "lr 0.001 (×0.5 at steps 2), batch" in text  # only the decays that fall inside the run
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"Direct", benchmark_shift.METHODS["wesam"][0], benchmark_shift.METHODS["supervised"][0]}
     assert " ± " in rows["Direct"] and " s |" in rows[benchmark_shift.METHODS["supervised"][0]]

@@ -99,10 +99,12 @@ def last_values(runs: list[dict[str, Any]], key: str) -> list[float]:
 
 def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]]) -> str:
     cfg = load_config(args.config, args.overrides)
+    decays = [str(step) for step in cfg.opt.decay_steps if step < cfg.num_steps]
+    schedule = f" (×{cfg.opt.decay_factor:g} at steps {', '.join(decays)})" if decays else ""
     lines = [
         "# Distribution-shift benchmark\n",
         f"SAM `{cfg.model.type}` (weights `{cfg.model.checkpoint or 'random'}`), dataset `{cfg.dataset.name}`, "
-        f"domains by `{args.domain_key}`; {cfg.num_steps} steps, lr {cfg.opt.learning_rate:g}, batch "
+        f"domains by `{args.domain_key}`; {cfg.num_steps} steps, lr {cfg.opt.learning_rate:g}{schedule}, batch "
         f"{cfg.batch_size}, LoRA rank {cfg.lora.rank}, EMA rate {cfg.teacher.ema_rate:g}, focal alpha "
         f"{'the number of masks' if cfg.loss.num_masks_as_alpha else f'{cfg.loss.focal_alpha:g}'}; seeds "
         f"{', '.join(args.seeds)}; evaluated on the `{cfg.dataset.eval_split}` split. Written by "
