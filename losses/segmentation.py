@@ -18,11 +18,15 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.8, 
     return (alpha * (1 - torch.exp(-bce)) ** gamma * bce).mean()
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """1 - (2 sum(p t) + s) / (sum p + sum t + s) over all instances together, p = sigmoid(logits)."""
-    probs = logits.sigmoid().flatten()
-    targets = targets.flatten()
-    return 1 - (2 * (probs * targets).sum() + smooth) / (probs.sum() + targets.sum() + smooth)
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0,
+              per_instance: bool = False) -> torch.Tensor:
+    """1 - (2 sum(p t) + s) / (sum p + sum t + s), p = sigmoid(logits): over all instances together
+    (WeSAM's loss, in which large instances outweigh small ones), or per instance and then
+    averaged (`per_instance`, SAM's own training, which weighs every instance alike as the mIoU does)."""
+    probs = logits.sigmoid().flatten(1) if per_instance else logits.sigmoid().flatten()[None]
+    targets = targets.flatten(1) if per_instance else targets.flatten()[None]
+    dice = (2 * (probs * targets).sum(1) + smooth) / (probs.sum(1) + targets.sum(1) + smooth)
+    return 1 - dice.mean()
 
 
 def iou_head_loss(iou_pred: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,7 @@ def test_dice_loss_pools_all_instances_of_the_image():
     got = dice_loss(logits, targets)
     torch.testing.assert_close(got, pooled)
     assert not torch.isclose(got, per_instance_mean)
+    torch.testing.assert_close(dice_loss(logits, targets, per_instance=True), per_instance_mean)
 
 
 # ---------------------------------------------------------------- IoU head

@@ -68,7 +68,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 @pytest.mark.slow
-def test_short_run_resumes_exactly_and_exports_loadable_weights(tmp_path):
+def test_short_run_resumes_exactly_renders_ahead_and_exports_loadable_weights(tmp_path):
     whole = pretrain.main(SHORT + ["--out", str(tmp_path / "whole")])
     assert whole["step"] == 4 and [h["step"] for h in whole["history"]] == [2, 4]
     assert all(0.0 <= h["miou"] <= 1.0 for h in whole["history"]) and 0.2 < whole["box_prior"] < 1.0
@@ -84,6 +84,12 @@ def test_short_run_resumes_exactly_and_exports_loadable_weights(tmp_path):
         torch.testing.assert_close(b["model"][key], value, msg=key)
     assert len(b["sessions"]) == 2 and b["sessions"][1]["start_step"] == 2
     assert [h["miou"] for h in b["history"]] == pytest.approx([h["miou"] for h in a["history"]])
+
+    rendered_ahead = pretrain.main(SHORT + ["--out", str(tmp_path / "workers"), "--workers", "2"])
+    c = load_state(tmp_path / "workers" / "last.ckpt")
+    for key, value in a["model"].items():  # data loader workers render the same scenes
+        torch.testing.assert_close(c["model"][key], value, msg=key)
+    assert [h["miou"] for h in rendered_ahead["history"]] == pytest.approx([h["miou"] for h in a["history"]])
 
     with pytest.raises(SystemExit, match="same --model-type and --steps"):
         pretrain.main([*SHORT[:3], "5", *SHORT[4:], "--out", str(tmp_path / "whole")])

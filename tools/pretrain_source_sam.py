@@ -11,7 +11,8 @@ Loss: 20 focal + dice + IoU-head MSE, as SAM's own training. AdamW, linear warm-
 
 The run is resumable: it continues from <out>/last.ckpt when that exists, and the data of step t
 depends only on (seed, t), so stopping and resuming (e.g. --minutes per call on a machine with a
-time limit) gives the same model as one long run on the same device. Every --eval-interval steps
+time limit) gives the same model as one long run on the same device; --workers renders the scenes
+in data loader processes (a GPU needs them) without changing them. Every --eval-interval steps
 it reports source test mIoU (box prompts) beside the box prior (the ellipse inscribed in each box)
 in <out>/metrics.csv. --export writes the weights as safetensors plus a JSON record (command,
 seed, device, time, figures) beside them.
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from lightning_fabric import Fabric
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--warmup", type=int, default=500, help="linear warm-up steps")
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--dice", default="joint", choices=["joint", "per-instance"],
+                        help="dice over all instances of a scene together, or per instance and averaged")
     parser.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="start from these SAM weights (.safetensors/.pth, e.g. an --export) "
@@ -70,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=1,
                         help="processes (DDP; on a CPU each takes a core); each takes its share of every batch")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data loader processes rendering scenes ahead (0: in the training process; a GPU "
+                             "needs several to be kept busy)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--export", help="write the weights of <out>/last.ckpt to this .safetensors file and stop")
     return parser.parse_args(argv)
@@ -109,6 +116,22 @@ def training_scene(seed: int, step: int, slot: int, size: int, max_objects: int)
         prompts = {"boxes": torch.from_numpy(np.clip(boxes, 0, size).astype(np.float32))}
     return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()), "masks": torch.from_numpy(masks),
             "prompts": prompts}
+
+
+class TrainingStream(Dataset):
+    """This process's scenes of steps start, ..., total - 1: item i is the list of scenes `slots`
+    of step start + i, so data loader workers can render them ahead of the training step."""
+
+    def __init__(self, seed: int, start: int, total: int, slots: range, size: int, max_objects: int) -> None:
+        self.seed, self.start, self.total, self.slots = seed, start, total, slots
+        self.size, self.max_objects = size, max_objects
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def __getitem__(self, index: int) -> list[dict[str, Any]]:
+        return [training_scene(self.seed, self.start + index, slot, self.size, self.max_objects)
+                for slot in self.slots]
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -235,12 +258,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{elapsed() / 60:.1f} min", flush=True)
 
     losses: list[float] = []
-    while step < args.steps:
+    stream = TrainingStream(args.seed, step, args.steps, range(fabric.global_rank, args.batch_size, fabric.world_size),
+                            size, args.max_objects)
+    for scenes in DataLoader(stream, batch_size=None, num_workers=args.workers,
+                             pin_memory=fabric.device.type == "cuda"):
         out_of_time = bool(args.minutes) and fabric.broadcast(time.time() - started > 60 * args.minutes, src=0)
         if out_of_time or (args.stop_at is not None and step >= args.stop_at):
             break
-        scenes = [training_scene(args.seed, step, slot, size, args.max_objects)
-                  for slot in range(fabric.global_rank, args.batch_size, fabric.world_size)]
         images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
         valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
         with fabric.autocast():
@@ -249,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
             logits = upscale_logits(logits.float(), size)
             target = fabric.to_device(scene["masks"])[:, None].float()
-            loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target) + \
+            loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target, per_instance=args.dice == "per-instance") + \
                 iou_head_loss(iou.float(), logits, target)
         loss = loss / args.batch_size
         optimizer.zero_grad(set_to_none=True)
