@@ -39,6 +39,8 @@ CORRUPTIONS: tuple[str, ...] = (
     "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_noise", "glass_blur",
     "impulse_noise", "jpeg_compression", "motion_blur", "pixelate", "shot_noise", "snow", "zoom_blur",
 )
+# The package's four further corruptions (ImageNet-C's held-out set), not part of COCO-C.
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("gaussian_blur", "saturate", "spatter", "speckle_noise")
 MIN_SIDE = 32  # imagecorruptions refuses smaller images
 
 
@@ -146,8 +148,8 @@ def corrupt(image: np.ndarray, name: str, severity: int = 5, seed: int | None = 
     handle three channels. With a `seed` (0 .. 2**32 - 1) the result depends only on the inputs,
     and numpy's global RNG is left as it was; without one the global RNG is used and advanced.
     """
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
+    if name not in CORRUPTIONS + EXTRA_CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS + EXTRA_CORRUPTIONS)}")
     if not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
     image = np.asarray(image)

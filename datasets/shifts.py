@@ -5,7 +5,8 @@
                   see datasets/scenes.py)
     medical       an endoscopy-like appearance: one reddish hue, soft focus, uneven lighting,
                   specular highlights; objects keep only their brightness differences
-    <corruption>  one of imagecorruptions' types at severity 5, as COCO-C (datasets/corruptions.py)
+    <corruption>  one of imagecorruptions' types at severity 5, as COCO-C: its 15, or the package's 4
+                  further ones (datasets/corruptions.py)
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from datasets.corruptions import CORRUPTIONS, corrupt
+from datasets.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
 
-SHIFTS = ("none", "camouflage", "medical", *CORRUPTIONS)
+SHIFTS = ("none", "camouflage", "medical", *CORRUPTIONS, *EXTRA_CORRUPTIONS)
 
 
 def scene_style(shift: str) -> str:
