@@ -41,6 +41,7 @@ CORRUPTIONS: tuple[str, ...] = (
 )
 # The package's four further corruptions (ImageNet-C's held-out set), not part of COCO-C.
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("gaussian_blur", "saturate", "spatter", "speckle_noise")
+ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
 MIN_SIDE = 32  # imagecorruptions refuses smaller images
 
 
@@ -148,8 +149,8 @@ def corrupt(image: np.ndarray, name: str, severity: int = 5, seed: int | None = 
     handle three channels. With a `seed` (0 .. 2**32 - 1) the result depends only on the inputs,
     and numpy's global RNG is left as it was; without one the global RNG is used and advanced.
     """
-    if name not in CORRUPTIONS + EXTRA_CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS + EXTRA_CORRUPTIONS)}")
+    if name not in ALL_CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(ALL_CORRUPTIONS)}")
     if not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
     image = np.asarray(image)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from datasets.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
+from datasets.corruptions import ALL_CORRUPTIONS, corrupt
 
-SHIFTS = ("none", "camouflage", "medical", *CORRUPTIONS, *EXTRA_CORRUPTIONS)
+SHIFTS = ("none", "camouflage", "medical", *ALL_CORRUPTIONS)
 
 
 def scene_style(shift: str) -> str:

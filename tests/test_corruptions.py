@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from datasets import corruptions
-from datasets.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
+from datasets.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 
 
 def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -26,7 +26,7 @@ def test_paper_order() -> None:
     assert CORRUPTIONS[-1] == "zoom_blur" and len(set(CORRUPTIONS)) == 15
 
 
-@pytest.mark.parametrize("name", CORRUPTIONS + EXTRA_CORRUPTIONS)
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
 def test_corruption_changes_image_and_is_seeded(name: str) -> None:
     image = textured(64, 64)
     np.random.seed(123)
@@ -39,7 +39,7 @@ def test_corruption_changes_image_and_is_seeded(name: str) -> None:
     assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
 
 
-@pytest.mark.parametrize("name", CORRUPTIONS + EXTRA_CORRUPTIONS)
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
 def test_grey_images_keep_their_shape(name: str) -> None:
     grey = textured(48, 40)[..., 1]
     for image in (grey, grey[..., None]):

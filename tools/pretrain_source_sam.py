@@ -119,15 +119,15 @@ def training_scene(seed: int, step: int, slot: int, size: int, max_objects: int)
 
 
 class TrainingStream(Dataset):
-    """This process's scenes of steps start, ..., total - 1: item i is the list of scenes `slots`
+    """This process's scenes of steps start, ..., end - 1: item i is the list of scenes `slots`
     of step start + i, so data loader workers can render them ahead of the training step."""
 
-    def __init__(self, seed: int, start: int, total: int, slots: range, size: int, max_objects: int) -> None:
-        self.seed, self.start, self.total, self.slots = seed, start, total, slots
+    def __init__(self, seed: int, start: int, end: int, slots: range, size: int, max_objects: int) -> None:
+        self.seed, self.start, self.end, self.slots = seed, start, end, slots
         self.size, self.max_objects = size, max_objects
 
     def __len__(self) -> int:
-        return max(0, self.total - self.start)
+        return max(0, self.end - self.start)
 
     def __getitem__(self, index: int) -> list[dict[str, Any]]:
         return [training_scene(self.seed, self.start + index, slot, self.size, self.max_objects)
@@ -258,12 +258,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{elapsed() / 60:.1f} min", flush=True)
 
     losses: list[float] = []
-    stream = TrainingStream(args.seed, step, args.steps, range(fabric.global_rank, args.batch_size, fabric.world_size),
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    stream = TrainingStream(args.seed, step, end, range(fabric.global_rank, args.batch_size, fabric.world_size),
                             size, args.max_objects)
+    per_instance_dice = args.dice == "per-instance"
     for scenes in DataLoader(stream, batch_size=None, num_workers=args.workers,
                              pin_memory=fabric.device.type == "cuda"):
-        out_of_time = bool(args.minutes) and fabric.broadcast(time.time() - started > 60 * args.minutes, src=0)
-        if out_of_time or (args.stop_at is not None and step >= args.stop_at):
+        if args.minutes and fabric.broadcast(time.time() - started > 60 * args.minutes, src=0):
             break
         images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
         valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
             logits = upscale_logits(logits.float(), size)
             target = fabric.to_device(scene["masks"])[:, None].float()
-            loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target, per_instance=args.dice == "per-instance") + \
+            loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target, per_instance=per_instance_dice) + \
                 iou_head_loss(iou.float(), logits, target)
         loss = loss / args.batch_size
         optimizer.zero_grad(set_to_none=True)
