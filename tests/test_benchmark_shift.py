@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark_shift  # noqa: E402
+from utils.config import ConfigError  # noqa: E402
 from utils.experiments import RunMismatchError, markdown_table, mean_spread  # noqa: E402
 
 
@@ -35,12 +36,25 @@ def test_cells_combine_method_domain_prompt_and_seed_overrides():
         benchmark_shift.parse_args(["--methods", "tent"])
 
 
+def test_each_default_domain_reads_its_own_config_file():
+    args = benchmark_shift.parse_args([])
+    for domain in args.domains:
+        assert benchmark_shift.domain_config(args, domain) == str(ROOT / "configs" / "shift" / f"{domain}.py")
+    with pytest.raises(ConfigError, match=r"No config for domain 'fog': .*fog\.py does not exist.*--config configs/config\.py"):
+        benchmark_shift.domain_config(args, "fog")
+    one_file = benchmark_shift.parse_args(["--config", "configs/config.py"])
+    assert benchmark_shift.domain_config(one_file, "fog") == "configs/config.py"
+
+
 @pytest.mark.slow
 def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp_path, tiny_overrides):
     overrides = [o for o in tiny_overrides if not o.startswith("out_dir")] + [
-        "model.type=vit_tiny", "opt.learning_rate=1e-3", "opt.decay_steps=[2,9]", "opt.decay_factor=0.5"]
-    argv = ["--domains", "none,medical", "--prompts", "box", "--methods", "wesam,supervised", "--seeds", "0,1",
-            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), *overrides]
+        "model.type=vit_tiny", "opt.learning_rate=1e-3", "opt.decay_steps=[2,9]"]
+    for domain, factor in (("none", 0.5), ("medical", 0.1)):  # a schedule per domain, as in configs/shift/
+        (tmp_path / f"config_{domain}.py").write_text(f"config = {{'opt': {{'decay_factor': {factor}}}}}\n")
+    argv = ["--config", str(tmp_path / "config_{domain}.py"), "--domains", "none,medical", "--prompts", "box",
+            "--methods", "wesam,supervised", "--seeds", "0,1", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "results"), *overrides]
     text = benchmark_shift.main(argv)
     summaries = sorted((tmp_path / "runs").glob("*/box/*/seed*/summary.json"))
     assert len(summaries) == 2 * 2 * 2
@@ -50,14 +64,16 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
     supervised = json.loads((tmp_path / "runs/medical/box/supervised/seed1/summary.json").read_text())
     config = json.loads((tmp_path / "runs/medical/box/supervised/seed1/config.json").read_text())
     assert config["loss"]["target"] == "ground_truth" and config["seed"] == 1 and not config["augment"]["strong"]
-    assert config["dataset"]["synthetic"]["shift"] == "medical"
+    assert config["dataset"]["synthetic"]["shift"] == "medical" and config["opt"]["decay_factor"] == 0.1
+    assert json.loads((tmp_path / "runs/none/box/wesam/seed0/config.json").read_text())["opt"]["decay_factor"] == 0.5
     assert 0 < supervised["last"]["area_ratio"]
 
     written = (tmp_path / "results" / "shift_benchmark.md").read_text()
     assert written == text
     assert "## Prompt: box" in text and "| Method | none | medical |" in text
     assert "focal alpha the number of masks;" in text
-    assert "lr 0.001 (×0.5 at steps 2), batch" in text  # only the decays that fall inside the run
+    # each domain's schedule, naming only the decays that fall inside the run
+    assert "none: lr 0.001 (×0.5 at steps 2); medical: lr 0.001 (×0.1 at steps 2); batch" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"Direct", benchmark_shift.METHODS["wesam"][0], benchmark_shift.METHODS["supervised"][0]}
     assert " ± " in rows["Direct"] and " s |" in rows[benchmark_shift.METHODS["supervised"][0]]

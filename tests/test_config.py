@@ -12,7 +12,7 @@ import torch
 from box import Box
 
 from configs.base_config import CHOICES, base_config
-from utils.config import DEFAULT_CONFIG_FILE, ConfigError, load_config, parse_override
+from utils.config import DEFAULT_CONFIG_FILE, REPO_ROOT, ConfigError, flatten, load_config, parse_override
 
 
 def merged(tree: dict, update: dict) -> dict:
@@ -37,6 +37,17 @@ def test_load_config_without_arguments_is_base_merged_with_configs_config_py():
     cfg = load_config()
     assert isinstance(cfg, Box)
     assert cfg.to_dict() == merged(base_config, user)
+
+
+@pytest.mark.parametrize("shift", ["glass_blur", "defocus_blur", "medical"])
+def test_each_benchmark_domain_config_is_the_default_with_its_own_schedule(shift):
+    cfg, default = load_config(REPO_ROOT / "configs" / "shift" / f"{shift}.py"), load_config()
+    assert cfg.dataset.synthetic.shift == shift and cfg.out_dir == f"runs/shift/{shift}"
+    schedule_keys = {"opt.learning_rate", "opt.decay_steps", "opt.decay_factor", "out_dir", "dataset.synthetic.shift"}
+    different = {key for key, value in flatten(cfg.to_dict()).items() if flatten(default.to_dict())[key] != value}
+    assert different <= schedule_keys
+    if shift == default.dataset.synthetic.shift:  # the default run uses its domain's schedule
+        assert different == {"out_dir"}
 
 
 def test_loaded_config_has_attribute_access():

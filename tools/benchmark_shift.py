@@ -1,9 +1,12 @@
 """The distribution-shift benchmark: every adaptation method on every target domain and prompt type.
 
-    python tools/benchmark_shift.py                       # the embedded default (configs/config.py)
-    python tools/benchmark_shift.py --domains camouflage --prompts box --seeds 0
+    python tools/benchmark_shift.py                       # the embedded default (configs/shift/<domain>.py)
+    python tools/benchmark_shift.py --domains defocus_blur --prompts box --seeds 0
+    python tools/benchmark_shift.py --config configs/config.py --domains camouflage  # one schedule for all
     python tools/benchmark_shift.py --config configs/paper/coco_c.py \\
         --domain-key dataset.corruption --domains gaussian_noise,fog model.checkpoint=...
+
+--config may name each domain's own file with "{domain}" in the path, as the default does.
 
 For each domain, prompt and seed it runs one adaptation per method (rows of the paper's tables):
 
@@ -36,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.checkpoint import write_text  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
 from utils.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
 
 METHODS: dict[str, tuple[str, list[str]]] = {
@@ -50,11 +53,13 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 }
 DEFAULT_DOMAINS = ("glass_blur", "defocus_blur", "medical")  # chosen on the validation split (README)
 PROMPTS = ("box", "point", "coarse")
+DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "shift" / "{domain}.py")  # each domain's schedule, chosen on validation
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="base config file (default: configs/config.py)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"base config file; {{domain}} in it is replaced by each domain (default: {DEFAULT_CONFIG})")
     parser.add_argument("--domain-key", default="dataset.synthetic.shift", help="config key that selects a domain")
     parser.add_argument("--domains", default=",".join(DEFAULT_DOMAINS), help="comma-separated values of --domain-key")
     parser.add_argument("--prompts", default=",".join(PROMPTS))
@@ -75,6 +80,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def domain_config(args: argparse.Namespace, domain: str) -> str:
+    """The config file of `domain`'s runs."""
+    path = args.config.replace("{domain}", domain)
+    if path != args.config and not Path(path).is_file():
+        raise ConfigError(f"No config for domain '{domain}': {path} does not exist. Write one (see configs/shift/), "
+                          "or pass --config configs/config.py to run every domain with one config.")
+    return path
+
+
 def cell_overrides(args: argparse.Namespace, domain: str, prompt: str, method: str, seed: str) -> list[str]:
     return [*args.overrides, f"{args.domain_key}={domain}", f"prompt={prompt}", f"seed={seed}", *METHODS[method][1]]
 
@@ -89,7 +103,7 @@ def run_all(args: argparse.Namespace) -> dict[tuple[str, str, str], list[dict[st
               f"({(time.time() - started) / 60:.1f} min so far)", flush=True)
         out_dir = Path(args.runs) / domain / prompt / method / f"seed{seed}"
         results[(domain, prompt, method)].append(
-            run_cell(out_dir, cell_overrides(args, domain, prompt, method, seed), args.config))
+            run_cell(out_dir, cell_overrides(args, domain, prompt, method, seed), domain_config(args, domain)))
     return results
 
 
@@ -97,18 +111,28 @@ def last_values(runs: list[dict[str, Any]], key: str) -> list[float]:
     return [run["last"][key] for run in runs]
 
 
-def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]]) -> str:
-    cfg = load_config(args.config, args.overrides)
+def learning_rate_schedule(cfg: Any) -> str:
+    """'lr 0.003 (×0.25 at steps 100, 150)', naming only the decays inside the run."""
     decays = [str(step) for step in cfg.opt.decay_steps if step < cfg.num_steps]
-    schedule = f" (×{cfg.opt.decay_factor:g} at steps {', '.join(decays)})" if decays else ""
+    return f"lr {cfg.opt.learning_rate:g}" + (f" (×{cfg.opt.decay_factor:g} at steps {', '.join(decays)})" if decays else "")
+
+
+def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]]) -> str:
+    configs = {domain: load_config(domain_config(args, domain), args.overrides) for domain in args.domains}
+    schedules = {domain: learning_rate_schedule(cfg) for domain, cfg in configs.items()}
+    if len(set(schedules.values())) == 1:
+        schedule = next(iter(schedules.values())) + ","
+    else:
+        schedule = "; ".join(f"{domain}: {text}" for domain, text in schedules.items()) + ";"
+    cfg = configs[args.domains[0]]
     lines = [
         "# Distribution-shift benchmark\n",
         f"SAM `{cfg.model.type}` (weights `{cfg.model.checkpoint or 'random'}`), dataset `{cfg.dataset.name}`, "
-        f"domains by `{args.domain_key}`; {cfg.num_steps} steps, lr {cfg.opt.learning_rate:g}{schedule}, batch "
+        f"domains by `{args.domain_key}`; {cfg.num_steps} steps, {schedule} batch "
         f"{cfg.batch_size}, LoRA rank {cfg.lora.rank}, EMA rate {cfg.teacher.ema_rate:g}, focal alpha "
         f"{'the number of masks' if cfg.loss.num_masks_as_alpha else f'{cfg.loss.focal_alpha:g}'}; seeds "
         f"{', '.join(args.seeds)}; evaluated on the `{cfg.dataset.eval_split}` split. Written by "
-        f"`python tools/benchmark_shift.py {' '.join(args.argv)}` on {platform.machine()} "
+        f"`{' '.join(['python tools/benchmark_shift.py', *args.argv])}` on {platform.machine()} "
         f"({time.strftime('%Y-%m-%d')}).\n",
         "Each cell: mIoU in % at the last step (no model selection), mean ± std over seeds, (change against "
         "Direct in points), and the mean run time of one seed. Area: predicted / true mask area at the last "
@@ -168,7 +192,8 @@ def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
-    load_config(args.config, args.overrides)  # a bad key fails here, before any run
+    for domain in args.domains:  # a bad key or a missing domain config fails here, before any run
+        load_config(domain_config(args, domain), args.overrides)
     results = run_all(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
