@@ -14,11 +14,11 @@ from typing import Any
 from configs.config import config as default_config
 
 
-def shift_config(shift: str, learning_rate: float, decay_steps: list[int], decay_factor: float) -> dict[str, Any]:
-    """configs/config.py adapted to `shift`, with Adam at `learning_rate` times `decay_factor` at each of
-    `decay_steps`."""
+def shift_config(shift: str, **schedule: Any) -> dict[str, Any]:
+    """configs/config.py adapted to `shift`, with the `opt` keys in `schedule` (learning_rate,
+    decay_steps, decay_factor) replacing the default's."""
     config = copy.deepcopy(default_config)
     config["out_dir"] = f"runs/shift/{shift}"
     config["dataset"]["synthetic"]["shift"] = shift
-    config["opt"].update(learning_rate=learning_rate, decay_steps=decay_steps, decay_factor=decay_factor)
+    config["opt"].update(schedule)
     return config
