@@ -46,10 +46,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def learning_rate_factor(step: int, warmup_steps: int, decay_steps: Sequence[int], decay_factor: float) -> float:
-    """Linear warm-up over warmup_steps, then x decay_factor at each step of decay_steps."""
+def learning_rate_factor(step: int, warmup_steps: int, decay_steps: Sequence[int], decay_factor: float,
+                         from_zero: bool = False) -> float:
+    """Linear warm-up over warmup_steps, (step + 1) / warmup_steps, or step / warmup_steps with
+    `from_zero` (the authors' code, whose first step runs at lr 0); then x decay_factor at each
+    step of decay_steps."""
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return (step + (0 if from_zero else 1)) / warmup_steps
     return decay_factor ** sum(step >= s for s in decay_steps)
 
 
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-        step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor))
+        step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor, cfg.opt.warmup_from_zero))
     model, optimizer = fabric.setup(model, optimizer)
 
     train_set = build_dataset(cfg, "train")
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def evaluate_now(adapter: str | None, step: int) -> dict[str, Any]:
         metrics = evaluate(fabric, model.module, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
-                           description=f"eval step {step}")
+                           description=f"eval step {step}", threshold=cfg.metric.threshold, region=cfg.metric.region)
         return {"step": step, **metrics}
 
     if is_main:  # on resume too: the config now includes the overrides given with --resume

@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(cfg, cfg.dataset.eval_split)
-    metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers)
+    metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
+                       threshold=cfg.metric.threshold, region=cfg.metric.region)
     result = {"dataset": cfg.dataset.name, "prompt": cfg.prompt, **metrics}
     label = f"WeSAM ({args.ckpt})" if args.ckpt else "Direct (unadapted SAM)"
     fabric.print(f"{label} on {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "

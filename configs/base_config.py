@@ -22,17 +22,26 @@ base_config = {
     "prompt": "box",  # weak label used as prompt: "box", "point" or "coarse"
     "num_points": 5,  # positive and negative points per instance for prompt=point (paper: 5 + 5)
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
+    "point_negatives": "image",  # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
+    "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
+    "paper": {
+        "code": "",  # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them (README, "Two code versions"); "" sets none
+        "train_images": 0,  # training images of the dataset, from which paper.code derives num_steps and eval_interval
+    },
     "dataset": {
         "name": "synthetic",  # dataset loader to use (see README for the list)
         "root": "",  # folder of the dataset on disk (unused by "synthetic"); PREPARE.md gives each layout
         "corruption": "gaussian_noise",  # coco_c: the corruption, a folder of <root>/corruption/
-        "interleave": 6,  # coco, folder without per-split files: k:1 split, k images to train then 1 to eval
+        "interleave": 6,  # coco, folder without per-split files, osd: k:1 split, k images to train then 1 to eval
         "coco": {
             "images": "images",  # coco: image folder below root; the json's file_name is relative to it
             "annotations": "annotations.json",  # coco: instances json below root, split by interleave
             "train": "",  # coco: the train split's own instances json below root (overrides the interleave)
             "val": "",  # coco: the val split's own instances json below root
             "test": "",  # coco: the test split's own instances json below root
+            "crowd": False,  # COCO-format datasets: keep crowd annotations as instances (authors' loader: True)
+            "max_masks": 0,  # COCO-format datasets: at most this many annotations per image, in file order (authors' loader: 151); 0: all
+            "zero_size": "drop",  # COCO-format datasets: "drop" annotations with a zero-width or zero-height box or no segmentation; "authors": their rule (README, "Differences")
         },
         "synthetic": {
             "shift": "camouflage",  # target domain: "none" (source), "camouflage", "medical" or an imagecorruptions type
@@ -43,6 +52,7 @@ base_config = {
             "max_objects": 6,  # at most this many objects per image
         },
         "eval_split": "test",  # split evaluated by adaptation.py and validate.py: "val" or "test"
+        "keep_vanished": False,  # evaluation keeps instances whose mask vanished in the resize (authors' code; each scores 1 if its prediction is empty too, else 0)
     },
     "model": {
         "type": "vit_tiny",  # SAM configuration: "vit_b", "vit_l", "vit_h" or a small one ("vit_tiny")
@@ -63,6 +73,7 @@ base_config = {
         "warmup_steps": 250,  # linear learning-rate warm-up (paper)
         "decay_steps": [60000, 86666],  # multiply the learning rate by decay_factor at each of these steps (paper)
         "decay_factor": 0.1,  # learning-rate factor applied at each decay step (paper)
+        "warmup_from_zero": False,  # warm-up factor step / warmup_steps, the first step at lr 0 (authors' code), instead of (step + 1) / warmup_steps
     },
     "loss": {
         "target": "teacher",  # "teacher": its hard mask (WeSAM); "ground_truth": GT masks (with augment.strong False: the paper's Supervised row)
@@ -76,10 +87,20 @@ base_config = {
         "dice_smooth": 1.0,  # dice smoothing of the anchor loss, and of self-training when num_masks_as_alpha is False
         "num_masks_as_alpha": True,  # focal alpha and self-training dice smoothing = instances in the batch, as the authors' code computes; False: focal_alpha and dice_smooth (README, "The method")
         "temperature": 0.3,  # contrastive temperature (paper)
+        "focal_on": "pixel",  # focal term of each pixel's BCE, then the mean ("pixel", authors' later code) or of the mean BCE ("mean", their first release)
+        "focal_bce": "logits",  # BCE from the logits ("logits", exact) or from clamped probabilities ("probabilities", authors' code: a pixel costs at most 100, with no gradient there)
+        "contrastive_masks": "threshold",  # instance masks of the contrastive prototypes: sigmoid > 0.5 ("threshold", authors' later code) or the raw logits as weights ("raw", their first release)
+        "iou_threshold": 0.0,  # logit above which the student's mask counts in the IoU-head target (authors' code: 0.5)
+        "iou_empty": 1.0,  # IoU-head target when the student's mask and the target are both empty (authors' code: 0)
+    },
+    "metric": {
+        "threshold": 0.0,  # logit above which a pixel is predicted foreground (authors' code: 0.5)
+        "region": "image",  # pixels scored: the resized "image" without padding, or the padded "canvas" (authors' code)
     },
     "augment": {
         "flip": True,  # weak view: random horizontal and vertical flips of image, masks and prompts
         "strong": True,  # strong view: posterize, equalize, sharpen, solarize, brightness/contrast, shadow
+        "views_at": "input",  # make both views after the resize to the "input" size, or at the image's "native" size before it (authors' code)
     },
 }
 
@@ -91,6 +112,14 @@ CHOICES = {
     "precision": ["32-true", "bf16-mixed", "16-mixed"],
     "prompt": ["box", "point", "coarse"],
     "coarse_as": ["box", "mask"],
+    "point_negatives": ["image", "canvas"],
+    "paper.code": ["", "release", "head"],
+    "dataset.coco.zero_size": ["drop", "authors"],
+    "augment.views_at": ["input", "native"],
+    "loss.focal_on": ["pixel", "mean"],
+    "loss.focal_bce": ["logits", "probabilities"],
+    "loss.contrastive_masks": ["threshold", "raw"],
+    "metric.region": ["image", "canvas"],
     "dataset.eval_split": ["val", "test"],
     "model.pad": ["bottom_right", "center"],
     "teacher.mode": ["shared", "ema"],

@@ -1,9 +1,12 @@
 """COCO-format datasets: COCO 2017 (the paper's natural images), COCO-C (the same images with one
 corruption) and `coco`, any COCO instances json with an image folder (custom data).
 
-Annotations become instances as in the authors' loader: crowd annotations and boxes of zero width
-or height are skipped, polygons and RLE are decoded with pycocotools, and the box prompt is the
-annotation's bbox (x, y, w, h -> XYXY). Images without a usable annotation are dropped.
+Annotations become instances in file order, polygons and RLE decoded with pycocotools, the box
+prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count follows
+`CocoRules` (config dataset.coco.crowd, max_masks, zero_size): by default crowd annotations,
+zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
+loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
+that counts are dropped.
 """
 
 from __future__ import annotations
@@ -40,29 +43,55 @@ or per split: <dataset.coco.train>, <dataset.coco.val>, <dataset.coco.test> (one
 """
 
 
+# The authors' zero-size rule, `w == 0 or h == 0 and pixels < 100` as Python reads it: a zero-width
+# box is always skipped, a zero-height one only when its mask has fewer than this many pixels.
+AUTHORS_ZERO_HEIGHT_PIXELS = 100
+
+
+@dataclass(frozen=True)
+class CocoRules:
+    """Which annotations of an image become instances (see the module docstring)."""
+
+    crowd: bool = False  # keep crowd annotations
+    max_masks: int = 0  # at most this many instances per image, in file order (0: all)
+    zero_size: str = "drop"  # "drop" zero-size boxes and empty segmentations, or the "authors" rule
+
+    @classmethod
+    def from_config(cls, cfg) -> CocoRules:
+        options = cfg.dataset.coco
+        return cls(options.crowd, options.max_masks, options.zero_size)
+
+    def listed(self, annotation: dict[str, Any]) -> bool:
+        """Whether an annotation is read at all (the checks that need no decoding)."""
+        width, height = (annotation.get("bbox") or [0, 0, 0, 0])[2:]
+        if annotation.get("iscrowd", 0) and not self.crowd:
+            return False
+        if self.zero_size == "authors":
+            return width != 0
+        return width > 0 and height > 0 and bool(annotation.get("segmentation"))
+
+    def kept(self, box: list[float], mask: np.ndarray) -> bool:
+        """Whether a listed annotation, decoded to `mask`, is kept (the authors' zero-height check)."""
+        return self.zero_size != "authors" or box[3] != 0 or np.count_nonzero(mask) >= AUTHORS_ZERO_HEIGHT_PIXELS
+
+
 @dataclass(frozen=True)
 class CocoRecord:
     image: Path
     image_id: int
     height: int | None  # as annotated; None: the image's own
     width: int | None
-    annotations: tuple[dict[str, Any], ...]  # usable annotations (segmentation, bbox)
+    annotations: tuple[dict[str, Any], ...]  # listed annotations (segmentation, bbox), in file order
 
 
-def is_usable(annotation: dict[str, Any]) -> bool:
-    """Not a crowd, a box of positive width and height, and a segmentation."""
-    box = annotation.get("bbox") or [0, 0, 0, 0]
-    return not annotation.get("iscrowd", 0) and box[2] > 0 and box[3] > 0 and bool(annotation.get("segmentation"))
-
-
-def read_coco(path: Path, layout: Layout, image_folder: Path) -> list[CocoRecord]:
-    """Every image of a COCO instances json, sorted by id, with its usable annotations (maybe
-    none); images are image_folder / file_name."""
+def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) -> list[CocoRecord]:
+    """Every image of a COCO instances json, sorted by id, with its annotations that `rules` list
+    (maybe none); images are image_folder / file_name."""
     try:
         data = json.loads(path.read_text())
         usable: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for a in data["annotations"]:
-            if is_usable(a):
+            if rules.listed(a):
                 usable[a["image_id"]].append({"segmentation": a["segmentation"], "bbox": a["bbox"]})
         return [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
                            tuple(usable[image["id"]])) for image in sorted(data["images"], key=lambda i: i["id"])]
@@ -77,6 +106,8 @@ def annotated(records: list[CocoRecord]) -> list[CocoRecord]:
 
 def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
     """H x W bool mask of a COCO segmentation: polygons, uncompressed RLE or compressed RLE."""
+    if not segmentation:  # listed under the authors' rule: an instance without pixels
+        return np.zeros((height, width), bool)
     if isinstance(segmentation, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation["counts"], list):
@@ -90,36 +121,49 @@ class CocoDataset(FileDataset):
     """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
-                 **common) -> None:
+                 rules: CocoRules, **common) -> None:
         super().__init__(records, layout, split, **common)
         self.annotation_file = annotation_file
+        self.rules = rules
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         record = self.records[index]
         image = read_image(record.image)
         height, width = record.height or image.shape[0], record.width or image.shape[1]
         source = f"annotations of image id {record.image_id} in '{self.annotation_file}'"
-        try:
-            masks = np.stack([decode_segmentation(a["segmentation"], height, width) for a in record.annotations])
-        except Exception as error:  # pycocotools raises bare Exceptions for malformed segmentations
-            raise SampleError(f"cannot decode the {source} ({error})") from error
+        masks, boxes = [], []
+        for annotation in record.annotations:
+            if self.rules.max_masks and len(masks) >= self.rules.max_masks:
+                break
+            try:
+                mask = decode_segmentation(annotation["segmentation"], height, width)
+            except Exception as error:  # pycocotools raises bare Exceptions for malformed segmentations
+                raise SampleError(f"cannot decode the {source} ({error})") from error
+            if self.rules.kept(annotation["bbox"], mask):
+                masks.append(mask)
+                boxes.append(annotation["bbox"])
+        masks = np.stack(masks) if masks else np.zeros((0, height, width), bool)
         check_same_size(image, record.image, masks, source)
-        boxes = np.array([a["bbox"] for a in record.annotations], np.float32)
+        boxes = np.array(boxes, np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
+        if self.rules.zero_size == "authors":  # their loader keeps instances without pixels
+            return image, masks, boxes
         return (image, *drop_empty_masks(masks, boxes))
 
 
-def _coco2017_records(layout: Layout, split: str, image_folder: Path) -> tuple[list[CocoRecord], Path]:
+def _coco2017_records(layout: Layout, split: str, image_folder: Path,
+                      rules: CocoRules) -> tuple[list[CocoRecord], Path]:
     annotation_file = layout.file("annotations/instances_val2017.json")
-    records = interleave(read_coco(annotation_file, layout, image_folder), COCO2017_INTERLEAVE, split)
+    records = interleave(read_coco(annotation_file, layout, image_folder, rules), COCO2017_INTERLEAVE, split)
     return annotated(records), annotation_file
 
 
 def build_coco2017(cfg, split: str, **common) -> CocoDataset:
     """COCO 2017 val: 6:1 interleave on sorted image ids ("val" and "test" are both the 1 part)."""
     layout = Layout.at("coco2017", cfg.dataset.root, COCO2017_TREE)
-    records, annotation_file = _coco2017_records(layout, split, layout.folder("val2017"))
-    return CocoDataset(records, annotation_file, layout, split, **common)
+    rules = CocoRules.from_config(cfg)
+    records, annotation_file = _coco2017_records(layout, split, layout.folder("val2017"), rules)
+    return CocoDataset(records, annotation_file, layout, split, rules, **common)
 
 
 def build_coco_c(cfg, split: str, **common) -> CocoDataset:
@@ -130,22 +174,24 @@ def build_coco_c(cfg, split: str, **common) -> CocoDataset:
         present = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
         raise layout.error(f"folder '{folder}' not found (dataset.corruption={cfg.dataset.corruption!r}; "
                            f"corruptions present: {', '.join(present) or 'none'})")
-    records, annotation_file = _coco2017_records(layout, split, folder)
-    return CocoDataset(records, annotation_file, layout, split, **common)
+    rules = CocoRules.from_config(cfg)
+    records, annotation_file = _coco2017_records(layout, split, folder, rules)
+    return CocoDataset(records, annotation_file, layout, split, rules, **common)
 
 
 def build_coco(cfg, split: str, **common) -> CocoDataset:
     """Custom COCO data: dataset.coco.<split> if set (the whole json is the split), else the k:1
     interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike)."""
     options = cfg.dataset.coco
+    rules = CocoRules.from_config(cfg)
     layout = Layout.at("coco", cfg.dataset.root, CUSTOM_TREE)
     image_folder = layout.folder(options.images)
     if options[split]:
         annotation_file = layout.file(options[split])
-        records = read_coco(annotation_file, layout, image_folder)
+        records = read_coco(annotation_file, layout, image_folder, rules)
     elif options.annotations:
         annotation_file = layout.file(options.annotations)
-        records = interleave(read_coco(annotation_file, layout, image_folder), cfg.dataset.interleave, split)
+        records = interleave(read_coco(annotation_file, layout, image_folder, rules), cfg.dataset.interleave, split)
     else:
         raise layout.error(f"neither dataset.coco.{split} nor dataset.coco.annotations is set")
-    return CocoDataset(annotated(records), annotation_file, layout, split, **common)
+    return CocoDataset(annotated(records), annotation_file, layout, split, rules, **common)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.prompts import boxes_from_masks, make_prompts
-from datasets.transforms import Augment, pad_offsets, pad_to_square, resize_longest_side
+from datasets.transforms import VIEWS_AT, Augment, pad_offsets, pad_to_square, resize_image, resize_longest_side
 
 
 class SampleError(Exception):
@@ -54,7 +54,8 @@ class InstanceDataset(Dataset):
 
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
-                 strong: bool = True, embedding_size: int | None = None) -> None:
+                 strong: bool = True, embedding_size: int | None = None, views_at: str = "input",
+                 keep_vanished: bool = False, point_negatives: str = "image") -> None:
         self.image_size = image_size
         self.mask_input_size = 4 * (embedding_size or image_size // 16)
         self.prompt = prompt
@@ -65,6 +66,11 @@ class InstanceDataset(Dataset):
         self.max_nums = max_nums if train else 0
         self.pad = pad
         self.augment = Augment(flip=flip and train, strong=strong and train)
+        if views_at not in VIEWS_AT:
+            raise ValueError(f"views_at must be one of {', '.join(VIEWS_AT)}, got '{views_at}'")
+        self.views_at_native = views_at == "native"
+        self.keep_vanished = keep_vanished and not train
+        self.point_negatives = point_negatives
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Image H x W x 3 uint8 RGB, masks N x H x W bool, boxes N x 4 XYXY (None: from masks)."""
@@ -99,15 +105,25 @@ class InstanceDataset(Dataset):
         rng = np.random.default_rng(seed)
         if boxes is None:
             boxes = boxes_from_masks(masks)
+        boxes = boxes.astype(np.float32)
         if self.max_nums and len(masks) > self.max_nums:
             keep = np.sort(rng.choice(len(masks), self.max_nums, replace=False))
             masks, boxes = masks[keep], boxes[keep]
-        image, masks, boxes = resize_longest_side(image, masks, boxes.astype(np.float32), self.image_size)
-        image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
-        keep = masks.any(axis=(1, 2))  # instances too thin to survive the resize
-        masks, boxes = masks[keep], boxes[keep]
         if self.train and len(masks) == 0:
-            raise SampleError("no instance to train on (empty ground truth, or every instance lost in the resize)")
+            raise SampleError("no instance to train on (the image has no annotation, or every mask is empty)")
+        strong = None
+        if self.views_at_native:  # the authors' order: both views at the image's own size, then the resize
+            image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
+            strong = resize_image(self.augment.strong_view(image, seed), self.image_size) if self.train else None
+        image, masks, boxes = resize_longest_side(image, masks, boxes, self.image_size)
+        if not self.views_at_native:
+            image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
+            strong = self.augment.strong_view(image, seed) if self.train else None
+        if not self.keep_vanished:
+            keep = masks.any(axis=(1, 2))  # instances too thin to survive the resize
+            masks, boxes = masks[keep], boxes[keep]
+        if self.train and len(masks) == 0:
+            raise SampleError("no instance to train on (every instance was lost in the resize)")
         height, width = image.shape[:2]
         top, left = pad_offsets(height, width, self.image_size, self.pad)
         valid = (top, left, height, width)
@@ -115,7 +131,8 @@ class InstanceDataset(Dataset):
         masks = pad_to_square(masks, top, left, self.image_size, first_axis=1)
         # without instances there is nothing to prompt (evaluation passes such images by)
         prompts = make_prompts(self.prompt, masks, boxes, valid, rng, self.num_points, self.coarse_as,
-                               mask_input_size=self.mask_input_size) if len(masks) else {}
+                               mask_input_size=self.mask_input_size,
+                               point_negatives=self.point_negatives) if len(masks) else {}
         sample = {
             "image": _to_chw(pad_to_square(image, top, left, self.image_size, first_axis=0)),
             "valid": torch.tensor(valid, dtype=torch.int64),
@@ -123,8 +140,7 @@ class InstanceDataset(Dataset):
             "prompts": prompts,
             "index": index,
         }
-        if self.train:
-            strong = self.augment.strong_view(image, seed)
+        if strong is not None:
             sample["image_strong"] = _to_chw(pad_to_square(strong, top, left, self.image_size, first_axis=0))
         return sample
 

@@ -14,6 +14,7 @@ import torch
 # the sigmoid is saturated (SAM's own mask inputs are previous low-res logits).
 MASK_PROMPT_LOGIT = 10.0
 PROMPT_TYPES = ("box", "point", "coarse")
+POINT_NEGATIVES = ("image", "canvas")  # where negative points are drawn: the image only, or the padded canvas too
 
 
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
@@ -26,26 +27,35 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
 
 
 def sample_points(masks: np.ndarray, valid: tuple[int, int, int, int], num_points: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, negatives: str = "image") -> tuple[np.ndarray, np.ndarray]:
     """num_points positive points inside each mask and num_points negative ones outside it.
 
-    Both are drawn uniformly with replacement; negatives come from the image region `valid`
-    (top, left, height, width), never from the padding.
-    Returns points N x 2K x 2 float32 (XY) and labels N x 2K int64 (1 positive, 0 negative).
+    Both are drawn uniformly with replacement. Negatives come from the image region `valid`
+    (top, left, height, width) with negatives="image", or from the whole padded canvas, padding
+    included, with negatives="canvas" (the authors' code). Where a region has no pixel (an
+    instance that covers all of it, or a mask lost in the resize), its points get label -1, SAM's
+    "not a point", which the prompt encoder ignores as a location.
+    Returns points N x 2K x 2 float32 (XY) and labels N x 2K int64 (1 positive, 0 negative, -1 none).
     """
-    top, left, height, width = valid
-    inside = np.zeros(masks.shape[1:], bool)
-    inside[top:top + height, left:left + width] = True
+    if negatives not in POINT_NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(POINT_NEGATIVES)}, got '{negatives}'")
+    allowed = np.ones(masks.shape[1:], bool)
+    if negatives == "image":
+        top, left, height, width = valid
+        allowed[:] = False
+        allowed[top:top + height, left:left + width] = True
     points = np.zeros((len(masks), 2 * num_points, 2), np.float32)
+    labels = np.tile(np.repeat(np.array([1, 0], np.int64), num_points), (len(masks), 1))
     for i, mask in enumerate(masks):
-        for j, region in enumerate((mask, inside & ~mask)):
+        for j, region in enumerate((mask, allowed & ~mask)):
             ys, xs = np.nonzero(region)
-            if len(xs) == 0:  # an instance covering the whole image has no outside: use its own pixels
-                ys, xs = np.nonzero(mask)
+            slots = slice(j * num_points, (j + 1) * num_points)
+            if len(xs) == 0:
+                labels[i, slots] = -1
+                continue
             pick = rng.integers(0, len(xs), num_points)
-            points[i, j * num_points:(j + 1) * num_points] = np.stack([xs[pick], ys[pick]], axis=1)
-    labels = np.concatenate([np.ones(num_points, np.int64), np.zeros(num_points, np.int64)])
-    return points, np.tile(labels, (len(masks), 1))
+            points[i, slots] = np.stack([xs[pick], ys[pick]], axis=1)
+    return points, labels
 
 
 def coarse_polygon(mask: np.ndarray) -> np.ndarray | None:
@@ -84,7 +94,7 @@ def coarse_prompts(masks: np.ndarray, as_mask: bool, mask_input_size: int) -> np
 
 def make_prompts(prompt: str, masks: np.ndarray, boxes: np.ndarray, valid: tuple[int, int, int, int],
                  rng: np.random.Generator, num_points: int = 5, coarse_as: str = "box",
-                 mask_input_size: int = 256) -> dict[str, torch.Tensor]:
+                 mask_input_size: int = 256, point_negatives: str = "image") -> dict[str, torch.Tensor]:
     """Prompts of one image's N instances from their masks (N x S x S bool) and boxes (N x 4).
 
     Returns the keys the model reads: boxes (box, coarse as box), points + point_labels (point)
@@ -93,7 +103,7 @@ def make_prompts(prompt: str, masks: np.ndarray, boxes: np.ndarray, valid: tuple
     if prompt == "box":
         return {"boxes": torch.from_numpy(boxes.astype(np.float32))}
     if prompt == "point":
-        points, labels = sample_points(masks, valid, num_points, rng)
+        points, labels = sample_points(masks, valid, num_points, rng, point_negatives)
         return {"points": torch.from_numpy(points), "point_labels": torch.from_numpy(labels)}
     if prompt == "coarse":
         coarse = torch.from_numpy(coarse_prompts(masks, coarse_as == "mask", mask_input_size))

@@ -2,7 +2,8 @@
 
 Label quirks (the authors'): 0 and 1 (the floor) are background, and so is 2 (the table) in
 sequences whose path below the root contains "table". Images left without an object are dropped.
-Split: 6:1 interleave on sorted paths ("val" and "test" are both the 1 part), then the drop.
+Split: 6:1 interleave on sorted paths ("val" and "test" are both the 1 part), then the drop; OSD's k:1
+follows dataset.interleave (6, or 1 for the authors' first release: configs/paper/versions.py).
 """
 
 from __future__ import annotations
@@ -47,4 +48,4 @@ def build_osd(cfg, split: str, **common) -> LabelMapDataset:
     masks = layout.folder("annotation")
     records = mask_records(images, layout.files_by_stem(masks), masks)
     records = [replace(r, background=robotic_background(r.mask.relative_to(layout.root))) for r in records]
-    return LabelMapDataset(interleave(records, ROBOTIC_INTERLEAVE, split), layout, split, drop_empty=True, **common)
+    return LabelMapDataset(interleave(records, cfg.dataset.interleave, split), layout, split, drop_empty=True, **common)

@@ -1,7 +1,10 @@
-"""Geometry and augmentation of one image with its instances: resize the longest side to SAM's
-input size, weak view (flips), strong view (photometric), pad to a square.
+"""Geometry and augmentation of one image with its instances: SAM's resize of the longest side to
+the input size, weak view (flips), strong view (photometric), pad to a square.
 
-Every geometric step moves the image, the masks and the boxes together.
+Every geometric step moves the image, the masks and the boxes together. Images and masks are
+resized by segment_anything's own `ResizeLongestSide` (PIL bilinear, anti-aliased when shrinking),
+so an image enters the network exactly as `SamPredictor.set_image` feeds it; masks go through the
+same resize as 0 / 1 images, i.e. bilinear then rounded, as in the authors' loader.
 """
 
 from __future__ import annotations
@@ -9,28 +12,43 @@ from __future__ import annotations
 import random
 
 import albumentations as A
-import cv2
 import numpy as np
+from segment_anything.utils.transforms import ResizeLongestSide
+
+VIEWS_AT = ("input", "native")
 
 
 def preprocess_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """Size after resizing the longest side to `size` (as SAM's ResizeLongestSide)."""
-    scale = size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    """Size after resizing the longest side to `size` (SAM's ResizeLongestSide)."""
+    return ResizeLongestSide.get_preprocess_shape(height, width, size)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """H x W x 3 uint8 -> h x w x 3 with longest side `size`, as SamPredictor.set_image resizes."""
+    if max(image.shape[:2]) == size:  # ResizeLongestSide leaves such an image as it is
+        return image
+    return ResizeLongestSide(size).apply_image(image)
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """N x H x W bool -> N x h x w bool: each mask resized as a 0 / 1 image (bilinear, rounded)."""
+    height, width = masks.shape[1:]
+    if max(height, width) == size:
+        return masks
+    if len(masks) == 0:
+        return np.zeros((0, *preprocess_shape(height, width, size)), bool)
+    resize = ResizeLongestSide(size)
+    return np.stack([resize.apply_image(mask.astype(np.uint8)) for mask in masks]).astype(bool)
 
 
 def resize_longest_side(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
                         size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """H x W x 3 image, N x H x W masks, N x 4 XYXY boxes -> the same with longest side `size`."""
     height, width = image.shape[:2]
-    new_h, new_w = preprocess_shape(height, width, size)
-    if (new_h, new_w) == (height, width):
+    if max(height, width) == size:
         return image, masks, boxes
-    image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    masks = np.stack([cv2.resize(m.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-                      for m in masks]).astype(bool) if len(masks) else np.zeros((0, new_h, new_w), bool)
-    scale = np.array([new_w / width, new_h / height] * 2, np.float32)
-    return image, masks, boxes * scale
+    boxes = ResizeLongestSide(size).apply_boxes(boxes, (height, width)).astype(np.float32)
+    return resize_image(image, size), resize_masks(masks, size), boxes
 
 
 def pad_offsets(height: int, width: int, size: int, mode: str) -> tuple[int, int]:
@@ -56,24 +74,28 @@ class Augment:
     """Weak (flips) and strong (photometric) views, seeded per sample for reproducible runs."""
 
     def __init__(self, flip: bool, strong: bool) -> None:
-        self.weak = A.Compose(
-            [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)],
-            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["ids"], clip=True, min_area=0, min_visibility=0),
-        ) if flip else None
+        self.weak = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)],
+                              save_applied_params=True) if flip else None
         self.strong = A.Compose([
             A.Posterize(), A.Equalize(), A.Sharpen(), A.Solarize(), A.RandomBrightnessContrast(), A.RandomShadow(),
         ]) if strong else None
 
     def weak_view(self, image: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flip image H x W x 3, masks N x H x W (N >= 1) and boxes N x 4 together. Boxes are
+        flipped here, exactly (x -> W - x), so that any box, even one of zero width, is kept."""
         if self.weak is None:
             return image, masks, boxes
         _seed(self.weak, seed)
-        out = self.weak(image=image, masks=masks.astype(np.uint8), bboxes=boxes, ids=np.arange(len(boxes)))
-        if len(out["ids"]) != len(boxes):
-            raise RuntimeError("A flip dropped a box; boxes must lie inside the image.")
-        return out["image"], np.asarray(out["masks"]).astype(bool).reshape(masks.shape), \
-            np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        out = self.weak(image=image, masks=masks.astype(np.uint8))
+        height, width = image.shape[:2]
+        boxes = boxes.copy()
+        for name, _ in out["applied_transforms"]:
+            if name == "HorizontalFlip":
+                boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+            elif name == "VerticalFlip":
+                boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
+        return out["image"], np.asarray(out["masks"]).astype(bool).reshape(masks.shape), boxes
 
     def strong_view(self, image: np.ndarray, seed: int) -> np.ndarray:
         if self.strong is None:

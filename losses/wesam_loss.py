@@ -67,9 +67,11 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
             target = (teacher_logits.detach() > 0).to(student_logits.dtype)
             if masks is not None:
                 pseudo_label_iou.append(instance_scores(target[:, 0], masks[i])[0].mean())
-        sums["focal"] = sums["focal"] + focal_loss(student_logits, target, focal_alpha, weights["focal_gamma"])
+        sums["focal"] = sums["focal"] + focal_loss(student_logits, target, focal_alpha, weights["focal_gamma"],
+                                                   weights["focal_on"], weights["focal_bce"])
         sums["dice"] = sums["dice"] + dice_loss(student_logits, target, dice_smooth)
-        sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, target)
+        sums["iou"] = sums["iou"] + iou_head_loss(student["iou"][i], student_logits, target, weights["iou_threshold"],
+                                                  weights["iou_empty"])
         if supervised or "anchor" not in outputs:  # the regularisers belong to self-training only
             continue
         anchor = outputs["anchor"]
@@ -80,7 +82,7 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
                                                       weights["dice_smooth"])
         sums["contrastive"] = sums["contrastive"] + instance_contrastive_loss(
             regularised["embeddings"][i], anchor["embeddings"][i], regularised["logits"][i], anchor["logits"][i],
-            weights["temperature"])
+            weights["temperature"], weights["contrastive_masks"])
     terms = {name: value / max(images, 1) for name, value in sums.items()}
     total = sum(weights[name] * terms[name] for name in TERMS)
     if pseudo_label_iou:

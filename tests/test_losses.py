@@ -593,3 +593,67 @@ def test_self_training_without_anchor_branch_has_zero_regularisers():
     assert plain["anchor"].item() == 0.0 and plain["contrastive"].item() == 0.0
     for name in ("focal", "dice", "iou"):
         torch.testing.assert_close(plain[name], full[name])
+
+
+# ---------------------------------------------------------------- the authors' code versions and quirks
+
+
+def test_focal_loss_on_the_mean_bce_is_the_first_release_formula():
+    logits, targets = torch.tensor(FOCAL_LOGITS), torch.tensor(FOCAL_TARGETS)
+    mean_bce = sum(bce(x, t) for row_x, row_t in zip(FOCAL_LOGITS, FOCAL_TARGETS) for x, t in zip(row_x, row_t)) / 4
+    expected = 0.8 * (1 - math.exp(-mean_bce)) ** 2 * mean_bce
+    assert focal_loss(logits, targets, on="mean").item() == pytest.approx(expected, rel=1e-6)
+    assert focal_loss(logits, targets, on="mean").item() != pytest.approx(focal_loss(logits, targets).item(), rel=1e-3)
+
+
+def test_focal_bce_from_probabilities_caps_a_confidently_wrong_pixel_at_100_without_gradient():
+    # In float32, 1 - sigmoid(x) is exactly 0 beyond x = 16.6, and torch caps log(0) at -100.
+    logits = torch.tensor([[40.0, 1.5]], requires_grad=True)
+    targets = torch.tensor([[0.0, 0.0]])
+    exact = focal_loss(logits, targets, alpha=1.0, gamma=0.0, bce="logits")
+    authors = focal_loss(logits, targets, alpha=1.0, gamma=0.0, bce="probabilities")
+    assert exact.item() == pytest.approx((bce(40.0, 0.0) + bce(1.5, 0.0)) / 2, rel=1e-5)
+    assert authors.item() == pytest.approx((100.0 + bce(1.5, 0.0)) / 2, rel=1e-5)
+    authors.backward()
+    assert logits.grad[0, 0] == 0 and logits.grad[0, 1] > 0
+    # away from saturation both are the same BCE
+    moderate = torch.tensor([[0.3, -2.0]])
+    torch.testing.assert_close(focal_loss(moderate, targets, bce="probabilities"), focal_loss(moderate, targets))
+
+
+def test_instance_prototypes_raw_logits_are_signed_weights():
+    g = torch.Generator().manual_seed(11)
+    embedding = torch.randn(6, 8, 8, generator=g)
+    logits = torch.randn(2, 1, 8, 8, generator=g)
+    features = F.normalize(embedding.flatten(1), dim=0)
+    weights = logits.flatten(1)
+    expected = torch.stack([(w[None] * features).sum(1) / w.sum() for w in weights])
+    torch.testing.assert_close(instance_prototypes(embedding, logits, masks="raw"), expected)
+    loss = instance_contrastive_loss(embedding, embedding.flip(0), logits, logits, masks="raw")
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_iou_head_target_of_two_empty_masks_is_one_here_and_zero_in_the_authors_code():
+    logits = torch.full((1, 1, 4, 4), -3.0)
+    targets = torch.zeros(1, 1, 4, 4)
+    pred = torch.tensor([[0.25]])
+    assert iou_head_loss(pred, logits, targets).item() == pytest.approx(0.75 ** 2)
+    assert iou_head_loss(pred, logits, targets, threshold=0.5, empty=0.0).item() == pytest.approx(0.25 ** 2)
+
+
+def test_iou_head_threshold_05_leaves_out_logits_between_0_and_05():
+    logits = torch.tensor([[[[0.3, 2.0], [2.0, -1.0]]]])
+    targets = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])
+    zero = torch.tensor([[0.0]])
+    assert iou_head_loss(zero, logits, targets).item() == pytest.approx(1.0)
+    assert iou_head_loss(zero, logits, targets, threshold=0.5).item() == pytest.approx((2 / 3) ** 2)
+
+
+def test_wesam_loss_reads_every_code_version_option():
+    outputs = fake_outputs([3, 2])
+    _, base = wesam_loss(outputs, WEIGHTS, "shared", IMAGE)
+    for key, value in [("focal_on", "mean"), ("focal_bce", "probabilities"), ("contrastive_masks", "raw"),
+                       ("iou_threshold", 0.5), ("iou_empty", 0.0)]:
+        _, changed = wesam_loss(outputs, dict(WEIGHTS, **{key: value}), "shared", IMAGE)
+        assert set(changed) == set(base)
+        assert all(torch.isfinite(v) for v in changed.values())

@@ -21,7 +21,7 @@ from datasets.corruptions import CORRUPTIONS
 from tests.conftest import ROOT
 from tests.ondisk import labels, write_image, write_mask
 from tests.test_real_datasets import write_isic
-from utils.config import load_config
+from utils.config import ConfigError, load_config
 
 PAPER_DATASETS = ("coco2017", "coco_c", "voc2012", "kvasir", "isic2016", "camo", "cod10k", "chameleon", "ocid", "osd")
 FACTS = Path("/work/shared/reference/wesam-paper-facts.md")
@@ -42,7 +42,7 @@ paper_table = load_tool()
 # configs/paper
 
 def test_there_is_one_config_per_paper_dataset():
-    files = {p.stem for p in CONFIG_DIR.glob("*.py")} - {"__init__", "results", "common"}
+    files = {p.stem for p in CONFIG_DIR.glob("*.py")} - {"__init__", "results", "common", "versions"}
     assert files == set(PAPER_DATASETS)
 
 
@@ -54,11 +54,44 @@ def test_paper_config_loads_with_the_papers_settings(name):
     assert cfg.model.type == "vit_b" and cfg.model.checkpoint == "checkpoints/sam_vit_b_01ec64.pth"
     assert cfg.model.pixel_normalize is False and cfg.model.pad == "center"
     assert (cfg.opt.learning_rate, cfg.opt.weight_decay, cfg.opt.warmup_steps) == (1e-4, 1e-4, 250)
-    assert cfg.batch_size == 1 and cfg.max_nums == 40 and cfg.lora.rank == 4 and cfg.teacher.mode == "shared"
+    assert cfg.batch_size == 1 and cfg.lora.rank == 4 and cfg.teacher.mode == "shared"
     assert cfg.coarse_as == "box" and cfg.loss.target == "teacher" and cfg.dataset.eval_split == "test"
-    # 5 epochs, evaluated once per epoch
+    # the authors' data pipeline, loss quirks and metric (README, "Differences from the authors' code")
+    assert cfg.augment.views_at == "native" and cfg.point_negatives == "canvas" and cfg.dataset.keep_vanished
+    assert (cfg.loss.focal_bce, cfg.loss.iou_threshold, cfg.loss.iou_empty) == ("probabilities", 0.5, 0.0)
+    assert (cfg.metric.threshold, cfg.metric.region, cfg.opt.warmup_from_zero, cfg.tf32) == (0.5, "canvas", True, True)
+    assert cfg.dataset.coco.crowd == (name in ("coco2017", "coco_c"))
+    # the first code release by default: 5 epochs on one device, evaluated once per epoch
+    assert cfg.paper.code == "release" and cfg.devices == 1 and cfg.max_nums == 50
+    assert (cfg.loss.focal_on, cfg.loss.contrastive_masks) == ("mean", "raw")
     assert cfg.num_steps == 5 * cfg.eval_interval
     assert config_file(name).read_text().startswith('"""')
+
+
+def test_paper_code_head_sets_every_key_of_the_later_code():
+    cfg = load_config(config_file("kvasir"), ["paper.code=head"])
+    assert (cfg.loss.focal_on, cfg.loss.contrastive_masks, cfg.max_nums, cfg.devices) == ("pixel", "threshold", 40, 4)
+    # 40,000 // 834 = 47 epochs of 834 // 4 = 208 steps on 4 devices, evaluated once per epoch
+    assert (cfg.num_steps, cfg.eval_interval) == (47 * 208, 208)
+
+
+def test_paper_code_leaves_keys_set_on_the_command_line_or_in_the_file():
+    cfg = load_config(config_file("kvasir"), ["paper.code=head", "devices=1", "loss.focal_on=mean"])
+    assert (cfg.devices, cfg.loss.focal_on, cfg.max_nums) == (1, "mean", 40)
+    saved = load_config(user_config=cfg.to_dict(), overrides=["paper.code=release"])
+    assert saved.max_nums == 40  # a saved config.json sets every key itself
+
+
+def test_paper_code_release_splits_osd_1_to_1_and_head_6_to_1():
+    release = load_config(config_file("osd"))
+    head = load_config(config_file("osd"), ["paper.code=head"])
+    assert (release.dataset.interleave, release.eval_interval, release.num_steps) == (1, 56, 280)
+    assert head.dataset.interleave == 6 and head.eval_interval == 96 // 4
+
+
+def test_paper_code_needs_the_training_split_size():
+    with pytest.raises(ConfigError, match="paper.train_images"):
+        load_config(overrides=["paper.code=release"])
 
 
 # configs/paper/results.py

@@ -88,13 +88,36 @@ def test_sample_points_count_follows_num_points():
     np.testing.assert_array_equal(labels, [[1, 1, 1, 0, 0, 0]] * 3)
 
 
-def test_sample_points_mask_covering_the_image_uses_its_own_pixels_as_negatives():
+def test_sample_points_mask_covering_the_image_has_no_negative_points():
+    # Nothing outside the instance inside the image: the negatives are SAM's "not a point" (-1),
+    # never points on the instance labelled background.
     masks = np.zeros((1, 16, 16), bool)
     masks[0, :10, :12] = True
     points, labels = sample_points(masks, (0, 0, 10, 12), 4, np.random.default_rng(0))
-    xs, ys = points[0, :, 0].astype(int), points[0, :, 1].astype(int)
+    xs, ys = points[0, :4, 0].astype(int), points[0, :4, 1].astype(int)
     assert masks[0, ys, xs].all()
-    np.testing.assert_array_equal(labels[0], [1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(labels[0], [1, 1, 1, 1, -1, -1, -1, -1])
+
+
+def test_sample_points_canvas_negatives_reach_the_padding_as_the_authors():
+    masks = np.zeros((1, 16, 16), bool)
+    masks[0, :10, :12] = True
+    points, labels = sample_points(masks, (0, 0, 10, 12), 50, np.random.default_rng(0), negatives="canvas")
+    np.testing.assert_array_equal(labels[0], [1] * 50 + [0] * 50)
+    xs, ys = points[0, 50:, 0].astype(int), points[0, 50:, 1].astype(int)
+    assert not masks[0, ys, xs].any()
+    assert ((xs >= 12) | (ys >= 10)).all()  # outside the image: every outside pixel is padding here
+
+
+def test_sample_points_empty_mask_has_no_positive_points():
+    masks = np.zeros((1, 16, 16), bool)
+    points, labels = sample_points(masks, (0, 0, 16, 16), 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(labels[0], [-1, -1, -1, 0, 0, 0])
+
+
+def test_sample_points_rejects_unknown_negative_region():
+    with pytest.raises(ValueError, match="canvas"):
+        sample_points(np.zeros((1, 4, 4), bool), (0, 0, 4, 4), 1, np.random.default_rng(0), negatives="padding")
 
 
 def test_sample_points_same_seed_same_points_other_seed_other_points():

@@ -62,6 +62,44 @@ def test_coco2017_decodes_polygons_and_both_rles_and_boxes_come_from_bboxes(tmp_
     np.testing.assert_array_equal(boxes, [[2, 3, 10, 7]])
 
 
+AUTHORS_COCO = ("dataset.coco.crowd=true", "dataset.coco.max_masks=151", "dataset.coco.zero_size=authors")
+
+
+def test_coco2017_as_the_authors_load_it_keeps_crowds_and_their_zero_size_rule(tmp_path):
+    write_coco2017(tmp_path)
+    # id 3's only annotation has a zero-width box: skipped by both rules, so its image is dropped
+    assert split_sizes("coco2017", tmp_path, *AUTHORS_COCO)["train"] == 6
+    train = build("coco2017", tmp_path, "train", *AUTHORS_COCO)
+    _, masks, boxes = train.load(0)  # id 1: polygon, compressed RLE and the crowd, in file order
+    assert masks.shape == (3, 40, 60)
+    np.testing.assert_array_equal(boxes[2], [0, 0, 60, 40])
+    assert masks[2].all()
+    # dropping crowds again, with the authors' other rules
+    _, masks, _ = build("coco2017", tmp_path, "train", *AUTHORS_COCO[1:]).load(0)
+    assert masks.shape == (2, 40, 60)
+
+
+def test_coco_authors_zero_height_rule_and_151_mask_cap(tmp_path):
+    # Image 1: 160 small boxes, then a zero-height box whose polygon still covers 200 pixels.
+    # Image 2: a zero-height box over fewer than 100 pixels, and a normal one.
+    write_image(tmp_path / "images" / "a.jpg", seed=1, height=100, width=100)
+    write_image(tmp_path / "images" / "b.jpg", seed=2, height=100, width=100)
+    many = [box_annotation(1, i % 90, i // 90 * 10, i % 90 + 5, i // 90 * 10 + 5) for i in range(160)]
+    flat_big = {**box_annotation(2, 0, 50, 20, 60), "bbox": [0, 50, 20, 0]}  # 200 pixels
+    flat_small = {**box_annotation(2, 0, 80, 10, 85), "bbox": [0, 80, 10, 0]}  # 50 pixels
+    write_coco_json(tmp_path / "all.json", [coco_image(1, "a.jpg", 100, 100), coco_image(2, "b.jpg", 100, 100)],
+                    many + [flat_big, flat_small, box_annotation(2, 30, 30, 40, 40)])
+    options = ("dataset.coco.train=all.json",)
+    authors = build("coco", tmp_path, "train", *options, *AUTHORS_COCO)
+    assert len(authors.load(0)[1]) == 151  # the cap, in file order
+    _, masks, boxes = authors.load(1)
+    np.testing.assert_array_equal(boxes, [[0, 50, 20, 50], [30, 30, 40, 40]])  # the small flat one is skipped
+    assert masks[0].sum() == 200
+    clean = build("coco", tmp_path, "train", *options)
+    assert len(clean.load(0)[1]) == 160
+    np.testing.assert_array_equal(clean.load(1)[2], [[30, 30, 40, 40]])
+
+
 def test_coco_c_reads_the_corrupted_images_with_the_coco2017_annotations(tmp_path):
     write_coco2017(tmp_path)
     for image_id in range(1, 9):

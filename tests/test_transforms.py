@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from datasets.prompts import boxes_from_masks
-from datasets.transforms import Augment, pad_offsets, pad_to_square, preprocess_shape, resize_longest_side
+from datasets.transforms import (Augment, pad_offsets, pad_to_square, preprocess_shape, resize_image, resize_longest_side,
+                                 resize_masks)
 
 # albumentations round-trips boxes through coordinates normalised by the image size, which costs a
 # few float32 ulps; anything beyond that would be a real geometric error.
@@ -67,6 +69,33 @@ def test_resize_longest_side_at_the_right_size_is_identity():
     image, masks, boxes = scene(30, 44)
     out = resize_longest_side(image, masks, boxes, 44)
     assert out[0] is image and out[1] is masks and out[2] is boxes
+
+
+@pytest.mark.parametrize("height, width, size", [(60, 90, 128), (97, 61, 45), (33, 200, 64), (130, 129, 128)])
+def test_resize_is_segment_anythings_own_image_resize(height, width, size):
+    # Up and down, odd sizes: the pixels SamPredictor.set_image would feed, to the grey level.
+    image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resize_image(image, size), ResizeLongestSide(size).apply_image(image))
+
+
+def test_downscaling_anti_aliases_unlike_cv2_inter_linear():
+    # A one-pixel checkerboard shrunk 2.56x: an anti-aliased resize averages it to mid-grey, an
+    # interpolation from the two nearest pixels keeps near full-contrast pixels.
+    board = (np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8)
+    small = resize_image(np.repeat(board[..., None], 3, axis=2), 100)
+    assert np.abs(small.astype(int) - 128).max() <= 2
+    assert np.abs(cv2.resize(board, (100, 100), interpolation=cv2.INTER_LINEAR).astype(int) - 128).max() > 100
+
+
+def test_masks_are_resized_bilinear_then_rounded():
+    # A 0/1 mask through SAM's bilinear resize: a pixel is kept where the interpolated value >= 0.5.
+    masks = np.zeros((2, 50, 80), bool)
+    masks[0, 10:33, 5:41] = True
+    masks[1, 40:41, 60:61] = True  # one pixel: its interpolated value falls below 0.5 at a 2.5x shrink
+    resized = resize_masks(masks, 32)
+    expected = np.stack([ResizeLongestSide(32).apply_image(m.astype(np.uint8)) for m in masks]).astype(bool)
+    np.testing.assert_array_equal(resized, expected)
+    assert resized.shape == (2, 20, 32) and resized[0].any() and not resized[1].any()
 
 
 def test_resize_longest_side_without_instances():
@@ -151,6 +180,22 @@ def test_weak_view_box_arithmetic_of_a_horizontal_flip():
             np.testing.assert_allclose(out_boxes, expected, rtol=0, atol=BOX_ATOL)
             return
     pytest.fail("no horizontal-only flip in 24 seeds")
+
+
+def test_weak_view_flips_boxes_exactly_even_degenerate_ones():
+    image, masks, boxes = scene()
+    boxes = np.concatenate([boxes, [[10.0, 7.0, 10.0, 19.0]]]).astype(np.float32)  # zero width
+    masks = np.concatenate([masks, np.zeros((1, *masks.shape[1:]), bool)])
+    augment = Augment(flip=True, strong=False)
+    for seed in range(8):
+        out_image, _, out_boxes = augment.weak_view(image, masks, boxes, seed)
+        flip = which_flip(image, out_image)
+        expected = boxes.copy()
+        if flip in ("horizontal", "both"):
+            expected[:, [0, 2]] = 44 - boxes[:, [2, 0]]
+        if flip in ("vertical", "both"):
+            expected[:, [1, 3]] = image.shape[0] - boxes[:, [3, 1]]
+        np.testing.assert_array_equal(out_boxes, expected)
 
 
 def test_weak_view_is_deterministic_per_seed():

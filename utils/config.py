@@ -19,6 +19,7 @@ import torch
 from box import Box
 
 from configs.base_config import CHOICES, base_config
+from configs.paper.versions import code_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "configs" / "config.py"
@@ -178,10 +179,27 @@ def load_config(config_file: str | Path | None = None, overrides: Iterable[str] 
     if user_config is None:
         path = Path(config_file) if config_file else DEFAULT_CONFIG_FILE
         user_config, source = read_config_file(path), f"config file '{path}'"
+    explicit = set(flatten(user_config))
     for key, value in user_config.items():
         _set(cfg, key, value, source)
     for text in overrides:
         key, value = parse_override(text)
         _set(cfg, key, value, "command line")
+        explicit.update(flatten({key: value}))
+    apply_code_version(cfg, explicit)
     validate(cfg)
     return Box(cfg)
+
+
+def apply_code_version(cfg: dict[str, Any], explicit: set[str]) -> None:
+    """Set the keys of the authors' code version paper.code (configs/paper/versions.py) that are not
+    in `explicit`, the keys the config file or the command line set."""
+    code, train_images = cfg["paper"]["code"], cfg["paper"]["train_images"]
+    if not code:
+        return
+    if train_images < 1:
+        raise ConfigError(f"paper.code={code} needs paper.train_images, the training images of the dataset "
+                          "(configs/paper/<dataset>.py set it); got 0.")
+    for key, value in code_settings(code, cfg["dataset"]["name"], train_images).items():
+        if key not in explicit:
+            _set(cfg, key, value, f"paper.code={code}")

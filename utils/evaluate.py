@@ -14,14 +14,17 @@ from utils.metrics import SegmentationMeter
 
 @torch.no_grad()
 def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: str | None, batch_size: int = 1,
-             num_workers: int = 0, description: str = "eval") -> dict[str, float]:
+             num_workers: int = 0, description: str = "eval", threshold: float = 0.0,
+             region: str = "image") -> dict[str, float]:
     """mIoU and F1 of `model` with `adapter` (None: unadapted SAM) on every image of `dataset`.
 
     `model` is the plain module (not a DDP wrapper): ranks may get different numbers of images,
     and only the final sum is a collective.
 
     Each rank takes every world_size-th image, so no image is counted twice; masks are compared
-    at the resized image's resolution, padding cropped, prediction = logits > 0. Images without
+    at the resized image's resolution, prediction = logits > threshold, over the image without its
+    padding (region "image") or over the whole padded canvas (region "canvas", the authors' code,
+    in which predictions in the padding count too). Images without
     instances are not scored; `skipped_images` counts those the dataset could not use (see
     InstanceDataset), and a split of which every image was skipped is an error.
     """
@@ -43,8 +46,8 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
         for logits, i in zip(outputs["logits"], scored):
             masks = batch["masks"][i]
             top, left, height, width = batch["valid"][i].tolist()
-            pred = upscale_logits(logits.float(), masks.shape[-1])[:, 0] > 0
-            crop = (slice(None), slice(top, top + height), slice(left, left + width))
+            pred = upscale_logits(logits.float(), masks.shape[-1])[:, 0] > threshold
+            crop = (slice(None), slice(top, top + height), slice(left, left + width)) if region == "image" else ...
             meter.update(pred[crop], masks[crop])
     model.train(was_training)
     totals = fabric.all_reduce(meter.totals, reduce_op="sum") if fabric.world_size > 1 else meter.totals

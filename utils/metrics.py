@@ -6,19 +6,19 @@ from __future__ import annotations
 import torch
 
 
-def instance_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def instance_scores(pred: torch.Tensor, target: torch.Tensor, empty: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-instance IoU and F1 of boolean masks N x H x W (any trailing shape).
 
-    An instance whose prediction and target are both empty scores 1 (zero division = 1, as the
-    authors' smp metric). Returns two float tensors of shape N.
+    An instance whose prediction and target are both empty scores `empty` (zero division = 1 in
+    the authors' smp metric). Returns two float tensors of shape N.
     """
     pred, target = pred.flatten(1).bool(), target.flatten(1).bool()
     tp = (pred & target).sum(1).float()
     fp = (pred & ~target).sum(1).float()
     fn = (~pred & target).sum(1).float()
-    empty = (tp + fp + fn) == 0
-    iou = torch.where(empty, torch.ones_like(tp), tp / (tp + fp + fn).clamp(min=1))
-    f1 = torch.where(empty, torch.ones_like(tp), 2 * tp / (2 * tp + fp + fn).clamp(min=1))
+    both_empty = (tp + fp + fn) == 0
+    iou = torch.where(both_empty, torch.full_like(tp, empty), tp / (tp + fp + fn).clamp(min=1))
+    f1 = torch.where(both_empty, torch.full_like(tp, empty), 2 * tp / (2 * tp + fp + fn).clamp(min=1))
     return iou, f1
 
 

@@ -2,7 +2,7 @@
 medical-images table, columns "ISIC box / point / poly" (configs/paper/results.py, table
 "medical").
 
-The authors' settings and 5-epoch budget: configs/paper/common.py.
+The authors' settings and code version (paper.code; the default, release, runs 5 epochs): configs/paper/common.py.
 The official training split has 900 images, so 5 x 900 = 4,500 steps, evaluated once per epoch (900
 steps) on the official test split (379 images) as the authors did.
 
