@@ -336,3 +336,22 @@ def test_bad_json_config_raises_config_error(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
+
+
+def test_warmup_from_zero_starts_at_lr_zero_as_the_authors_code():
+    from adaptation import learning_rate_factor
+
+    assert [learning_rate_factor(s, 4, [6], 0.1) for s in range(8)] == [0.25, 0.5, 0.75, 1, 1, 1, 0.1, 0.1]
+    assert [learning_rate_factor(s, 4, [6], 0.1, from_zero=True) for s in range(5)] == [0, 0.25, 0.5, 0.75, 1]
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_follows_the_config(tf32):
+    from models import build_wesam
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        build_wesam(load_config(overrides=["model.type=vit_tiny", "model.checkpoint=", f"tf32={tf32}"]))
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -10,6 +10,7 @@ import torch
 
 from datasets.instances import InstanceDataset, StepSampler, collate, sample_seed
 from datasets.prompts import boxes_from_masks
+from datasets.transforms import resize_image
 
 RECTS = [(2, 3, 14, 20), (20, 30, 38, 60), (5, 40, 15, 52), (25, 2, 33, 12), (0, 58, 40, 64), (30, 18, 36, 26)]
 
@@ -129,6 +130,34 @@ def test_instances_lost_in_the_resize_are_dropped():
     assert sample["masks"].shape == (1, 64, 64)
     assert sample["prompts"]["boxes"].shape == (1, 4)
     assert_boxes_match_masks(sample, atol=1.5)
+
+
+def test_instances_lost_in_the_resize_are_kept_in_evaluation_with_keep_vanished():
+    rects = [(1, 1, 2, 2), (10, 10, 50, 50)]
+    sample = RectDataset(height=200, width=200, rects=rects, keep_vanished=True)[0]
+    assert sample["masks"].shape == (2, 64, 64) and not sample["masks"][0].any()
+    assert sample["prompts"]["boxes"].shape == (2, 4)
+    train = RectDataset(height=200, width=200, rects=rects, keep_vanished=True, train=True)[(0, 3)]
+    assert train["masks"].shape == (1, 64, 64), "training never keeps an instance without pixels"
+
+
+def test_native_views_are_the_views_of_the_native_image_then_sams_resize():
+    kwargs = dict(height=100, width=60, train=True, views_at="native")
+    native = RectDataset(**kwargs)
+    sample = native[(1, 9)]
+    image, masks, boxes = native.load(1)
+    weak, weak_masks, weak_boxes = native.augment.weak_view(image, masks, boxes_from_masks(masks), 9)
+    strong = native.augment.strong_view(weak, 9)
+    assert np.array_equal(sample["image"].permute(1, 2, 0).numpy()[:, :38], resize_image(weak, 64))
+    assert np.array_equal(sample["image_strong"].permute(1, 2, 0).numpy()[:, :38], resize_image(strong, 64))
+    np.testing.assert_allclose(sample["prompts"]["boxes"].numpy(), weak_boxes * np.array([38 / 60, 64 / 100] * 2), rtol=1e-6)
+    assert not np.array_equal(sample["image_strong"], RectDataset(height=100, width=60, train=True)[(1, 9)]["image_strong"])
+
+
+def test_view_order_makes_no_difference_when_no_resize_is_needed():
+    # the shift benchmark's case: scenes at the model's input size
+    for seed in range(4):
+        assert_samples_equal(RectDataset(train=True, views_at="native")[(2, seed)], RectDataset(train=True)[(2, seed)])
 
 
 @pytest.mark.parametrize("prompt, coarse_as, keys", [

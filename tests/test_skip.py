@@ -58,6 +58,26 @@ def test_training_skips_images_without_instances():
     assert len(FlakyDataset(empty={0})[0]["masks"]) == 0, "evaluation keeps it: it is simply not scored"
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_training_skips_images_without_instances_whatever_the_flips(seed):
+    # Flipping zero masks used to crash albumentations ("need at least one array to stack").
+    dataset = FlakyDataset(empty={2}, train=True)
+    with pytest.warns(SkippedImageWarning, match="no instance to train on"):
+        sample = dataset[(2, seed)]
+    assert sample["skipped"] == [2] and sample["index"] == 3
+
+
+def test_training_skips_an_image_whose_masks_are_all_empty():
+    class BlankMasks(RectDataset):
+        def load(self, index):
+            image, masks, boxes = super().load(index)
+            return image, np.zeros_like(masks), boxes
+
+    with pytest.warns(SkippedImageWarning, match="no instance to train on"), \
+            pytest.raises(UnusableDatasetError):
+        BlankMasks(train=True)[(0, 1)]
+
+
 def test_a_dataset_of_unusable_images_raises_instead_of_looping():
     with pytest.warns(SkippedImageWarning), pytest.raises(UnusableDatasetError, match="None of the 4 images"):
         FlakyDataset(failing=range(4), train=True)[(2, 0)]
