@@ -22,6 +22,7 @@ base_config = {
     "prompt": "box",  # weak label used as prompt: "box", "point" or "coarse"
     "num_points": 5,  # positive and negative points per instance for prompt=point (paper: 5 + 5)
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
+    "coarse_polygon": "largest",  # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors" (first contour, at native size; README, "Differences")
     "point_negatives": "image",  # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
     "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
     "paper": {
@@ -113,6 +114,7 @@ CHOICES = {
     "prompt": ["box", "point", "coarse"],
     "coarse_as": ["box", "mask"],
     "point_negatives": ["image", "canvas"],
+    "coarse_polygon": ["largest", "authors"],
     "paper.code": ["", "release", "head"],
     "dataset.coco.zero_size": ["drop", "authors"],
     "augment.views_at": ["input", "native"],

@@ -48,7 +48,7 @@ def build_dataset(cfg, split: str) -> InstanceDataset:
         num_points=cfg.num_points, coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
         flip=cfg.augment.flip, strong=cfg.augment.strong, views_at=cfg.augment.views_at,
         embedding_size=sam_embedding_size(cfg.model.type), keep_vanished=cfg.dataset.keep_vanished,
-        point_negatives=cfg.point_negatives,
+        point_negatives=cfg.point_negatives, coarse_polygon=cfg.coarse_polygon,
     )
 
 

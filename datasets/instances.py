@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from datasets.prompts import boxes_from_masks, make_prompts
+from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
 from datasets.transforms import VIEWS_AT, Augment, pad_offsets, pad_to_square, resize_image, resize_longest_side
 
 
@@ -55,7 +55,7 @@ class InstanceDataset(Dataset):
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
                  strong: bool = True, embedding_size: int | None = None, views_at: str = "input",
-                 keep_vanished: bool = False, point_negatives: str = "image") -> None:
+                 keep_vanished: bool = False, point_negatives: str = "image", coarse_polygon: str = "largest") -> None:
         self.image_size = image_size
         self.mask_input_size = 4 * (embedding_size or image_size // 16)
         self.prompt = prompt
@@ -71,6 +71,10 @@ class InstanceDataset(Dataset):
         self.views_at_native = views_at == "native"
         self.keep_vanished = keep_vanished and not train
         self.point_negatives = point_negatives
+        if coarse_polygon not in COARSE_POLYGONS:
+            raise ValueError(f"coarse_polygon must be one of {', '.join(COARSE_POLYGONS)}, got '{coarse_polygon}'")
+        # the authors' coarse box is made at native size and then moves with the image like a box prompt
+        self.native_coarse_boxes = prompt == "coarse" and coarse_as == "box" and coarse_polygon == "authors"
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Image H x W x 3 uint8 RGB, masks N x H x W bool, boxes N x 4 XYXY (None: from masks)."""
@@ -103,7 +107,9 @@ class InstanceDataset(Dataset):
                     seed: int) -> dict[str, Any]:
         """The sample (without `skipped`) of an image H x W x 3, its masks N x H x W and boxes N x 4."""
         rng = np.random.default_rng(seed)
-        if boxes is None:
+        if self.native_coarse_boxes:
+            boxes = authors_coarse_boxes(masks)
+        elif boxes is None:
             boxes = boxes_from_masks(masks)
         boxes = boxes.astype(np.float32)
         if self.max_nums and len(masks) > self.max_nums:
@@ -130,7 +136,8 @@ class InstanceDataset(Dataset):
         boxes = boxes + np.array([left, top, left, top], np.float32)
         masks = pad_to_square(masks, top, left, self.image_size, first_axis=1)
         # without instances there is nothing to prompt (evaluation passes such images by)
-        prompts = make_prompts(self.prompt, masks, boxes, valid, rng, self.num_points, self.coarse_as,
+        prompts = make_prompts("box" if self.native_coarse_boxes else self.prompt, masks, boxes, valid, rng,
+                               self.num_points, self.coarse_as,
                                mask_input_size=self.mask_input_size,
                                point_negatives=self.point_negatives) if len(masks) else {}
         sample = {

@@ -14,6 +14,7 @@ import torch
 # the sigmoid is saturated (SAM's own mask inputs are previous low-res logits).
 MASK_PROMPT_LOGIT = 10.0
 PROMPT_TYPES = ("box", "point", "coarse")
+COARSE_POLYGONS = ("largest", "authors")  # coarse_polygon (the polygon's box) or authors_coarse_boxes
 POINT_NEGATIVES = ("image", "canvas")  # where negative points are drawn: the image only, or the padded canvas too
 
 
@@ -69,6 +70,24 @@ def coarse_polygon(mask: np.ndarray) -> np.ndarray | None:
     epsilon = max(0.05 * cv2.arcLength(contour, True), 3.0)
     polygon = cv2.approxPolyDP(contour, epsilon, True)[:, 0, :]
     return polygon if len(polygon) >= 3 else None
+
+
+def authors_coarse_boxes(masks: np.ndarray) -> np.ndarray:
+    """The coarse box of the authors' loader for each mask N x H x W, at the image's native size:
+    the vertex min / max (inclusive) of the first contour (cv2.RETR_TREE, CHAIN_APPROX_SIMPLE)
+    simplified as in coarse_polygon; the tight box where that polygon is a point or a line.
+    Returns N x 4 float32 XYXY."""
+    boxes = boxes_from_masks(masks)
+    for i, mask in enumerate(masks):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            continue
+        epsilon = max(0.05 * cv2.arcLength(contours[0], True), 3.0)
+        polygon = cv2.approxPolyDP(contours[0], epsilon, True)[:, 0, :]
+        (x1, y1), (x2, y2) = polygon.min(0), polygon.max(0)
+        if x1 != x2 and y1 != y2:
+            boxes[i] = (x1, y1, x2, y2)
+    return boxes
 
 
 def coarse_prompts(masks: np.ndarray, as_mask: bool, mask_input_size: int) -> np.ndarray:

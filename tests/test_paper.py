@@ -58,6 +58,7 @@ def test_paper_config_loads_with_the_papers_settings(name):
     assert cfg.coarse_as == "box" and cfg.loss.target == "teacher" and cfg.dataset.eval_split == "test"
     # the authors' data pipeline, loss quirks and metric (README, "Differences from the authors' code")
     assert cfg.augment.views_at == "native" and cfg.point_negatives == "canvas" and cfg.dataset.keep_vanished
+    assert cfg.coarse_polygon == "authors"
     assert (cfg.loss.focal_bce, cfg.loss.iou_threshold, cfg.loss.iou_empty) == ("probabilities", 0.5, 0.0)
     assert (cfg.metric.threshold, cfg.metric.region, cfg.opt.warmup_from_zero, cfg.tf32) == (0.5, "canvas", True, True)
     assert cfg.dataset.coco.crowd == (name in ("coco2017", "coco_c"))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.prompts import (MASK_PROMPT_LOGIT, boxes_from_masks, coarse_polygon, coarse_prompts, make_prompts,
+from datasets.prompts import (MASK_PROMPT_LOGIT, authors_coarse_boxes, boxes_from_masks, coarse_polygon, coarse_prompts,
+                              make_prompts,
                               sample_points)
 
 
@@ -276,3 +277,20 @@ def test_make_prompts_unknown_type_raises(instances):
     masks, boxes = instances
     with pytest.raises(ValueError, match="Unknown prompt type 'scribble'"):
         make_prompts("scribble", masks, boxes, (0, 0, 64, 64), np.random.default_rng(0))
+
+
+def test_authors_coarse_box_is_the_first_contours_vertex_extent():
+    masks = rect_masks((40, 50), [(5, 6, 25, 30)])  # a rectangle: its polygon's vertices are its corner pixels
+    np.testing.assert_array_equal(authors_coarse_boxes(masks), [[5, 6, 24, 29]])  # inclusive, unlike boundingRect
+    line = rect_masks((40, 50), [(10, 3, 11, 20)])  # a one-pixel-wide line: a degenerate polygon
+    np.testing.assert_array_equal(authors_coarse_boxes(line), boxes_from_masks(line))
+
+
+def test_authors_coarse_box_is_made_at_native_size_and_moves_with_the_image():
+    from tests.test_instances import RectDataset
+
+    dataset = RectDataset(height=128, width=80, prompt="coarse", coarse_polygon="authors", train=True)
+    sample = dataset[(1, 4)]
+    image, masks, _ = dataset.load(1)
+    _, _, flipped = dataset.augment.weak_view(image, masks, authors_coarse_boxes(masks), 4)
+    np.testing.assert_allclose(sample["prompts"]["boxes"].numpy(), flipped * 0.5, rtol=1e-6)

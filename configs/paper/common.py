@@ -4,7 +4,8 @@ measured as the paper measured them.
 - Model: SAM ViT-B from the official checkpoint, fed RGB / 255 without SAM's normalisation and
   padded centred; LoRA rank 4; TF32 on CUDA.
 - Data: both views made at the image's native size before the resize; negative points anywhere
-  outside the instance, padding included; evaluation keeps instances that vanish in the resize.
+  outside the instance, padding included; the coarse box from the first contour at native size;
+  evaluation keeps instances that vanish in the resize.
 - Loss and metric: BCE from clamped probabilities; IoU-head target at logit 0.5, 0 when both masks
   are empty; metric at logit 0.5 over the whole padded canvas; warm-up from lr 0.
 - Optimisation: Adam lr 1e-4, weight decay 1e-4, 250 warm-up steps, batch 1.
@@ -33,6 +34,7 @@ def paper_config(dataset: str, root: str, train_images: int, **dataset_keys: Any
         "out_dir": f"runs/paper/{dataset}",
         "prompt": "box",
         "point_negatives": "canvas",
+        "coarse_polygon": "authors",
         "tf32": True,
         "paper": {"code": DEFAULT_CODE, "train_images": train_images},
         "dataset": {"name": dataset, "root": root, "eval_split": "test", "keep_vanished": True, **dataset_keys},
