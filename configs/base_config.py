@@ -65,7 +65,7 @@ base_config = {
         "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
     },
     "teacher": {
-        "mode": "shared",  # "shared": the student on the weak view (paper); "ema": separate EMA LoRA weights
+        "mode": "shared",  # "shared": the student on the weak view (paper); "ema": separate EMA LoRA weights (our own variant)
         "ema_rate": 0.999,  # teacher = rate * teacher + (1 - rate) * student after each step (mode ema)
     },
     "opt": {
