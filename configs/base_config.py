@@ -24,6 +24,7 @@ base_config = {
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
     "coarse_polygon": "largest",  # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors" (first contour, at native size; README, "Differences")
     "point_negatives": "image",  # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
+    "memory_saving": False,  # recompute the image-encoder blocks in the backward pass instead of storing them (less memory, slower)
     "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
     "paper": {
         "code": "",  # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them (README, "Two code versions"); "" sets none
@@ -60,6 +61,7 @@ base_config = {
         "checkpoint": "",  # SAM weights (.pth or .safetensors); empty means random weights
         "pixel_normalize": True,  # SAM's pixel mean/std normalisation; False feeds RGB/255 as the authors' code
         "pad": "bottom_right",  # padding to a square: "bottom_right" (SAM) or "center" (authors' code)
+        "attention": "sdpa",  # image-encoder attention: "sdpa" (fused scaled_dot_product_attention, same weights) or "sam" (segment_anything's own)
     },
     "lora": {
         "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
@@ -124,6 +126,7 @@ CHOICES = {
     "metric.region": ["image", "canvas"],
     "dataset.eval_split": ["val", "test"],
     "model.pad": ["bottom_right", "center"],
+    "model.attention": ["sdpa", "sam"],
     "teacher.mode": ["shared", "ema"],
     "loss.target": ["teacher", "ground_truth"],
 }

@@ -22,7 +22,8 @@ def build_wesam(cfg) -> WeSAM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         sam = build_sam(cfg.model.type, cfg.model.checkpoint or None)
-        return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize)
+        return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize, cfg.model.attention,
+                     cfg.memory_saving)
 
 
 __all__ = ["SAM_CONFIGS", "CheckpointError", "WeSAM", "build_sam", "build_wesam"]

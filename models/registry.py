@@ -30,6 +30,15 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
 
 SAM_CONFIGS = sorted(list(OFFICIAL_CHECKPOINTS) + list(SMALL_CONFIGS))
 
+# The official models' shapes (segment_anything/build_sam.py), to build them at another input size
+# with random weights (benchmarks); checkpoints load into the 1024 px models of sam_model_registry.
+OFFICIAL_SHAPES: dict[str, dict[str, Any]] = {
+    name: dict(image_size=1024, patch=16, encoder_dim=dim, depth=depth, heads=heads, window=14, global_attn=attn,
+               prompt_dim=256, decoder_heads=8, decoder_mlp=2048)
+    for name, dim, depth, heads, attn in (("vit_b", 768, 12, 12, (2, 5, 8, 11)), ("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+                                          ("vit_h", 1280, 32, 16, (7, 15, 23, 31)))
+}
+
 
 class CheckpointError(RuntimeError):
     """A SAM checkpoint that is missing or does not fit the requested model."""
@@ -106,6 +115,14 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam:
         load_sam_weights(sam, model_type, resolve_path(checkpoint))
     sam.eval()
     return sam
+
+
+def build_sam_at_size(model_type: str, image_size: int) -> Sam:
+    """A SAM of `model_type`'s shape at input size `image_size`, with random weights (benchmarks)."""
+    shapes = {**OFFICIAL_SHAPES, **SMALL_CONFIGS}
+    if model_type not in shapes:
+        raise ValueError(f"Unknown SAM model type '{model_type}'; choose one of {', '.join(SAM_CONFIGS)}.")
+    return _build_small_sam(**{**shapes[model_type], "image_size": image_size}).eval()
 
 
 def load_sam_weights(sam: Sam, model_type: str, path: Path) -> None:

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from models.attention import set_attention
 from models.lora import STUDENT, TEACHER, add_lora, ema_update, use_adapter
 
 Prompts = dict[str, torch.Tensor]
@@ -28,13 +30,19 @@ BRANCHES = ("anchor", "teacher", "student")
 class WeSAM(nn.Module):
     """SAM + LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen base."""
 
-    def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True) -> None:
+    def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True,
+                 attention: str = "sam", memory_saving: bool = False) -> None:
+        """`attention`: the image encoder's attention, "sam" or "sdpa" (models/attention.py);
+        `memory_saving`: recompute each encoder block in the backward pass instead of keeping its
+        activations (activation checkpointing of the passes that train)."""
         super().__init__()
         if teacher_mode not in ("shared", "ema"):
             raise ValueError(f"teacher_mode must be 'shared' or 'ema', got '{teacher_mode}'")
         self.sam = sam
         self.teacher_mode = teacher_mode
         self.pixel_normalize = pixel_normalize
+        self.memory_saving = memory_saving
+        set_attention(sam.image_encoder, attention)
         if lora_rank:  # rank 0: no LoRA and SAM left trainable, for full-supervision pretraining
             add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
 
@@ -57,6 +65,23 @@ class WeSAM(nn.Module):
         cols = (grid >= left) & (grid < left + width)
         return x * (rows[:, None, :, None] & cols[:, None, None, :])
 
+    def encode(self, images: torch.Tensor, adapter: str | None) -> torch.Tensor:
+        """Preprocessed images B x 3 x S x S -> image embeddings B x C x h x w with `adapter`.
+
+        With memory_saving and gradients on, each block runs under activation checkpointing; the
+        block sets its adapter itself, since the backward pass recomputes it outside this call.
+        """
+        encoder = self.sam.image_encoder
+        if not (self.memory_saving and torch.is_grad_enabled()):
+            with use_adapter(self.sam, adapter):
+                return encoder(images)
+        x = encoder.patch_embed(images)
+        if encoder.pos_embed is not None:
+            x = x + encoder.pos_embed
+        for block in encoder.blocks:
+            x = checkpoint(_run_block, block, x, adapter, use_reentrant=False)
+        return encoder.neck(x.permute(0, 3, 1, 2))
+
     def decode(self, embedding: torch.Tensor, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's embedding (C x h x w) and N prompts -> logits N x 1 x 4h x 4w, IoU N x 1."""
         points = (prompts["points"], prompts["point_labels"]) if "points" in prompts else None
@@ -70,8 +95,7 @@ class WeSAM(nn.Module):
     def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
                 adapter: str | None = STUDENT) -> Outputs:
         """Run SAM with `adapter` (None: the unadapted anchor) on B images and their prompts."""
-        with use_adapter(self.sam, adapter):
-            embeddings = self.sam.image_encoder(self.preprocess(images, valid))
+        embeddings = self.encode(self.preprocess(images, valid), adapter)
         decoded = [self.decode(embedding, p) for embedding, p in zip(embeddings, prompts)]
         return {"embeddings": embeddings, "logits": [d[0] for d in decoded], "iou": [d[1] for d in decoded]}
 
@@ -99,6 +123,11 @@ class WeSAM(nn.Module):
         """EMA step of the teacher adapter towards the student (mode ema only)."""
         if self.teacher_mode == "ema":
             ema_update(self.sam, rate)
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, adapter: str | None) -> torch.Tensor:
+    with use_adapter(block, adapter):
+        return block(x)
 
 
 def upscale_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
