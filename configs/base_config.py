@@ -24,6 +24,7 @@ base_config = {
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
     "coarse_polygon": "largest",  # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors" (first contour, at native size; README, "Differences")
     "point_negatives": "image",  # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
+    "batch_views": True,  # shared teacher: encode the weak and the strong view in one batched call (same result, fewer calls)
     "memory_saving": False,  # recompute the image-encoder blocks in the backward pass instead of storing them (less memory, slower)
     "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
     "paper": {

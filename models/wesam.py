@@ -31,10 +31,12 @@ class WeSAM(nn.Module):
     """SAM + LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen base."""
 
     def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True,
-                 attention: str = "sam", memory_saving: bool = False) -> None:
+                 attention: str = "sam", memory_saving: bool = False, batch_views: bool = False) -> None:
         """`attention`: the image encoder's attention, "sam" or "sdpa" (models/attention.py);
         `memory_saving`: recompute each encoder block in the backward pass instead of keeping its
-        activations (activation checkpointing of the passes that train)."""
+        activations (activation checkpointing of the passes that train); `batch_views`: encode
+        the shared teacher's weak view and the student's strong view in one batched call (the
+        same network with the same adapter, so the same result)."""
         super().__init__()
         if teacher_mode not in ("shared", "ema"):
             raise ValueError(f"teacher_mode must be 'shared' or 'ema', got '{teacher_mode}'")
@@ -42,6 +44,7 @@ class WeSAM(nn.Module):
         self.teacher_mode = teacher_mode
         self.pixel_normalize = pixel_normalize
         self.memory_saving = memory_saving
+        self.batch_views = batch_views
         set_attention(sam.image_encoder, attention)
         if lora_rank:  # rank 0: no LoRA and SAM left trainable, for full-supervision pretraining
             add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
@@ -111,6 +114,13 @@ class WeSAM(nn.Module):
         if "anchor" in branches:
             with torch.no_grad():
                 outputs["anchor"] = self.predict(images_weak, valid, prompts, adapter=None)
+        if "teacher" in branches and self.teacher_mode == "shared" and self.batch_views:
+            both = self.predict(torch.cat([images_weak, images_strong]), torch.cat([valid, valid]), prompts + prompts,
+                                adapter=STUDENT)
+            count = len(images_weak)
+            outputs["teacher"] = {key: value[:count] for key, value in both.items()}
+            outputs["student"] = {key: value[count:] for key, value in both.items()}
+            return outputs
         if "teacher" in branches and self.teacher_mode == "shared":
             outputs["teacher"] = self.predict(images_weak, valid, prompts, adapter=STUDENT)
         elif "teacher" in branches:

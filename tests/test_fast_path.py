@@ -1,4 +1,4 @@
-"""The fast path (fused attention, activation checkpointing) against segment_anything's own
+"""The fast path (fused attention, activation checkpointing, batched views) against segment_anything's own
 computation: the same masks, losses and LoRA gradients on the same weights and batch."""
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ def step(model: WeSAM, teacher_mode: str):
     return outputs, terms, grads
 
 
-@pytest.mark.parametrize("attention, memory_saving, teacher_mode",
-                         [("sdpa", False, "shared"), ("sdpa", True, "shared"), ("sam", True, "ema")])
-def test_fast_path_matches_segment_anythings_attention(attention, memory_saving, teacher_mode):
+@pytest.mark.parametrize("attention, memory_saving, batch_views, teacher_mode",
+                         [("sdpa", False, True, "shared"), ("sdpa", True, False, "shared"), ("sam", True, True, "ema")])
+def test_fast_path_matches_segment_anythings_attention(attention, memory_saving, batch_views, teacher_mode):
     sam = random_sam()
     reference = WeSAM(copy.deepcopy(sam), lora_rank=4, teacher_mode=teacher_mode, attention="sam")
-    fast = WeSAM(sam, lora_rank=4, teacher_mode=teacher_mode, attention=attention, memory_saving=memory_saving)
+    fast = WeSAM(sam, lora_rank=4, teacher_mode=teacher_mode, attention=attention, memory_saving=memory_saving,
+                 batch_views=batch_views)
     with torch.no_grad():  # trained-looking LoRA on both, so the adapters matter
         for ours, theirs in zip(lora_layers(fast), lora_layers(reference)):
             for p, q in zip(ours.parameters(), theirs.parameters()):

@@ -7,7 +7,8 @@ Modes, each built from the same random weights and run on the same batch:
 - reference: the authors' structure: fp32, segment_anything's attention, a deep-copied frozen
   anchor SAM beside the trained one, anchor, teacher and student as separate passes;
 - fast: one SAM for all three roles (the anchor is LoRA switched off), fused attention
-  (model.attention=sdpa), bf16 autocast and TF32 on CUDA (fp32 on a CPU unless --fast-precision);
+  (model.attention=sdpa), teacher and student views in one batched call (batch_views), bf16
+  autocast and TF32 on CUDA (fp32 on a CPU unless --fast-precision);
 - memory_saving: fast with activation checkpointing of the encoder blocks (memory_saving=true).
 Measurements are interleaved (reference, fast, memory_saving, reference, ...) and the median of
 --repeats is reported. Prints a table and writes it to --out (results/speed.md) with the device,
@@ -64,7 +65,8 @@ def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype
         model = WeSAM(copy.deepcopy(base), lora_rank=4, attention="sam").to(device)
         anchor = WeSAM(copy.deepcopy(base), lora_rank=0, attention="sam").to(device).requires_grad_(False)
         return Mode(name, model, anchor, None)
-    model = WeSAM(copy.deepcopy(base), lora_rank=4, attention="sdpa", memory_saving=name == "memory_saving")
+    model = WeSAM(copy.deepcopy(base), lora_rank=4, attention="sdpa", memory_saving=name == "memory_saving",
+                  batch_views=True)
     return Mode(name, model.to(device), None, fast_dtype)
 
 
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--instances", type=int, default=4, help="box prompts in the image")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed training steps and evaluations before each timed one")
     parser.add_argument("--fast-precision", choices=("fp32", "bf16"), default=None,
                         help="autocast of the fast modes (default: bf16 on CUDA, fp32 on a CPU)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
@@ -195,8 +198,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             if flops is None:
                 flops = step_flops(mode, batch, device)
             optimizer = torch.optim.Adam([p for p in mode.model.parameters() if p.requires_grad], lr=1e-4)
-            train_step(mode, batch, optimizer, device)  # warm-up
-            eval_forward(mode, batch, device)
+            for _ in range(args.warmup):
+                train_step(mode, batch, optimizer, device)
+                eval_forward(mode, batch, device)
             memory.start()
             times[name]["train"].append(timed(lambda: train_step(mode, batch, optimizer, device), device))
             times[name]["memory"].append(memory.stop())
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f"# Speed and memory: {args.model} at {args.size} px, {args.instances} box prompts, batch 1",
         "",
         f"Measured by `python tools/benchmark_speed.py --model {args.model} --size {args.size} --device {args.device} "
-        f"--repeats {args.repeats}` on {device_name} ({device.type}, torch {torch.__version__}, "
+        f"--repeats {args.repeats} --warmup {args.warmup}` on {device_name} ({device.type}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads); fast modes in {precision}; median of {args.repeats} interleaved repetitions.",
         f"Model FLOPs of a training step: {flops / 1e12:.3f} TFLOP"
         + (f"; measured bf16 matrix-product peak of the device: {peak:.0f} TFLOP/s." if peak else "."),
