@@ -92,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"'{out_dir}' already holds a run. Continue it with --resume {ckpt_dir / 'last.ckpt'} "
                           "or choose another out_dir=...")
 
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision,
-                    loggers=TensorBoardLogger(out_dir, name="tensorboard", version=""))
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
+                    precision=cfg.precision, loggers=TensorBoardLogger(out_dir, name="tensorboard", version=""))
     fabric.launch()
     is_main = fabric.global_rank == 0
 

@@ -8,7 +8,8 @@ base_config = {
     "seed": 1337,  # base random seed; rank r of a multi-device run uses seed + r (paper)
     "out_dir": "runs/default",  # where the config, metrics, logs and checkpoints of a run go
     "accelerator": "auto",  # "cpu", "cuda" or "auto" (CUDA when available)
-    "devices": 1,  # number of devices (processes); 2 on a CPU runs DDP over gloo
+    "devices": 1,  # number of devices (processes) per node; 2 on a CPU runs DDP over gloo
+    "num_nodes": 1,  # machines of a multi-node run, started by torchrun or SLURM (README, "Several machines")
     "strategy": "auto",  # Fabric strategy: "auto", "ddp", "ddp_spawn"
     "precision": "32-true",  # "32-true", "bf16-mixed" or "16-mixed" (16-mixed needs CUDA)
     "num_workers": 0,  # data-loading worker processes per device

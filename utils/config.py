@@ -157,7 +157,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(str(flat[key]), [str(a) for a in allowed], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"Config key '{key}' is {flat[key]!r}; allowed values: {', '.join(map(str, allowed))}.{hint}")
-    positive = ["devices", "batch_size", "val_batch_size", "num_steps", "eval_interval", "log_interval",
+    positive = ["devices", "num_nodes", "batch_size", "val_batch_size", "num_steps", "eval_interval", "log_interval",
                 "max_nums", "num_points", "lora.rank", "dataset.interleave"]
     for key in positive:
         if flat[key] < 1:
