@@ -1,0 +1,53 @@
+"""Masks of single samples, for the tools that look at images one by one (validate.py
+--per-image / --visualize, predict.py). Same decoding as utils/evaluate.py: WeSAM.predict, the
+low-res logits upscaled to the input canvas, the padding cropped, threshold at logit 0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from datasets import InstanceDataset, collate
+from models.wesam import WeSAM, upscale_logits
+from utils.metrics import instance_scores
+
+
+@torch.no_grad()
+def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask logits N x h x w of a sample's N >= 1 instances on the resized image (h x w = the
+    sample's valid region, padding cropped), and the IoU head's N scores, on the model's device."""
+    device = model.sam.pixel_mean.device
+    batch = collate([sample])
+    prompts = {key: value.to(device) for key, value in batch["prompts"][0].items()}
+    outputs = model.predict(batch["images"].to(device), batch["valid"].to(device), [prompts], adapter=adapter)
+    top, left, height, width = sample["valid"].tolist()
+    logits = upscale_logits(outputs["logits"][0].float(), model.image_size)[:, 0, top:top + height, left:left + width]
+    return logits, outputs["iou"][0][:, 0].float()
+
+
+def sample_logits(model: WeSAM, sample: dict[str, Any], adapter: str | None) -> torch.Tensor:
+    """The mask logits N x h x w of sample_outputs."""
+    return sample_outputs(model, sample, adapter)[0]
+
+
+def image_name(dataset: InstanceDataset, index: int) -> str:
+    """The file of a dataset's image (records with an `image` path), else its position."""
+    return str(getattr(dataset.records[index], "image", index))
+
+
+def per_image_scores(model: WeSAM, dataset: InstanceDataset, adapter: str | None) -> list[dict[str, Any]]:
+    """One row per image of `dataset`: {index, image, instances, miou, f1}. The mean of miou over
+    the images with instances is evaluate()'s mIoU; an image without instances has miou None."""
+    rows = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        masks = sample["masks"]
+        row = {"index": index, "image": image_name(dataset, index), "instances": len(masks), "miou": None, "f1": None}
+        if len(masks):
+            top, left, height, width = sample["valid"].tolist()
+            pred = sample_logits(model, sample, adapter).cpu() > 0
+            iou, f1 = instance_scores(pred, masks[:, top:top + height, left:left + width])
+            row.update(miou=float(iou.mean()), f1=float(f1.mean()))
+        rows.append(row)
+    return rows
