@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size, batch["masks"])
             if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
                 raise FloatingPointError(
-                    f"The loss is not finite at step {step + 1} ({ {k: float(v) for k, v in terms.items()} }). "
+                    f"The loss is not finite at step {step + 1} ({ {k: float(v.detach()) for k, v in terms.items()} }). "
                     f"The last good state is {ckpt_dir / 'last.ckpt'}; lower the learning rate (or use "
                     f"precision=32-true) and resume: {resume_command} opt.learning_rate={cfg.opt.learning_rate / 10:g}")
             optimizer.zero_grad(set_to_none=True)

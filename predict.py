@@ -162,19 +162,20 @@ class PromptedImages(InstanceDataset):
         return image, masks, boxes
 
 
-def prompts_of(sample: dict[str, Any], groups: list[np.ndarray] | None) -> dict[str, torch.Tensor]:
-    """The sample's box prompts, or with `groups` its zero-size boxes as positive points of each
-    object (N x K x 2, shorter objects padded with SAM's "not a point" label -1)."""
+def prompt_sets(sample: dict[str, Any], groups: list[np.ndarray] | None) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """The sample's box prompts; or with `groups` its zero-size boxes as the positive points of
+    each object, one prompt set (K x 2 points per object) per number of points K. Also the order
+    of the objects in the sets' concatenation."""
     boxes = sample["prompts"]["boxes"]
     if groups is None:
-        return {"boxes": boxes}
-    most = max(len(g) for g in groups)
-    points = torch.zeros(len(groups), most, 2)
-    labels = torch.full((len(groups), most), -1, dtype=torch.int64)
-    for i, rows in enumerate(groups):
-        points[i, :len(rows)] = boxes[torch.as_tensor(rows), :2]
-        labels[i, :len(rows)] = 1
-    return {"points": points, "point_labels": labels}
+        return [{"boxes": boxes}], list(range(len(boxes)))
+    sets, order = [], []
+    for count in sorted({len(g) for g in groups}):
+        objects = [i for i, g in enumerate(groups) if len(g) == count]
+        points = torch.stack([boxes[torch.as_tensor(groups[i]), :2] for i in objects])
+        sets.append({"points": points, "point_labels": torch.ones(points.shape[:2], dtype=torch.int64)})
+        order += objects
+    return sets, order
 
 
 def label_map(masks: np.ndarray) -> np.ndarray:
@@ -207,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         sample = dataset[index]
         if sample["skipped"]:  # unreadable: the dataset's warning names the file
             continue
-        sample["prompts"] = prompts_of(sample, record["groups"])
-        logits, scores = sample_outputs(model, sample, STUDENT if args.ckpt else None)
+        sets, order = prompt_sets(sample, record["groups"])
+        logits, scores = sample_outputs(model, sample, STUDENT if args.ckpt else None, sets)
+        logits[order], scores[order] = logits.clone(), scores.clone()  # back to the order of the prompts
         image = read_image(record["path"])
         if logits.shape[-2:] != image.shape[:2]:  # back to the original size, as SamPredictor's postprocessing
             logits = F.interpolate(logits[None], image.shape[:2], mode="bilinear", align_corners=False)[0]

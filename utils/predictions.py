@@ -14,16 +14,26 @@ from utils.metrics import instance_scores
 
 
 @torch.no_grad()
-def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None,
+                   prompt_sets: list[dict[str, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask logits N x h x w of a sample's N >= 1 instances on the resized image (h x w = the
-    sample's valid region, padding cropped), and the IoU head's N scores, on the model's device."""
+    sample's valid region, padding cropped), and the IoU head's N scores, on the model's device.
+
+    `prompt_sets` (default: the sample's prompts) are decoded one after the other on the image's
+    one embedding, their instances concatenated: prompts of different shapes (objects with
+    different numbers of points) cannot share a decoder call, and padding them would change the
+    masks."""
     device = model.sam.pixel_mean.device
     batch = collate([sample])
-    prompts = {key: value.to(device) for key, value in batch["prompts"][0].items()}
-    outputs = model.predict(batch["images"].to(device), batch["valid"].to(device), [prompts], adapter=adapter)
+    sets = [{key: value.to(device) for key, value in prompts.items()}
+            for prompts in (prompt_sets or [batch["prompts"][0]])]
+    outputs = model.predict(batch["images"].to(device), batch["valid"].to(device), sets[:1], adapter=adapter)
+    decoded = [(outputs["logits"][0], outputs["iou"][0])]
+    decoded += [model.decode(outputs["embeddings"][0], prompts) for prompts in sets[1:]]  # the decoder has no LoRA
+    logits = torch.cat([d[0] for d in decoded]).float()
     top, left, height, width = sample["valid"].tolist()
-    logits = upscale_logits(outputs["logits"][0].float(), model.image_size)[:, 0, top:top + height, left:left + width]
-    return logits, outputs["iou"][0][:, 0].float()
+    logits = upscale_logits(logits, model.image_size)[:, 0, top:top + height, left:left + width]
+    return logits, torch.cat([d[1] for d in decoded])[:, 0].float()
 
 
 def sample_logits(model: WeSAM, sample: dict[str, Any], adapter: str | None) -> torch.Tensor:
