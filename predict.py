@@ -134,7 +134,11 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
         raise ConfigError(f"{len(unknown)} image(s) of the prompt file are not in --images "
                           f"(e.g. '{unknown[0]}'); prompt files name images by file name.")
     for name, (boxes, ids) in entries.items():
-        boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        try:
+            boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        except (ValueError, TypeError):
+            raise ConfigError(f"The boxes of '{name}' in {args.boxes_json or args.coco} are not a list of "
+                              f"[x1, y1, x2, y2]: {str(boxes)[:80]}") from None
         if len(boxes):
             records.append({"path": by_name[name], "boxes": boxes, "groups": None, "ids": ids})
     return sorted(records, key=lambda r: r["path"])

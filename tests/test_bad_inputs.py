@@ -34,6 +34,8 @@ from utils import checks
 from utils.checkpoint import load_state, save_adapter
 from utils.checks import run_main
 
+TINY = ["model.type=vit_tiny", "model.checkpoint=", "accelerator=cpu"]
+
 
 def cli(main: Callable[[Sequence[str]], Any], argv: Sequence[str], capsys) -> tuple[int, str]:
     """Run main(argv) as the command line does; (exit status, message). An exception other than
@@ -299,6 +301,24 @@ def test_sigterm_on_the_command_line(tmp_path):
     assert stderr.strip().splitlines()[-1].startswith(f"Stopped at step {state['step']} of 100000 (SIGTERM)")
     assert {k: v for k, v in snapshot(run).items() if k != "checkpoints/last.ckpt"} == \
         {k: v for k, v in before.items() if k != "checkpoints/last.ckpt"}, "only last.ckpt changed"
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no_images", "is neither an image file nor a folder"),
+    ("unknown_image", "image(s) of the prompt file are not in --images (e.g. 'other.png')"),
+    ("bad_boxes", "The boxes of 'a.png' in"),
+])
+def test_predict_prompt_mistakes(tmp_path, capsys, case, expected):
+    import predict
+
+    write_image(tmp_path / "images/a.png")
+    table = {"unknown_image": {"other.png": [[0, 0, 5, 5]]}, "bad_boxes": {"a.png": [[0, 0, 5]]}}.get(case, {})
+    (tmp_path / "boxes.json").write_text(json.dumps(table))
+    images = tmp_path / ("missing" if case == "no_images" else "images")
+    code, message = cli(predict.main, ["--images", str(images), "--boxes-json", str(tmp_path / "boxes.json"),
+                                       "--out", str(tmp_path / "out"), *TINY], capsys)
+    assert code == 1 and expected in message
+    assert not (tmp_path / "out").exists()
 
 
 # --- the command line itself
