@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,7 +113,7 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
     by_name = {f.name: f for f in files}
     if args.boxes_json:
         table = read_json(args.boxes_json)
-        if not isinstance(table, dict):
+        if not isinstance(table, dict) or not all(isinstance(boxes, list) for boxes in table.values()):
             raise ConfigError(f"--boxes-json '{args.boxes_json}' must map image file names to lists of "
                               "[x1, y1, x2, y2] boxes.")
         entries = {name: (boxes, None) for name, boxes in table.items()}
@@ -129,11 +130,16 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"--coco '{args.coco}' is not a COCO instances json (images, annotations with "
                               f"bbox; {type(error).__name__}: {error}).") from None
-    unknown = sorted(set(entries) - set(by_name))
-    if unknown:
+    unknown = sorted(name for name, (boxes, _) in entries.items() if len(boxes) and name not in by_name)
+    if unknown and len(unknown) == sum(len(boxes) > 0 for boxes, _ in entries.values()):
         raise ConfigError(f"{len(unknown)} image(s) of the prompt file are not in --images "
-                          f"(e.g. '{unknown[0]}'); prompt files name images by file name.")
+                          f"(e.g. '{unknown[0]}'), none is; prompt files name images by file name.")
+    if unknown:
+        print(f"Warning: {len(unknown)} image(s) of the prompt file are not in --images (e.g. '{unknown[0]}'); "
+              "predicting the others.", file=sys.stderr)
     for name, (boxes, ids) in entries.items():
+        if name not in by_name:
+            continue
         try:
             boxes = np.array(boxes, np.float32).reshape(-1, 4)
         except (ValueError, TypeError):

@@ -252,33 +252,42 @@ def test_disk_full_while_writing_last_ckpt(tiny_overrides, tmp_path, capsys, mon
                                                              "last.ckpt"], "no temporary file left"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_the_current_step_and_resumes_exactly(tiny_overrides, tmp_path, capsys, monkeypatch, sig):
-    """The signal arrives in the middle of step 3 (between evaluations): last.ckpt of step 3 is saved
-    and the resumed run ends exactly as one that never stopped."""
-    straight = tmp_path / "straight"
-    common = [o for o in tiny_overrides if not o.startswith(("out_dir", "num_steps"))] + [
-        "num_steps=5", "eval_interval=4", "opt.learning_rate=1e-2", "opt.warmup_steps=1"]
-    adaptation.main(common + [f"out_dir={straight}"])
-    real_loss, calls = adaptation.wesam_loss, []
+SIGNAL_RUN = ["num_steps=4", "eval_interval=3", "opt.learning_rate=1e-2", "opt.warmup_steps=1"]
 
-    def signal_during_third_step(*args, **kwargs):
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """A 4-step run that never stopped, to compare the runs stopped by a signal with."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    adaptation.main(tiny_config_overrides(run) + SIGNAL_RUN)
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_current_step_and_resumes_exactly(straight_run, tmp_path, capsys, monkeypatch, sig):
+    """The signal arrives in the middle of step 2 (between evaluations): last.ckpt of step 2 is saved
+    and the resumed run ends exactly as one that never stopped."""
+    real_loss, calls, handler = adaptation.wesam_loss, [], signal.getsignal(sig)
+
+    def signal_during_second_step(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 2:
             os.kill(os.getpid(), sig)
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(adaptation, "wesam_loss", signal_during_third_step)
+    monkeypatch.setattr(adaptation, "wesam_loss", signal_during_second_step)
     run = tmp_path / "run"
-    code, message = cli(adaptation.main, common + [f"out_dir={run}"], capsys)
+    code, message = cli(adaptation.main, tiny_config_overrides(run) + SIGNAL_RUN, capsys)
     monkeypatch.undo()
     ckpt = run / "checkpoints/last.ckpt"
     assert code == 128 + sig and "Traceback" not in message
-    assert message.strip().splitlines()[-1] == (f"Stopped at step 3 of 5 ({sig.name}); saved {ckpt}. "
+    assert message.strip().splitlines()[-1] == (f"Stopped at step 2 of 4 ({sig.name}); saved {ckpt}. "
                                                f"Continue with: python adaptation.py --resume {ckpt}")
-    assert signal.getsignal(sig) is not None and load_state(ckpt)["step"] == 3
+    assert load_state(ckpt)["step"] == 2
+    assert signal.getsignal(sig) == handler, "the previous handler is back"
     adaptation.main(["--resume", str(ckpt)])
-    for name, value in load_state(straight / "checkpoints/last.ckpt")["lora"]["student"].items():
+    for name, value in load_state(straight_run / "checkpoints/last.ckpt")["lora"]["student"].items():
         torch.testing.assert_close(load_state(ckpt)["lora"]["student"][name], value, rtol=0, atol=1e-7)
 
 
@@ -305,7 +314,7 @@ def test_sigterm_on_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("case, expected", [
     ("no_images", "is neither an image file nor a folder"),
-    ("unknown_image", "image(s) of the prompt file are not in --images (e.g. 'other.png')"),
+    ("unknown_image", "image(s) of the prompt file are not in --images (e.g. 'other.png'), none is"),
     ("bad_boxes", "The boxes of 'a.png' in"),
 ])
 def test_predict_prompt_mistakes(tmp_path, capsys, case, expected):
@@ -368,3 +377,22 @@ def test_16_bit_grey_images_keep_their_range(tmp_path, suffix):
     pixels = read_image(path)
     assert pixels.dtype == np.uint8 and pixels.shape == (20, 30, 3)
     np.testing.assert_array_equal(pixels, np.repeat(grey[..., None], 3, axis=2))
+
+
+def test_adapter_files_are_plain(trained_run, tmp_path):
+    """Adapters get the mode of any new file (not 0600) and plain-text metadata; files written
+    with JSON-quoted metadata still read the same."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from utils.checkpoint import load_adapter
+
+    (tmp_path / "new_file").touch()
+    adapter = trained_run / "checkpoints/best-lora.safetensors"
+    assert adapter.stat().st_mode == (tmp_path / "new_file").stat().st_mode
+    with safe_open(str(adapter), framework="pt") as handle:
+        assert handle.metadata()["model_type"] == "vit_tiny" and handle.metadata()["lora_rank"] == "4"
+    old_style = tmp_path / "old.safetensors"
+    save_file(load_file(str(adapter)), str(old_style), metadata={"model_type": '"vit_tiny"', "lora_rank": "4"})
+    assert load_adapter(old_style)[1] == {"model_type": "vit_tiny", "lora_rank": 4}
+    assert load_adapter(adapter)[1]["model_type"] == "vit_tiny" and load_adapter(adapter)[1]["lora_rank"] == 4
