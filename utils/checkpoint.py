@@ -26,6 +26,10 @@ from models.registry import CheckpointError
 STATE_KEYS = ("config", "step", "lora", "optimizer", "scheduler", "rng")
 
 
+# Free space below which a failed write is taken for a full disk (a few file-system blocks).
+FULL_DISK_BYTES = 2**20
+
+
 class DiskFullError(OSError):
     """A file could not be written for lack of space; the previous file at its path is intact."""
 
@@ -47,16 +51,19 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:
+        # torch's writer reports a full disk as a RuntimeError without errno ("unexpected pos ..."):
+        # tell it by the space left while the partial file still holds its share
+        full = getattr(error, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
         tmp.unlink(missing_ok=True)
-        # torch's writer reports a full disk as RuntimeError("... file write failed")
-        full = getattr(error, "errno", None) == errno.ENOSPC or (
-            isinstance(error, RuntimeError) and "write failed" in str(error))
         if not full:
             raise
         free = shutil.disk_usage(path.parent).free
-        raise DiskFullError(errno.ENOSPC, f"No space left on the disk of '{path.parent}' while writing "
-                            f"'{path.name}' ({free / 2**20:.1f} MiB free); the previous '{path.name}' is intact. "
-                            "Free some space (or choose another out_dir), then run again.") from error
+        disk_full = DiskFullError(f"No space left on the disk of '{path.parent}' while writing '{path.name}' "
+                                  f"({free / 2**20:.2f} MiB free); the previous "
+                                  f"'{path.name}' is intact. Free some space (or choose another out_dir), then run "
+                                  "again.")
+        disk_full.errno = errno.ENOSPC
+        raise disk_full from error
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
