@@ -7,6 +7,8 @@ instance contrastive loss, LoRA on the image encoder.
 Writes to out_dir: config.json, metrics.csv, summary.json, tensorboard/ and checkpoints/
 (last.ckpt to resume, written at every evaluation and every save_interval steps;
 best-lora.safetensors and last-lora.safetensors adapters, written at every evaluation).
+Ctrl-C or SIGTERM during training saves last.ckpt at the end of the step and prints the --resume
+command; a mistake in the config, the data or a file stops with a message (utils/checks.py).
 """
 
 from __future__ import annotations

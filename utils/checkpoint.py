@@ -50,9 +50,9 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as error:
-        # torch's writer reports a full disk as a RuntimeError without errno ("unexpected pos ..."):
-        # tell it by the space left while the partial file still holds its share
+    except Exception as error:  # re-raised as it is unless the disk is full
+        # torch's writer reports a full disk as a RuntimeError without errno ("unexpected pos ...") and
+        # safetensors as its own error: tell it by the space left while the partial file holds its share
         full = getattr(error, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
         tmp.unlink(missing_ok=True)
         if not full:
