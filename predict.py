@@ -24,7 +24,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,13 @@ from models import build_wesam
 from models.lora import STUDENT
 from models.registry import sam_embedding_size, sam_image_size
 from utils.checkpoint import load_student_adapter, run_config_of, write_json
-from utils.checks import check_config_file, run_main
+from utils.checks import check_accelerator, check_config_file, run_main
 from utils.config import ConfigError, load_config
 from utils.predictions import sample_outputs
 from utils.visualize import overlay
 
 
-def numbers(count: int | None, name: str):
+def numbers(count: int | None, name: str) -> Callable[[str], list[float]]:
     """argparse type: comma-separated numbers (`count` of them, or pairs when None)."""
     def parse(text: str) -> list[float]:
         try:
@@ -201,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     config = args.config or (run_config_of(args.ckpt) if args.ckpt else None)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
+    check_accelerator(cfg)
     files = image_files(Path(args.images))
     records = image_prompts(args, files)
     model = build_wesam(cfg)
