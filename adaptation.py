@@ -7,12 +7,13 @@ instance contrastive loss, LoRA on the image encoder.
 Writes to out_dir: config.json, metrics.csv, summary.json, tensorboard/ and checkpoints/
 (last.ckpt to resume, written at every evaluation and every save_interval steps;
 best-lora.safetensors and last-lora.safetensors adapters, written at every evaluation).
+Ctrl-C or SIGTERM during training saves last.ckpt at the end of the step and prints the --resume
+command; a mistake in the config, the data or a file stops with a message (utils/checks.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,11 +25,13 @@ from lightning_fabric.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import StepSampler, UnusableDatasetError, build_dataset, collate
+from datasets import StepSampler, build_dataset, collate
 from losses.wesam_loss import loss_branches, wesam_loss
-from models import CheckpointError, build_wesam
+from models import build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
-from utils.checkpoint import load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
+from utils.checkpoint import STATE_KEYS, load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
+from utils.checks import (RunStopped, StopOnSignal, check_config_file, check_scored, check_train_split,
+                          check_training_config, run_main, stop_requested)
 from utils.config import ConfigError, flatten, load_config
 from utils.evaluate import evaluate
 
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     state = None
     if args.resume:
-        state = load_state(args.resume)
+        state = load_state(args.resume, required=STATE_KEYS)
         # the run continues where its checkpoint is now, even if its folder was moved or copied
         run_config = dict(state["config"], out_dir=str(Path(args.resume).parent.parent))
         cfg = load_config(overrides=args.overrides, user_config=run_config, source=f"checkpoint '{args.resume}'")
@@ -85,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 raise ConfigError(f"{key} cannot change when resuming (the checkpoint has {saved[key]!r}); "
                                   "start a new run in another out_dir instead.")
     else:
+        check_config_file(args.config)
         cfg = load_config(args.config, args.overrides)
+    check_training_config(cfg)
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if state is None and (ckpt_dir / "last.ckpt").exists():
@@ -106,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, optimizer = fabric.setup(model, optimizer)
 
     train_set = build_dataset(cfg, "train")
+    check_train_split(len(train_set), cfg)
     eval_set = build_dataset(cfg, cfg.dataset.eval_split)
     adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
     fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px, "
@@ -117,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def evaluate_now(adapter: str | None, step: int) -> dict[str, Any]:
         metrics = evaluate(fabric, model.module, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
                            description=f"eval step {step}", threshold=cfg.metric.threshold, region=cfg.metric.region)
+        check_scored(metrics, cfg)
         return {"step": step, **metrics}
 
     if is_main:  # on resume too: the config now includes the overrides given with --resume
@@ -134,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             load_adapter_state_dict(model.sam, state["lora"][name], name)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # the saved states hold the old rate and weight decay: those given with --resume take effect now
+        scheduler.base_lrs = [cfg.opt.learning_rate] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.opt.learning_rate
+            group["lr"] = cfg.opt.learning_rate * scheduler.lr_lambdas[0](scheduler.last_epoch)
+            group["weight_decay"] = cfg.opt.weight_decay
         step, history, direct, best = state["step"], state["history"], state["direct"], state["best"]
         seconds_before = state.get("seconds", 0.0)
         set_rng_state(state["rng"][min(fabric.global_rank, len(state["rng"]) - 1)])
@@ -215,35 +228,45 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     branches = loss_branches(cfg.loss)
     model.train()
     progress = tqdm(total=cfg.num_steps, initial=step, desc="adapt", disable=not is_main, dynamic_ncols=True)
-    while step < cfg.num_steps:
-        batch = fabric.to_device(next(batches))
-        skipped_train.update(batch["skipped"])
-        outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
-        loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size, batch["masks"])
-        if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
-            raise FloatingPointError(f"The loss is not finite at step {step + 1} ({ {k: float(v) for k, v in terms.items()} }). "
-                                     f"The last good state is {ckpt_dir / 'last.ckpt'}; lower opt.learning_rate "
-                                     "or use precision=32-true, then --resume.")
-        optimizer.zero_grad(set_to_none=True)
-        fabric.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        model.update_teacher(cfg.teacher.ema_rate)
-        if "pseudo_label_iou" in terms:
-            pseudo_label_iou[0] += terms["pseudo_label_iou"].item()
-            pseudo_label_iou[1] += 1
-        step += 1
-        progress.update(1)
-        if step % cfg.log_interval == 0:
-            values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-            progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-            fabric.log_dict({"train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in values.items()}},
-                            step=step)
-        if step % cfg.eval_interval == 0 or step == cfg.num_steps:
-            record({**evaluate_now(STUDENT, step), "pseudo_label_iou": interval_pseudo_label_iou()})
-            model.train()
-        elif cfg.save_interval and step % cfg.save_interval == 0:
-            save_checkpoint(step)
+    resume_command = f"python adaptation.py --resume {ckpt_dir / 'last.ckpt'}"
+    stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
+                           "losing the steps since the last save)")
+    with stopper:
+        while step < cfg.num_steps:
+            if stop_requested(fabric, stopper):
+                save_checkpoint(step)
+                progress.close()
+                raise RunStopped(f"Stopped at step {step} of {cfg.num_steps} ({stopper.received}); saved "
+                                 f"{ckpt_dir / 'last.ckpt'}. Continue with: {resume_command}", stopper.exit_code)
+            batch = fabric.to_device(next(batches))
+            skipped_train.update(batch["skipped"])
+            outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
+            loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size, batch["masks"])
+            if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
+                raise FloatingPointError(
+                    f"The loss is not finite at step {step + 1} ({ {k: float(v.detach()) for k, v in terms.items()} }). "
+                    f"The last good state is {ckpt_dir / 'last.ckpt'}; lower the learning rate (or use "
+                    f"precision=32-true) and resume: {resume_command} opt.learning_rate={cfg.opt.learning_rate / 10:g}")
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            model.update_teacher(cfg.teacher.ema_rate)
+            if "pseudo_label_iou" in terms:
+                pseudo_label_iou[0] += terms["pseudo_label_iou"].item()
+                pseudo_label_iou[1] += 1
+            step += 1
+            progress.update(1)
+            if step % cfg.log_interval == 0:
+                values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+                progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+                fabric.log_dict({"train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in values.items()}},
+                                step=step)
+            if step % cfg.eval_interval == 0 or step == cfg.num_steps:
+                record({**evaluate_now(STUDENT, step), "pseudo_label_iou": interval_pseudo_label_iou()})
+                model.train()
+            elif cfg.save_interval and step % cfg.save_interval == 0:
+                save_checkpoint(step)
     progress.close()
 
     last = history[-1]
@@ -255,7 +278,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError) as error:
-        sys.exit(f"Error: {error}")
+    run_main(main)

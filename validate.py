@@ -1,27 +1,32 @@
 """Evaluate SAM on a dataset's eval split: unadapted ("Direct") or with a WeSAM adapter.
 
-    python validate.py [--config FILE] [--ckpt FILE] [--out FILE.json] [key=value ...]
+    python validate.py [--config FILE] [--ckpt FILE] [--out FILE.json] [--per-image FILE.csv]
+                       [--visualize N] [key=value ...]
 
 --ckpt takes an adapter (best-lora.safetensors / last-lora.safetensors) or a run's last.ckpt.
 Prints mIoU and F1; --out writes {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances",
-"skipped_images"}.
+"skipped_images"}. --per-image writes one row per image (with --ckpt also Direct's scores and the
+gain); --visualize N draws the N images of largest gain and loss against Direct beside --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from lightning_fabric import Fabric
 
-from datasets import UnusableDatasetError, build_dataset
-from models import CheckpointError, build_wesam
-from models.lora import STUDENT, load_adapter_state_dict
-from utils.checkpoint import load_adapter, load_state, write_json
+from datasets import InstanceDataset, build_dataset
+from models import build_wesam
+from models.lora import STUDENT
+from models.wesam import WeSAM
+from utils.checkpoint import load_student_adapter, write_csv, write_json
+from utils.checks import check_config_file, check_scored, run_main
 from utils.config import ConfigError, load_config
 from utils.evaluate import evaluate
+from utils.predictions import per_image_scores, sample_logits
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,52 +35,85 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                          "(default: configs/config.py)")
     parser.add_argument("--ckpt", help="adapter .safetensors or last.ckpt; without it, the unadapted SAM")
     parser.add_argument("--out", help="write the metrics to this JSON file")
+    parser.add_argument("--per-image", help="write per-image metrics to this CSV file (with --ckpt: Direct's too)")
+    parser.add_argument("--visualize", type=int, default=0, metavar="N",
+                        help="with --ckpt and --out: pictures of the N images of largest gain and loss against "
+                             "Direct, in the folder <out without .json>-visualize/")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. prompt=point")
     return parser.parse_args(argv)
 
 
-def read_student_adapter(path: Path, cfg) -> dict:
-    """Student LoRA weights from an adapter file or a last.ckpt, checked against the config."""
-    if path.suffix == ".ckpt":
-        state = load_state(path)
-        weights = state["lora"][STUDENT]
-        metadata = {"model_type": state["config"]["model"]["type"], "lora_rank": state["config"]["lora"]["rank"]}
-    else:
-        weights, metadata = load_adapter(path)
-    for key, value in (("model_type", cfg.model.type), ("lora_rank", cfg.lora.rank)):
-        if key in metadata and metadata[key] != value:
-            config_key = "model.type" if key == "model_type" else "lora.rank"
-            raise ConfigError(f"Checkpoint '{path}' was trained with {config_key}={metadata[key]!r} but the config "
-                              f"has {value!r}; pass {config_key}={metadata[key]} or the run's config.json.")
-    return weights
+def per_image_rows(model: WeSAM, dataset: InstanceDataset, adapted: bool, metric: Any) -> list[dict[str, Any]]:
+    """per_image_scores of the evaluated model (config `metric` section); when adapted, with
+    Direct's scores and the gain."""
+    rows = per_image_scores(model, dataset, STUDENT if adapted else None, metric.threshold, metric.region)
+    if adapted:
+        for row, direct in zip(rows, per_image_scores(model, dataset, None, metric.threshold, metric.region)):
+            gain = None if row["miou"] is None else row["miou"] - direct["miou"]
+            row.update(direct_miou=direct["miou"], direct_f1=direct["f1"], gain=gain)
+    return rows
+
+
+def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]], count: int, folder: Path,
+              threshold: float = 0.0) -> None:
+    """Pictures of the ceil(count / 2) images of largest gain and the floor(count / 2) of largest loss."""
+    from utils.visualize import save_comparison
+
+    scored = sorted((r for r in rows if r["gain"] is not None), key=lambda r: r["gain"])
+    gains = scored[::-1][:math.ceil(count / 2)]
+    losses = [r for r in scored if r not in gains][:count // 2]
+    for rank, row in enumerate(gains + losses):
+        sample = dataset[row["index"]]
+        top, left, height, width = sample["valid"].tolist()
+        image = sample["image"][:, top:top + height, left:left + width].permute(1, 2, 0).numpy()
+        panels = [(f"Direct: mIoU {row['direct_miou']:.3f}", (sample_logits(model, sample, None) > threshold).cpu().numpy()),
+                  (f"adapted: mIoU {row['miou']:.3f}", (sample_logits(model, sample, STUDENT) > threshold).cpu().numpy()),
+                  ("ground truth", sample["masks"][:, top:top + height, left:left + width].numpy())]
+        name = f"{rank:02d}_{'gain' if row in gains else 'loss'}{100 * row['gain']:+.1f}_image{row['index']}.png"
+        save_comparison(folder / name, f"{row['image']}: {100 * row['gain']:+.1f} mIoU points", image,
+                        sample["prompts"], (top, left), panels)
+    print(f"Wrote {len(gains) + len(losses)} pictures (largest gains, then largest losses) to {folder}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.visualize and not (args.ckpt and args.out):
+        raise ConfigError("--visualize compares an adapter with Direct and writes beside the JSON: "
+                          "give --ckpt FILE and --out FILE.json too.")
+    check_config_file(args.config)
     cfg = load_config(args.config, args.overrides)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision)
     fabric.launch()
     model = build_wesam(cfg)
     adapter = None
     if args.ckpt:
-        load_adapter_state_dict(model.sam, read_student_adapter(Path(args.ckpt), cfg), STUDENT)
+        load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(cfg, cfg.dataset.eval_split)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
                        threshold=cfg.metric.threshold, region=cfg.metric.region)
+    check_scored(metrics, cfg)
     result = {"dataset": cfg.dataset.name, "prompt": cfg.prompt, **metrics}
     label = f"WeSAM ({args.ckpt})" if args.ckpt else "Direct (unadapted SAM)"
     fabric.print(f"{label} on {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "
                  f"mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
                  f"({metrics['num_images']} images, {metrics['num_instances']} instances)")
-    if args.out and fabric.global_rank == 0:
+    if fabric.global_rank != 0:
+        return result
+    if args.out:
         write_json(args.out, result)
+    if args.per_image or args.visualize:
+        model.eval()
+        rows = per_image_rows(model, dataset, adapter is not None, cfg.metric)
+        if args.per_image:
+            fields = ["index", "image", "instances", "miou", "f1"] + (["direct_miou", "direct_f1", "gain"] if adapter else [])
+            write_csv(args.per_image, rows, fields)
+        if args.visualize:
+            out = Path(args.out)
+            visualize(model, dataset, rows, args.visualize, out.with_name(f"{out.stem}-visualize"), cfg.metric.threshold)
     return result
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError) as error:
-        sys.exit(f"Error: {error}")
+    run_main(main)

@@ -24,6 +24,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BINARY_THRESHOLD = 127  # a grey mask pixel above this is foreground (the authors' binary GTs)
 # PIL modes whose pixel values are labels as stored: grey, palette indices, 16- and 32-bit integers
 LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
+# PIL modes of greyscale images with more than 8 bits per pixel
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -88,12 +90,26 @@ def interleave(items: Sequence[T], k: int, split: str) -> list[T]:
 
 def read_image(path: Path) -> np.ndarray:
     """H x W x 3 uint8 RGB pixels as stored (EXIF orientation is not applied, so they stay aligned
-    with masks drawn on the stored pixels). Raises SampleError if the file cannot be read."""
+    with masks drawn on the stored pixels). Greyscale images of more than 8 bits (16-bit PNG and
+    TIFF, as microscopes write) are scaled from the range of their type to 0-255, where
+    convert("RGB") would clip them to white. Raises SampleError if the file cannot be read."""
     try:
         with Image.open(path) as image:
+            if image.mode in WIDE_GREY_MODES:
+                return np.repeat(wide_grey_to_uint8(np.array(image))[..., None], 3, axis=2)
             return np.array(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SampleError(f"cannot read image '{path}' ({error})") from error
+
+
+def wide_grey_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """H x W integer pixels -> uint8 scaled by the range of their type: 0-65535 for 16 bits, and for
+    PIL's 32-bit mode "I" too when every value fits in it (PIL opens some 16-bit files so), else
+    0 to 2^31 - 1 (negative values become 0)."""
+    pixels = pixels.astype(np.int64).clip(min=0)
+    fits_16_bits = pixels.max(initial=0) <= np.iinfo(np.uint16).max
+    top = np.iinfo(np.uint16).max if fits_16_bits else np.iinfo(np.int32).max
+    return np.round(pixels * (255.0 / top)).astype(np.uint8)
 
 
 def read_label_map(path: Path) -> np.ndarray:

@@ -125,3 +125,21 @@ def ema_update(module: nn.Module, rate: float, source: str = STUDENT, target: st
     for layer in lora_layers(module):
         for src, dst in zip(layer.adapters[source].parameters(), layer.adapters[target].parameters()):
             dst.lerp_(src, 1.0 - rate)
+
+
+@torch.no_grad()
+def merged_state_dict(sam: nn.Module, name: str = STUDENT) -> dict[str, torch.Tensor]:
+    """The state dict of a SAM with LoRA as a plain SAM's: adapter `name` merged into each image-
+    encoder qkv weight (3 dim x dim: W_q += B_q A_q, W_v += B_v A_v, W_k and the biases unchanged),
+    the official key names, no LoRA keys. Its masks equal those of `sam` with adapter `name`."""
+    state = {}
+    for key, value in sam.state_dict().items():
+        if ".attn.qkv.adapters." not in key:
+            state[key.replace(".attn.qkv.qkv.", ".attn.qkv.")] = value.detach().clone()
+    for module_name, module in sam.named_modules():
+        if isinstance(module, LoRAQKV):
+            lora, dim = module.adapters[name], module.dim
+            weight = state[f"{module_name}.weight"]
+            weight[:dim] += lora.up_q.weight @ lora.down_q.weight
+            weight[2 * dim:] += lora.up_v.weight @ lora.down_v.weight
+    return state

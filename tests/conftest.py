@@ -12,13 +12,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture
-def tiny_overrides(tmp_path: Path) -> list[str]:
+def tiny_config_overrides(out_dir: Path) -> list[str]:
     """Overrides for a fast run of the tiny SAM (random weights) on a few synthetic images, writing to
-    tmp_path; independent of what configs/config.py ships."""
+    out_dir; independent of what configs/config.py ships."""
     return [
-        f"out_dir={tmp_path / 'run'}", "accelerator=cpu", "num_steps=4", "eval_interval=2", "log_interval=1",
+        f"out_dir={out_dir}", "accelerator=cpu", "num_steps=4", "eval_interval=2", "log_interval=1",
         "val_batch_size=1", "model.type=vit_tiny", "model.checkpoint=", "dataset.synthetic.shift=camouflage",
         "dataset.synthetic.num_train=6", "dataset.synthetic.num_val=3", "dataset.synthetic.num_test=4",
         "dataset.synthetic.image_size=96",
     ]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """tiny_config_overrides writing to tmp_path / "run"."""
+    return tiny_config_overrides(tmp_path / "run")

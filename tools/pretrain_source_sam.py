@@ -137,7 +137,8 @@ class TrainingStream(Dataset):
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    # a Python float, not numpy's: last.ckpt holds the rate and must load with weights_only=True
+    return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))
 
 
 def source_test_set(model_type: str, num_images: int) -> SyntheticDataset:
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = (torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda"
               else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads") + \
         (f" x {fabric.world_size} processes" if fabric.world_size > 1 else "")
-    session = {"start_step": step, "device": device, "torch": torch.__version__, "seconds": 0.0}
+    session = {"start_step": step, "device": device, "torch": str(torch.__version__), "seconds": 0.0}
     sessions.append(session)
     test_set = source_test_set(args.model_type, args.eval_images)
     prior = box_prior_miou(test_set)

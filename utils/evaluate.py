@@ -10,6 +10,7 @@ from tqdm import tqdm
 from datasets import InstanceDataset, UnusableDatasetError, collate
 from models.wesam import WeSAM, upscale_logits
 from utils.metrics import SegmentationMeter
+from utils.predictions import crop_to_region
 
 
 @torch.no_grad()
@@ -45,10 +46,8 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
                                     [batch["prompts"][i] for i in scored], adapter=adapter)
         for logits, i in zip(outputs["logits"], scored):
             masks = batch["masks"][i]
-            top, left, height, width = batch["valid"][i].tolist()
             pred = upscale_logits(logits.float(), masks.shape[-1])[:, 0] > threshold
-            crop = (slice(None), slice(top, top + height), slice(left, left + width)) if region == "image" else ...
-            meter.update(pred[crop], masks[crop])
+            meter.update(crop_to_region(pred, batch["valid"][i], region), crop_to_region(masks, batch["valid"][i], region))
     model.train(was_training)
     totals = fabric.all_reduce(meter.totals, reduce_op="sum") if fabric.world_size > 1 else meter.totals
     num_skipped = len(skipped)  # ranks evaluate disjoint images, so their counts add up

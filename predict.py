@@ -1,0 +1,246 @@
+"""Masks of new images with an adapted SAM (or the unadapted one without --ckpt).
+
+    python predict.py --ckpt ADAPTER [--config RUN/config.json] --images FILE_OR_DIR
+                      (--boxes-json FILE | --coco FILE | --box x1,y1,x2,y2 ... | --points x,y[,x,y...] ...)
+                      --out DIR [--format png|rle] [key=value ...]
+
+Prompts, in pixels of the original image:
+  --box x1,y1,x2,y2        one object's box, for every image (repeat for more objects)
+  --points x,y[,x,y...]    one object's positive points, for every image (repeat for more objects)
+  --boxes-json FILE        {"<image file name>": [[x1, y1, x2, y2], ...], ...}
+  --coco FILE              a COCO instances json: each annotation's bbox is a prompt
+Writes to DIR, for each image: <stem>.png (label map: 0 background, i for the i-th prompt's mask;
+a later mask covers an earlier one) or, with --format rle, one masks.json of COCO RLE records
+(with --coco: image_id and category_id of each annotation, a COCO results file); and
+<stem>_overlay.png. Images are resized, padded and prompted by the same code as training and
+validate.py (datasets/instances.py), so masks equal validate.py's on the same data.
+Without --config, the config.json of the run that wrote ADAPTER is used (else configs/config.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from datasets.files import IMAGE_EXTENSIONS, read_image
+from datasets.instances import InstanceDataset
+from models import build_wesam
+from models.lora import STUDENT
+from models.registry import sam_embedding_size, sam_image_size
+from utils.checkpoint import load_student_adapter, run_config_of, write_json
+from utils.checks import check_accelerator, check_config_file, run_main
+from utils.config import ConfigError, load_config
+from utils.predictions import sample_outputs
+from utils.visualize import overlay
+
+
+def numbers(count: int | None, name: str) -> Callable[[str], list[float]]:
+    """argparse type: comma-separated numbers (`count` of them, or pairs when None)."""
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes numbers separated by commas, got '{text}'") from None
+        if (count and len(values) != count) or (not count and (not values or len(values) % 2)):
+            raise argparse.ArgumentTypeError(f"{name} takes {count or 'pairs of'} numbers, got '{text}'")
+        if count == 4 and (values[2] < values[0] or values[3] < values[1]):
+            raise argparse.ArgumentTypeError(f"{name} is x1,y1,x2,y2 with x2 >= x1 and y2 >= y1, got '{text}'")
+        return values
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="adapter .safetensors or last.ckpt; without it, the unadapted SAM")
+    parser.add_argument("--config", help="the run's config.json (default: the one of the adapter's run, "
+                                         "else configs/config.py)")
+    parser.add_argument("--images", required=True, help="an image file or a folder of images")
+    prompts = parser.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--box", type=numbers(4, "--box"), action="append", help="x1,y1,x2,y2 (repeatable)")
+    prompts.add_argument("--points", type=numbers(None, "--points"), action="append",
+                         help="x,y[,x,y...]: positive points of one object (repeatable)")
+    prompts.add_argument("--boxes-json", help='{"<image file name>": [[x1, y1, x2, y2], ...]}')
+    prompts.add_argument("--coco", help="COCO instances json whose annotation bboxes are the prompts")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--format", choices=("png", "rle"), default="png", help="label-map PNGs or COCO RLE json")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.checkpoint=...")
+    return parser.parse_args(argv)
+
+
+def image_files(path: Path) -> list[Path]:
+    """The image file `path`, or the image files of folder `path` sorted by name."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"--images '{path}' is neither an image file nor a folder.")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ConfigError(f"Folder '{path}' has no image file ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Prompt file '{path}' does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Prompt file '{path}' is not valid JSON ({error}).") from None
+
+
+def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
+    """Per image: {"path", "boxes": N x 4 XYXY (a point is a box of size 0), "groups": the
+    rows of `boxes` of each object when prompted by points, "ids": COCO (image_id, category_id)}."""
+    records = []
+    if args.box or args.points:
+        objects = args.box or args.points
+        boxes = [[x, y, x, y] for points in objects for x, y in zip(points[::2], points[1::2])] if args.points \
+            else objects
+        sizes = [len(points) // 2 for points in args.points] if args.points else None
+        groups = np.split(np.arange(len(boxes)), np.cumsum(sizes)[:-1]) if sizes else None
+        return [{"path": f, "boxes": np.array(boxes, np.float32), "groups": groups, "ids": None} for f in files]
+    by_name = {f.name: f for f in files}
+    if args.boxes_json:
+        table = read_json(args.boxes_json)
+        if not isinstance(table, dict) or not all(isinstance(boxes, list) for boxes in table.values()):
+            raise ConfigError(f"--boxes-json '{args.boxes_json}' must map image file names to lists of "
+                              "[x1, y1, x2, y2] boxes.")
+        entries = {name: (boxes, None) for name, boxes in table.items()}
+    else:
+        coco = read_json(args.coco)
+        try:
+            names = {image["id"]: Path(image["file_name"]).name for image in coco["images"]}
+            entries: dict[str, tuple[list, list | None]] = {name: ([], []) for name in names.values()}
+            for annotation in coco["annotations"]:
+                x, y, w, h = annotation["bbox"]
+                entry = entries[names[annotation["image_id"]]]
+                entry[0].append([x, y, x + w, y + h])
+                entry[1].append((annotation["image_id"], annotation.get("category_id", 1)))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"--coco '{args.coco}' is not a COCO instances json (images, annotations with "
+                              f"bbox; {type(error).__name__}: {error}).") from None
+    unknown = sorted(name for name, (boxes, _) in entries.items() if len(boxes) and name not in by_name)
+    if unknown and len(unknown) == sum(len(boxes) > 0 for boxes, _ in entries.values()):
+        raise ConfigError(f"{len(unknown)} image(s) of the prompt file are not in --images "
+                          f"(e.g. '{unknown[0]}'), none is; prompt files name images by file name.")
+    if unknown:
+        print(f"Warning: {len(unknown)} image(s) of the prompt file are not in --images (e.g. '{unknown[0]}'); "
+              "predicting the others.", file=sys.stderr)
+    for name, (boxes, ids) in entries.items():
+        if name not in by_name:
+            continue
+        try:
+            boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        except (ValueError, TypeError):
+            raise ConfigError(f"The boxes of '{name}' in {args.boxes_json or args.coco} are not a list of "
+                              f"[x1, y1, x2, y2]: {str(boxes)[:80]}") from None
+        if len(boxes):
+            records.append({"path": by_name[name], "boxes": boxes, "groups": None, "ids": ids})
+    return sorted(records, key=lambda r: r["path"])
+
+
+class PromptedImages(InstanceDataset):
+    """Images with prompt boxes, made into samples by InstanceDataset.make_sample as evaluation
+    images are: the same resize, padding and box transform."""
+
+    def __init__(self, records: list[dict[str, Any]], **common) -> None:
+        super().__init__(train=False, flip=False, strong=False, prompt="box", **common)
+        self.records = records
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image, and as its masks each box filled (what make_sample needs to keep an
+        instance through the resize: at least one input pixel per resized pixel), and the boxes."""
+        image = read_image(self.records[index]["path"])
+        boxes = self.records[index]["boxes"]
+        height, width = image.shape[:2]
+        margin = math.ceil(max(height, width) / self.image_size)  # input pixels per resized pixel
+        masks = np.zeros((len(boxes), height, width), bool)
+        for mask, (x1, y1, x2, y2) in zip(masks, boxes):
+            x1, y1 = min(max(int(x1), 0), width - margin), min(max(int(y1), 0), height - margin)
+            mask[y1:max(int(math.ceil(y2)), y1 + margin), x1:max(int(math.ceil(x2)), x1 + margin)] = True
+        return image, masks, boxes
+
+
+def prompt_sets(sample: dict[str, Any], groups: list[np.ndarray] | None) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """The sample's box prompts; or with `groups` its zero-size boxes as the positive points of
+    each object, one prompt set (K x 2 points per object) per number of points K. Also the order
+    of the objects in the sets' concatenation."""
+    boxes = sample["prompts"]["boxes"]
+    if groups is None:
+        return [{"boxes": boxes}], list(range(len(boxes)))
+    sets, order = [], []
+    for count in sorted({len(g) for g in groups}):
+        objects = [i for i, g in enumerate(groups) if len(g) == count]
+        points = torch.stack([boxes[torch.as_tensor(groups[i]), :2] for i in objects])
+        sets.append({"points": points, "point_labels": torch.ones(points.shape[:2], dtype=torch.int64)})
+        order += objects
+    return sets, order
+
+
+def label_map(masks: np.ndarray) -> np.ndarray:
+    """N x H x W bool -> H x W label map (i + 1 where mask i is, later masks on top)."""
+    labels = np.zeros(masks.shape[1:], np.uint8 if len(masks) < 256 else np.uint16)
+    for i, mask in enumerate(masks):
+        labels[mask] = i + 1
+    return labels
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    config = args.config or (run_config_of(args.ckpt) if args.ckpt else None)
+    check_config_file(config)
+    cfg = load_config(config, args.overrides)
+    check_accelerator(cfg)
+    files = image_files(Path(args.images))
+    records = image_prompts(args, files)
+    model = build_wesam(cfg)
+    if args.ckpt:
+        load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
+    device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    dataset = PromptedImages(records, image_size=sam_image_size(cfg.model.type), seed=cfg.seed,
+                             pad=cfg.model.pad, embedding_size=sam_embedding_size(cfg.model.type))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    for index in tqdm(range(len(dataset)), desc="predict", dynamic_ncols=True):
+        record = records[index]
+        sample = dataset[index]
+        if sample["skipped"]:  # unreadable: the dataset's warning names the file
+            continue
+        sets, order = prompt_sets(sample, record["groups"])
+        logits, scores = sample_outputs(model, sample, STUDENT if args.ckpt else None, sets)
+        logits[order], scores[order] = logits.clone(), scores.clone()  # back to the order of the prompts
+        image = read_image(record["path"])
+        if logits.shape[-2:] != image.shape[:2]:  # back to the original size, as SamPredictor's postprocessing
+            logits = F.interpolate(logits[None], image.shape[:2], mode="bilinear", align_corners=False)[0]
+        masks = (logits > 0).cpu().numpy()
+        Image.fromarray(overlay(image, masks)).save(out / f"{record['path'].stem}_overlay.png")
+        if args.format == "png":
+            Image.fromarray(label_map(masks)).save(out / f"{record['path'].stem}.png")
+        for i, (mask, score) in enumerate(zip(masks, scores.tolist())):
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            entry = {"file_name": record["path"].name, "instance": i, "score": score,
+                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}}
+            if record["ids"]:
+                entry.update(image_id=record["ids"][i][0], category_id=record["ids"][i][1])
+            results.append(entry)
+    if args.format == "rle":
+        write_json(out / "masks.json", results)
+    print(f"Masks of {len({r['file_name'] for r in results})} image(s) written to {out}")
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main)

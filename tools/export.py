@@ -1,0 +1,60 @@
+"""Merge a WeSAM adapter into SAM and write a plain SAM state dict, so that the official
+`segment_anything` tools (SamPredictor, SamAutomaticMaskGenerator...) use the adapted model.
+
+    python tools/export.py --ckpt ADAPTER --out merged.pth [--config RUN/config.json] [key=value ...]
+
+ADAPTER is a run's best-lora.safetensors / last-lora.safetensors or last.ckpt. Without --config,
+the config.json of the run that wrote ADAPTER is used (else configs/config.py); its
+model.type and model.checkpoint give the SAM the adapter is merged into. Then:
+
+    from segment_anything import sam_model_registry
+    sam = sam_model_registry["vit_b"](checkpoint="merged.pth")      # vit_b, vit_l, vit_h
+    from models.registry import build_sam
+    sam = build_sam("vit_small", "merged.pth")                       # vit_tiny, vit_small (this repository)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models import build_wesam  # noqa: E402
+from models.lora import merged_state_dict  # noqa: E402
+from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
+from utils.checkpoint import load_student_adapter, run_config_of, save_state  # noqa: E402
+from utils.checks import check_config_file, run_main  # noqa: E402
+from utils.config import load_config  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="adapter .safetensors or a run's last.ckpt")
+    parser.add_argument("--out", required=True, help="the merged SAM state dict to write (.pth)")
+    parser.add_argument("--config", help="the run's config.json (default: the one beside the adapter's run, "
+                                         "else configs/config.py)")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.checkpoint=sam_vit_b_01ec64.pth")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    config = args.config or run_config_of(args.ckpt)
+    check_config_file(config)
+    cfg = load_config(config, args.overrides)
+    model = build_wesam(cfg)
+    load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
+    out = Path(args.out)
+    save_state(out, merged_state_dict(model.sam))
+    loader = (f'segment_anything.sam_model_registry["{cfg.model.type}"](checkpoint="{out}")'
+              if cfg.model.type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{cfg.model.type}", "{out}")')
+    print(f"Wrote SAM {cfg.model.type} with the adapter {args.ckpt} merged in (config {config or 'configs/config.py'}) "
+          f"to {out}. Load it with {loader}.")
+    return out
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,172 @@
+"""Checks that stop a run before any work on a mistake a user can make, and the command-line
+wrapper that shows an expected mistake as a short message instead of a traceback.
+
+Only the exception types in EXPECTED_ERRORS become messages: any other exception is a bug of
+ours and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from datasets import UnusableDatasetError
+from models import CheckpointError
+from utils.checkpoint import DiskFullError
+from utils.config import DEFAULT_CONFIG_FILE, ConfigError
+
+# An Adam learning rate above this is a typo (the paper uses 1e-4, the embedded default 4e-3).
+MAX_LEARNING_RATE = 1.0
+
+
+class RunStopped(Exception):
+    """The run stopped on a signal after saving; the message says how to continue it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, DiskFullError,
+                   FloatingPointError)
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a script's main(): an expected mistake exits with 'Error: <message>' (status 1), an
+    interrupt with a short line (status 130); anything else keeps its traceback."""
+    try:
+        main()
+    except EXPECTED_ERRORS as error:
+        sys.exit(f"Error: {error}")
+    except RunStopped as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        sys.exit(130)
+
+
+def check_config_file(path: str | Path | None) -> None:
+    """Raise ConfigError naming the line when a Python config file (default configs/config.py)
+    does not parse. A JSON file is checked when read (utils/config.py)."""
+    path = Path(path) if path else DEFAULT_CONFIG_FILE
+    if path.suffix == ".json" or not path.is_file():
+        return
+    try:
+        compile(path.read_text(), str(path), "exec")
+    except SyntaxError as error:
+        line = f":\n    {error.text.rstrip()}" if error.text else ""
+        raise ConfigError(f"Config file '{path}' has a syntax error at line {error.lineno} ({error.msg}){line}\n"
+                          "Fix that line; the file must define a dict named `config` (see configs/config.py).") \
+            from None
+
+
+def check_training_config(cfg: Any) -> None:
+    """Value checks of a training run that utils/config.py's type checks cannot make: the
+    optimisation values, the accelerator and out_dir. Raise ConfigError before any work."""
+    lr = cfg.opt.learning_rate
+    if not (math.isfinite(lr) and 0 < lr <= MAX_LEARNING_RATE):
+        raise ConfigError(f"Config key 'opt.learning_rate' is {lr:g}; it must be in (0, {MAX_LEARNING_RATE:g}] "
+                          "(the paper uses 1e-4 for ViT-B, the embedded default 4e-3).")
+    for key in ("weight_decay", "decay_factor"):
+        value = cfg.opt[key]
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"Config key 'opt.{key}' is {value:g}; it must be 0 or more.")
+    if cfg.opt.warmup_steps < 0:
+        raise ConfigError(f"Config key 'opt.warmup_steps' is {cfg.opt.warmup_steps}; it must be 0 or more.")
+    check_accelerator(cfg)
+    check_out_dir(Path(cfg.out_dir))
+
+
+def check_accelerator(cfg: Any) -> None:
+    """accelerator=cuda needs a visible CUDA GPU, and as many as `devices`."""
+    if cfg.accelerator == "cpu":
+        return
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cfg.accelerator == "cuda" and gpus == 0:
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"accelerator=cuda but no CUDA GPU is visible (torch {torch.__version__}, {build}). "
+                          "Use accelerator=cpu (or auto), or see INSTALL.md for a CUDA install.")
+    if gpus and cfg.devices > gpus:
+        raise ConfigError(f"devices={cfg.devices} but {gpus} CUDA GPU(s) are visible; set devices={gpus} or less.")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """out_dir must be a folder that can be created and written to."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out_dir '{out_dir}' is a file, not a folder; choose another out_dir=...")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        reason = "the file system is read-only" if error.errno == errno.EROFS else (error.strerror or str(error))
+        raise ConfigError(f"out_dir '{out_dir}' cannot be written ({reason}); choose a writable out_dir=...") \
+            from None
+
+
+def check_train_split(num_images: int, cfg: Any) -> None:
+    """A step takes batch_size x devices x num_nodes distinct images: the training split must have that many."""
+    needed = cfg.batch_size * cfg.devices * cfg.num_nodes
+    if num_images < needed:
+        raise ConfigError(f"The training split of {cfg.dataset.name} has {num_images} image(s), fewer than "
+                          f"batch_size x devices x num_nodes = {cfg.batch_size} x {cfg.devices} x {cfg.num_nodes} = "
+                          f"{needed}; lower batch_size, devices or num_nodes, or add training images.")
+
+
+def check_scored(metrics: dict[str, Any], cfg: Any) -> None:
+    """An evaluation that scored no image measured nothing: stop instead of reporting 0."""
+    if metrics["num_images"] == 0:
+        raise UnusableDatasetError(
+            f"No image of the {cfg.dataset.eval_split} split of {cfg.dataset.name} was scored: none of them has an "
+            "instance (empty masks or annotations, or every instance lost in the resize). Check that split's masks, "
+            "or evaluate another split with dataset.eval_split=val|test.")
+
+
+class StopOnSignal:
+    """Within `with`: SIGINT (Ctrl-C) and SIGTERM (what a cluster scheduler sends) set `received`
+    to the signal's name instead of stopping at once, so that the loop can save at the end of the
+    step. A second Ctrl-C stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, message: str) -> None:
+        self.message = message  # printed when a signal arrives
+        self.received: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"\n{self.received} received: {self.message}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopOnSignal:
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, the shell's convention for a process stopped by a signal."""
+        return 128 + int(getattr(signal, self.received or "SIGINT"))
+
+
+def stop_requested(fabric: Any, stopper: StopOnSignal) -> bool:
+    """Whether any rank received a stop signal (all ranks must save and stop at the same step)."""
+    flag = stopper.received is not None
+    if fabric.world_size == 1:
+        return flag
+    return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="max") > 0)
+
