@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         image = read_image(record["path"])
         if logits.shape[-2:] != image.shape[:2]:  # back to the original size, as SamPredictor's postprocessing
             logits = F.interpolate(logits[None], image.shape[:2], mode="bilinear", align_corners=False)[0]
-        masks = (logits > 0).cpu().numpy()
+        masks = (logits > cfg.metric.threshold).cpu().numpy()  # the evaluation's threshold (metric.threshold)
         Image.fromarray(overlay(image, masks)).save(out / f"{record['path'].stem}_overlay.png")
         if args.format == "png":
             Image.fromarray(label_map(masks)).save(out / f"{record['path'].stem}.png")
