@@ -27,3 +27,14 @@ def tiny_config_overrides(out_dir: Path) -> list[str]:
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """tiny_config_overrides writing to tmp_path / "run"."""
     return tiny_config_overrides(tmp_path / "run")
+
+
+def load_tool(name: str):
+    """tools/<name>.py as the module `name` (tools/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

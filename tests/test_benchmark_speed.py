@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-from tests.conftest import ROOT
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_speed", ROOT / "tools" / "benchmark_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_speed"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_tool
 
 
 def test_benchmark_speed_writes_every_mode_side_by_side(tmp_path):
     out = tmp_path / "speed.md"
-    results = load_tool().main(["--model", "vit_tiny", "--size", "64", "--device", "cpu", "--repeats", "1",
-                                "--out", str(out)])
+    results = load_tool("benchmark_speed").main(["--model", "vit_tiny", "--size", "64", "--device", "cpu",
+                                                 "--repeats", "1", "--out", str(out)])
     assert set(results) == {"reference", "fast", "memory_saving"}
     for measured in results.values():
         assert measured["train"] > 0 and measured["eval"] > 0 and measured["memory"] > 0
@@ -30,7 +19,7 @@ def test_benchmark_speed_writes_every_mode_side_by_side(tmp_path):
 
 
 def test_benchmark_speed_counts_the_same_flops_as_a_direct_count():
-    tool = load_tool()
+    tool = load_tool("benchmark_speed")
     import torch
 
     torch.manual_seed(0)

@@ -3,10 +3,8 @@ facts file they were typed from) and tools/paper_table.py end to end on tiny on-
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from configs.paper.results import (COCO_C_AVERAGE, COCO_C_COLUMNS, METHODS, PROM
                                    TABLE_PROMPTS, paper_value)
 from datasets import DATASETS
 from datasets.corruptions import CORRUPTIONS
-from tests.conftest import ROOT
+from tests.conftest import load_tool
 from tests.ondisk import labels, write_image, write_mask
 from tests.test_real_datasets import write_isic
 from utils.config import ConfigError, load_config
@@ -27,16 +25,7 @@ PAPER_DATASETS = ("coco2017", "coco_c", "voc2012", "kvasir", "isic2016", "camo",
 FACTS = Path("/work/shared/reference/wesam-paper-facts.md")
 
 
-def load_tool():
-    """tools/paper_table.py as the module `paper_table` (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "tools" / "paper_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_table"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-paper_table = load_tool()
+paper_table = load_tool("paper_table")
 
 
 # configs/paper

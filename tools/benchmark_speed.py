@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -202,9 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 train_step(mode, batch, optimizer, device)
                 eval_forward(mode, batch, device)
             memory.start()
-            times[name]["train"].append(timed(lambda: train_step(mode, batch, optimizer, device), device))
+            times[name]["train"].append(timed(partial(train_step, mode, batch, optimizer, device), device))
             times[name]["memory"].append(memory.stop())
-            times[name]["eval"].append(timed(lambda: eval_forward(mode, batch, device), device))
+            times[name]["eval"].append(timed(partial(eval_forward, mode, batch, device), device))
             print(f"repeat {repeat + 1}/{args.repeats} {name:>13}: step {times[name]['train'][-1]:.3f} s, "
                   f"eval {times[name]['eval'][-1]:.3f} s, peak {times[name]['memory'][-1]:.2f} GiB", flush=True)
             del mode, optimizer
