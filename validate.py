@@ -26,7 +26,7 @@ from utils.checkpoint import load_student_adapter, write_csv, write_json
 from utils.checks import check_config_file, check_scored, run_main
 from utils.config import ConfigError, load_config
 from utils.evaluate import evaluate
-from utils.predictions import per_image_scores, sample_logits
+from utils.predictions import crop_to_region, per_image_scores, sample_logits
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,11 +64,11 @@ def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]]
     losses = [r for r in scored if r not in gains][:count // 2]
     for rank, row in enumerate(gains + losses):
         sample = dataset[row["index"]]
-        top, left, height, width = sample["valid"].tolist()
-        image = sample["image"][:, top:top + height, left:left + width].permute(1, 2, 0).numpy()
+        top, left = sample["valid"][:2].tolist()
+        image = crop_to_region(sample["image"], sample["valid"], "image").permute(1, 2, 0).numpy()
         panels = [(f"Direct: mIoU {row['direct_miou']:.3f}", (sample_logits(model, sample, None) > threshold).cpu().numpy()),
                   (f"adapted: mIoU {row['miou']:.3f}", (sample_logits(model, sample, STUDENT) > threshold).cpu().numpy()),
-                  ("ground truth", sample["masks"][:, top:top + height, left:left + width].numpy())]
+                  ("ground truth", crop_to_region(sample["masks"], sample["valid"], "image").numpy())]
         name = f"{rank:02d}_{'gain' if row in gains else 'loss'}{100 * row['gain']:+.1f}_image{row['index']}.png"
         save_comparison(folder / name, f"{row['image']}: {100 * row['gain']:+.1f} mIoU points", image,
                         sample["prompts"], (top, left), panels)

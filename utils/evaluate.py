@@ -47,7 +47,8 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
         for logits, i in zip(outputs["logits"], scored):
             masks = batch["masks"][i]
             pred = upscale_logits(logits.float(), masks.shape[-1])[:, 0] > threshold
-            meter.update(crop_to_region(pred, batch["valid"][i], region), crop_to_region(masks, batch["valid"][i], region))
+            valid = batch["valid"][i]
+            meter.update(crop_to_region(pred, valid, region), crop_to_region(masks, valid, region))
     model.train(was_training)
     totals = fabric.all_reduce(meter.totals, reduce_op="sum") if fabric.world_size > 1 else meter.totals
     num_skipped = len(skipped)  # ranks evaluate disjoint images, so their counts add up

@@ -39,8 +39,8 @@ def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None,
 
 
 def crop_to_region(masks: torch.Tensor, valid: torch.Tensor, region: str) -> torch.Tensor:
-    """N x S x S masks or logits -> the scored pixels: the image inside `valid` (top, left, height,
-    width) for region "image", all of the canvas for "canvas"."""
+    """C x S x S images, N x S x S masks or logits -> the scored pixels: the image inside `valid`
+    (top, left, height, width) for region "image", all of the canvas for "canvas"."""
     if region == "canvas":
         return masks
     top, left, height, width = valid.tolist()
