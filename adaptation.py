@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     sampler = StepSampler(len(train_set), cfg.batch_size, fabric.world_size, fabric.global_rank, cfg.seed, step)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.num_workers)
+                        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda")
     batches = iter(loader)
     branches = loss_branches(cfg.loss)
     model.train()

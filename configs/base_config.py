@@ -25,7 +25,7 @@ base_config = {
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
     "coarse_polygon": "largest",  # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors" (first contour, at native size; README, "Differences")
     "point_negatives": "image",  # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
-    "batch_views": True,  # shared teacher: encode the weak and the strong view in one batched call (same result, fewer calls)
+    "batch_views": True,  # one batched encoder call for the views that share a gradient mode (shared teacher + student; anchor + EMA teacher): same result, fewer calls
     "memory_saving": False,  # recompute the image-encoder blocks in the backward pass instead of storing them (less memory, slower)
     "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
     "paper": {
@@ -64,6 +64,7 @@ base_config = {
         "pixel_normalize": True,  # SAM's pixel mean/std normalisation; False feeds RGB/255 as the authors' code
         "pad": "bottom_right",  # padding to a square: "bottom_right" (SAM) or "center" (authors' code)
         "attention": "sdpa",  # image-encoder attention: "sdpa" (fused scaled_dot_product_attention, same weights) or "sam" (segment_anything's own)
+        "compile": "off",  # torch.compile the image encoder: "off", "inductor" (minutes to compile, then faster: README "Speed and memory") or "aot_eager" (no code generation, for debugging)
     },
     "lora": {
         "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
@@ -129,6 +130,7 @@ CHOICES = {
     "dataset.eval_split": ["val", "test"],
     "model.pad": ["bottom_right", "center"],
     "model.attention": ["sdpa", "sam"],
+    "model.compile": ["off", "inductor", "aot_eager"],
     "teacher.mode": ["shared", "ema"],
     "loss.target": ["teacher", "ground_truth"],
 }

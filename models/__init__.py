@@ -23,7 +23,7 @@ def build_wesam(cfg) -> WeSAM:
         torch.manual_seed(cfg.seed)
         sam = build_sam(cfg.model.type, cfg.model.checkpoint or None)
         return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize, cfg.model.attention,
-                     cfg.memory_saving, cfg.batch_views)
+                     cfg.memory_saving, cfg.batch_views, cfg.model.compile)
 
 
 __all__ = ["SAM_CONFIGS", "CheckpointError", "WeSAM", "build_sam", "build_wesam"]

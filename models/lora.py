@@ -15,6 +15,7 @@ from torch import nn
 
 STUDENT = "student"
 TEACHER = "teacher"
+Adapter = str | None | tuple[str | None, ...]  # an adapter name, None (no adapter) or one per batch slice
 
 
 class LoRAPair(nn.Module):
@@ -34,7 +35,8 @@ class LoRAQKV(nn.Module):
     """Fused qkv Linear (dim -> 3 dim) with the active adapter's low-rank q and v updates.
 
     Input ... x dim, output ... x 3 dim = [q + dq, k, v + dv]. `active` names the adapter used;
-    None gives the base projection exactly.
+    None gives the base projection exactly; a tuple of names applies one adapter to each of that
+    many equal slices of the batch (dim 0), so differently adapted images share one encoder call.
     """
 
     def __init__(self, qkv: nn.Linear, rank: int, adapters: tuple[str, ...]) -> None:
@@ -42,13 +44,20 @@ class LoRAQKV(nn.Module):
         self.qkv = qkv
         self.dim = qkv.in_features
         self.adapters = nn.ModuleDict({name: LoRAPair(self.dim, rank) for name in adapters})
-        self.active: str | None = adapters[0]
+        self.active: Adapter = adapters[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.qkv(x)
-        if self.active is None:
+        if not isinstance(self.active, tuple):
+            return self._adapt(self.active, x, out)
+        # windowed blocks put each image's windows next to each other in dim 0, so equal slices stay images
+        slices = zip(self.active, x.chunk(len(self.active)), out.chunk(len(self.active)))
+        return torch.cat([self._adapt(name, part, part_out) for name, part, part_out in slices])
+
+    def _adapt(self, name: str | None, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if name is None:
             return out
-        lora = self.adapters[self.active]
+        lora = self.adapters[name]
         dim = self.dim
         return torch.cat(
             [out[..., :dim] + lora.up_q(lora.down_q(x)), out[..., dim:2 * dim], out[..., 2 * dim:] + lora.up_v(lora.down_v(x))],
@@ -79,8 +88,9 @@ def lora_layers(module: nn.Module) -> list[LoRAQKV]:
 
 
 @contextmanager
-def use_adapter(module: nn.Module, name: str | None) -> Iterator[None]:
-    """Run `module` with adapter `name` (None: the unadapted base) and restore the previous one."""
+def use_adapter(module: nn.Module, name: Adapter) -> Iterator[None]:
+    """Run `module` with adapter `name` (None: the unadapted base; a tuple: one per equal batch
+    slice, see LoRAQKV) and restore the previous one."""
     layers = lora_layers(module)
     previous = [layer.active for layer in layers]
     for layer in layers:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.attention import set_attention
-from models.lora import STUDENT, TEACHER, add_lora, ema_update, use_adapter
+from models.lora import STUDENT, TEACHER, Adapter, add_lora, ema_update, use_adapter
 
 Prompts = dict[str, torch.Tensor]
 Outputs = dict[str, Any]  # {"embeddings": B x C x h x w, "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]}
@@ -31,12 +31,15 @@ class WeSAM(nn.Module):
     """SAM + LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen base."""
 
     def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True,
-                 attention: str = "sam", memory_saving: bool = False, batch_views: bool = False) -> None:
+                 attention: str = "sam", memory_saving: bool = False, batch_views: bool = False,
+                 compiler: str = "off") -> None:
         """`attention`: the image encoder's attention, "sam" or "sdpa" (models/attention.py);
         `memory_saving`: recompute each encoder block in the backward pass instead of keeping its
-        activations (activation checkpointing of the passes that train); `batch_views`: encode
-        the shared teacher's weak view and the student's strong view in one batched call (the
-        same network with the same adapter, so the same result)."""
+        activations (activation checkpointing of the passes that train); `batch_views`: encode the
+        views that share a gradient mode in one batched call (the shared teacher's weak view with
+        the student's strong view; the anchor with the EMA teacher), each slice with its adapter,
+        so the same result; `compiler`: "off", or the torch.compile backend of the image encoder
+        (the encoder's own call: memory_saving, which runs its blocks one by one, bypasses it)."""
         super().__init__()
         if teacher_mode not in ("shared", "ema"):
             raise ValueError(f"teacher_mode must be 'shared' or 'ema', got '{teacher_mode}'")
@@ -48,6 +51,8 @@ class WeSAM(nn.Module):
         set_attention(sam.image_encoder, attention)
         if lora_rank:  # rank 0: no LoRA and SAM left trainable, for full-supervision pretraining
             add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
+        if compiler != "off":  # Module.compile, in place: the state-dict keys stay the official ones
+            sam.image_encoder.compile(backend=compiler)
 
     @property
     def image_size(self) -> int:
@@ -68,7 +73,7 @@ class WeSAM(nn.Module):
         cols = (grid >= left) & (grid < left + width)
         return x * (rows[:, None, :, None] & cols[:, None, None, :])
 
-    def encode(self, images: torch.Tensor, adapter: str | None) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, adapter: Adapter) -> torch.Tensor:
         """Preprocessed images B x 3 x S x S -> image embeddings B x C x h x w with `adapter`.
 
         With memory_saving and gradients on, each block runs under activation checkpointing; the
@@ -96,8 +101,9 @@ class WeSAM(nn.Module):
         )
 
     def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
-                adapter: str | None = STUDENT) -> Outputs:
-        """Run SAM with `adapter` (None: the unadapted anchor) on B images and their prompts."""
+                adapter: Adapter = STUDENT) -> Outputs:
+        """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the
+        images, see LoRAQKV) on B images and their prompts."""
         embeddings = self.encode(self.preprocess(images, valid), adapter)
         decoded = [self.decode(embedding, p) for embedding, p in zip(embeddings, prompts)]
         return {"embeddings": embeddings, "logits": [d[0] for d in decoded], "iou": [d[1] for d in decoded]}
@@ -108,26 +114,30 @@ class WeSAM(nn.Module):
 
         Shared mode (paper): the teacher is the student network, with gradients. EMA mode: the
         teacher adapter, without gradients. `branches` leaves out those a loss does not use
-        (a supervised run needs only the student).
+        (a supervised run needs only the student). With batch_views, the passes without
+        gradients (anchor, EMA teacher) share one encoder call, and so do those with them.
         """
-        outputs = {}
-        if "anchor" in branches:
-            with torch.no_grad():
-                outputs["anchor"] = self.predict(images_weak, valid, prompts, adapter=None)
-        if "teacher" in branches and self.teacher_mode == "shared" and self.batch_views:
-            both = self.predict(torch.cat([images_weak, images_strong]), torch.cat([valid, valid]), prompts + prompts,
-                                adapter=STUDENT)
-            count = len(images_weak)
-            outputs["teacher"] = {key: value[:count] for key, value in both.items()}
-            outputs["student"] = {key: value[count:] for key, value in both.items()}
-            return outputs
-        if "teacher" in branches and self.teacher_mode == "shared":
-            outputs["teacher"] = self.predict(images_weak, valid, prompts, adapter=STUDENT)
+        frozen = [("anchor", images_weak, None)] if "anchor" in branches else []
+        trained = [("student", images_strong, STUDENT)]
+        if "teacher" in branches and self.teacher_mode == "ema":
+            frozen.append(("teacher", images_weak, TEACHER))
         elif "teacher" in branches:
-            with torch.no_grad():
-                outputs["teacher"] = self.predict(images_weak, valid, prompts, adapter=TEACHER)
-        outputs["student"] = self.predict(images_strong, valid, prompts, adapter=STUDENT)
-        return outputs
+            trained.insert(0, ("teacher", images_weak, STUDENT))
+        with torch.no_grad():
+            outputs = self._passes(frozen, valid, prompts)
+        return outputs | self._passes(trained, valid, prompts)
+
+    def _passes(self, passes: list[tuple[str, torch.Tensor, Adapter]], valid: torch.Tensor,
+                prompts: list[Prompts]) -> dict[str, Outputs]:
+        """predict() for each (branch, B images, adapter); with batch_views, one call on all of them."""
+        if not self.batch_views or len(passes) < 2:
+            return {branch: self.predict(images, valid, prompts, adapter) for branch, images, adapter in passes}
+        adapters = tuple(adapter for *_, adapter in passes)
+        joint = self.predict(torch.cat([images for _, images, _ in passes]), valid.repeat(len(passes), 1),
+                             prompts * len(passes), adapters[0] if len(set(adapters)) == 1 else adapters)
+        count = len(valid)
+        return {branch: {key: value[i * count:(i + 1) * count] for key, value in joint.items()}
+                for i, (branch, _, _) in enumerate(passes)}
 
     def update_teacher(self, rate: float) -> None:
         """EMA step of the teacher adapter towards the student (mode ema only)."""
@@ -135,7 +145,7 @@ class WeSAM(nn.Module):
             ema_update(self.sam, rate)
 
 
-def _run_block(block: nn.Module, x: torch.Tensor, adapter: str | None) -> torch.Tensor:
+def _run_block(block: nn.Module, x: torch.Tensor, adapter: Adapter) -> torch.Tensor:
     with use_adapter(block, adapter):
         return block(x)
 

@@ -9,13 +9,13 @@ def test_benchmark_speed_writes_every_mode_side_by_side(tmp_path):
     out = tmp_path / "speed.md"
     results = load_tool("benchmark_speed").main(["--model", "vit_tiny", "--size", "64", "--device", "cpu",
                                                  "--repeats", "1", "--out", str(out)])
-    assert set(results) == {"reference", "fast", "memory_saving"}
+    assert set(results) == {"reference", "fast", "fast_fp32", "memory_saving"}
     for measured in results.values():
         assert measured["train"] > 0 and measured["eval"] > 0 and measured["memory"] > 0
     text = out.read_text()
     assert "vit_tiny at 64 px" in text and "Model FLOPs of a training step" in text
     rows = [line for line in text.splitlines() if line.startswith(("| reference", "| fast", "| memory_saving"))]
-    assert len(rows) == 3 and rows[0].split("|")[4].strip() == "1.00x"
+    assert len(rows) == 4 and rows[0].split("|")[4].strip() == "1.00x"
 
 
 def test_benchmark_speed_counts_the_same_flops_as_a_direct_count():

@@ -284,6 +284,12 @@ def test_16_mixed_precision_without_cuda_raises():
         load_config(overrides=["precision=16-mixed", "accelerator=auto"])
 
 
+def test_compile_with_memory_saving_raises():
+    with pytest.raises(ConfigError, match="'model.compile' and 'memory_saving' cannot be combined"):
+        load_config(overrides=["model.compile=inductor", "memory_saving=true"])
+    assert load_config(overrides=["model.compile=inductor"]).model.compile == "inductor"
+
+
 @pytest.mark.parametrize("overrides", [["precision=32-true", "accelerator=auto"],
                                        ["precision=bf16-mixed", "accelerator=cpu"]])
 def test_other_precision_combinations_are_accepted(overrides):

@@ -7,8 +7,10 @@ Modes, each built from the same random weights and run on the same batch:
 - reference: the authors' structure: fp32, segment_anything's attention, a deep-copied frozen
   anchor SAM beside the trained one, anchor, teacher and student as separate passes;
 - fast: one SAM for all three roles (the anchor is LoRA switched off), fused attention
-  (model.attention=sdpa), teacher and student views in one batched call (batch_views), bf16
-  autocast and TF32 on CUDA (fp32 on a CPU unless --fast-precision);
+  (model.attention=sdpa; on a CPU, query-chunked attention where gradients flow), teacher and
+  student views in one batched call (batch_views), bf16 autocast (precision=bf16-mixed) and TF32
+  on CUDA and on a CPU with bf16 dot-product instructions (avx512_bf16 or AMX), else fp32;
+- fast_fp32: fast without autocast, what the fast path gives in fp32;
 - memory_saving: fast with activation checkpointing of the encoder blocks (memory_saving=true).
 Measurements are interleaved (reference, fast, memory_saving, reference, ...) and the median of
 --repeats is reported. Prints a table and writes it to --out (results/speed.md) with the device,
@@ -43,7 +45,7 @@ from models import WeSAM  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
 from models.registry import build_sam_at_size  # noqa: E402
 
-MODES = ("reference", "fast", "memory_saving")
+MODES = ("reference", "fast", "fast_fp32", "memory_saving")
 LOSS = dict(base_config["loss"])
 
 
@@ -68,7 +70,17 @@ def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype
         return Mode(name, model, anchor, None)
     model = WeSAM(copy.deepcopy(base), lora_rank=4, attention="sdpa", memory_saving=name == "memory_saving",
                   batch_views=True)
-    return Mode(name, model.to(device), None, fast_dtype)
+    return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products are native: CUDA, or a CPU with avx512_bf16 or AMX (elsewhere
+    oneDNN emulates them, slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def make_batch(size: int, instances: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
     parser.add_argument("--warmup", type=int, default=1, help="untimed training steps and evaluations before each timed one")
     parser.add_argument("--fast-precision", choices=("fp32", "bf16"), default=None,
-                        help="autocast of the fast modes (default: bf16 on CUDA, fp32 on a CPU)")
+                        help="autocast of the fast modes (default: bf16 where it is native, see native_bf16)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
     parser.add_argument("--out", default="results/speed.md")
@@ -185,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     modes = args.modes.split(",")
     if unknown := set(modes) - set(MODES):
         parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
-    precision = args.fast_precision or ("bf16" if device.type == "cuda" else "fp32")
+    precision = args.fast_precision or ("bf16" if native_bf16(device) else "fp32")
     torch.backends.cuda.matmul.allow_tf32 = True  # the fast path's TF32 (the reference autocasts nothing)
     torch.manual_seed(0)
     base = build_sam_at_size(args.model, args.size)
@@ -217,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         "",
         f"Measured by `python tools/benchmark_speed.py --model {args.model} --size {args.size} --device {args.device} "
         f"--repeats {args.repeats} --warmup {args.warmup}` on {device_name} ({device.type}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads); fast modes in {precision}; median of {args.repeats} interleaved repetitions.",
+        f"{torch.get_num_threads()} threads); fast and memory_saving in {precision}; median of {args.repeats} interleaved repetitions.",
         f"Model FLOPs of a training step: {flops / 1e12:.3f} TFLOP"
         + (f"; measured bf16 matrix-product peak of the device: {peak:.0f} TFLOP/s." if peak else "."),
         "",

@@ -167,6 +167,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in ("num_workers", "save_interval"):
         if flat[key] < 0:
             raise ConfigError(f"Config key '{key}' must be 0 or more; got {flat[key]}.")
+    if flat["model.compile"] != "off" and flat["memory_saving"]:
+        raise ConfigError("Config keys 'model.compile' and 'memory_saving' cannot be combined: memory_saving runs the "
+                          "encoder blocks one by one, outside the compiled encoder. Set one of them off.")
     if flat["precision"] == "16-mixed" and (flat["accelerator"] == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("Config key 'precision' is '16-mixed', which needs CUDA; on a CPU use 'bf16-mixed' or '32-true'.")
 

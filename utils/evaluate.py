@@ -30,7 +30,8 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
     InstanceDataset), and a split of which every image was skipped is an error.
     """
     indices = range(fabric.global_rank, len(dataset), fabric.world_size)
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
+                        pin_memory=fabric.device.type == "cuda")  # pinned: fabric.to_device copies without blocking
     meter = SegmentationMeter(fabric.device)
     was_training = model.training
     model.eval()
