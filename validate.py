@@ -3,7 +3,8 @@
     python validate.py [--config FILE] [--ckpt FILE] [--out FILE.json] [--per-image FILE.csv]
                        [--visualize N] [key=value ...]
 
---ckpt takes an adapter (best-lora.safetensors / last-lora.safetensors) or a run's last.ckpt.
+--ckpt takes an adapter (best-lora.safetensors / last-lora.safetensors) or a run's last.ckpt;
+without --config, the config.json of the run that wrote it is used (else configs/config.py).
 Prints mIoU and F1; --out writes {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances",
 "skipped_images"}. --per-image writes one row per image (with --ckpt also Direct's scores and the
 gain); --visualize N draws the N images of largest gain and loss against Direct beside --out.
@@ -22,7 +23,7 @@ from datasets import InstanceDataset, build_dataset
 from models import build_wesam
 from models.lora import STUDENT
 from models.wesam import WeSAM
-from utils.checkpoint import load_student_adapter, write_csv, write_json
+from utils.checkpoint import load_student_adapter, run_config_of, write_csv, write_json
 from utils.checks import check_config_file, check_scored, run_main
 from utils.config import ConfigError, load_config
 from utils.evaluate import evaluate
@@ -31,8 +32,8 @@ from utils.predictions import crop_to_region, per_image_scores, sample_logits
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json "
-                                         "(default: configs/config.py)")
+    parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json (default: the "
+                                         "config.json of the run that wrote --ckpt, else configs/config.py)")
     parser.add_argument("--ckpt", help="adapter .safetensors or last.ckpt; without it, the unadapted SAM")
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument("--per-image", help="write per-image metrics to this CSV file (with --ckpt: Direct's too)")
@@ -80,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.visualize and not (args.ckpt and args.out):
         raise ConfigError("--visualize compares an adapter with Direct and writes beside the JSON: "
                           "give --ckpt FILE and --out FILE.json too.")
-    check_config_file(args.config)
-    cfg = load_config(args.config, args.overrides)
+    config = args.config or (run_config_of(args.ckpt) if args.ckpt else None)
+    check_config_file(config)
+    cfg = load_config(config, args.overrides)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision)
     fabric.launch()
     model = build_wesam(cfg)

@@ -69,7 +69,7 @@ def test_adapt_then_validate(tiny_overrides, tmp_path, prompt, mode):
     assert adapted["miou"] == pytest.approx(summary["last"]["miou"], abs=1e-6)
     direct = validate.main(["--config", str(run / "config.json")])
     assert direct["miou"] == pytest.approx(summary["direct"]["miou"], abs=1e-6)
-    from_state = validate.main(["--config", str(run / "config.json"), "--ckpt", str(run / "checkpoints/last.ckpt")])
+    from_state = validate.main(["--ckpt", str(run / "checkpoints/last.ckpt")])  # config: the run's config.json
     assert from_state["miou"] == pytest.approx(adapted["miou"], abs=1e-6)
 
 
