@@ -233,11 +233,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            "losing the steps since the last save)")
     with stopper:
         while step < cfg.num_steps:
-            if stop_requested(fabric, stopper):
+            if received := stop_requested(fabric, stopper):
                 save_checkpoint(step)
                 progress.close()
-                raise RunStopped(f"Stopped at step {step} of {cfg.num_steps} ({stopper.received}); saved "
-                                 f"{ckpt_dir / 'last.ckpt'}. Continue with: {resume_command}", stopper.exit_code)
+                # exit status 128 + the signal's number: the shell's convention for a process stopped by a signal
+                raise RunStopped(f"Stopped at step {step} of {cfg.num_steps} ({received.name}); saved "
+                                 f"{ckpt_dir / 'last.ckpt'}. Continue with: {resume_command}", 128 + received)
             batch = fabric.to_device(next(batches))
             skipped_train.update(batch["skipped"])
             outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)

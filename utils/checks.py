@@ -157,16 +157,11 @@ class StopOnSignal:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number, the shell's convention for a process stopped by a signal."""
-        return 128 + int(getattr(signal, self.received or "SIGINT"))
 
-
-def stop_requested(fabric: Any, stopper: StopOnSignal) -> bool:
-    """Whether any rank received a stop signal (all ranks must save and stop at the same step)."""
-    flag = stopper.received is not None
-    if fabric.world_size == 1:
-        return flag
-    return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="max") > 0)
-
+def stop_requested(fabric: Any, stopper: StopOnSignal) -> signal.Signals | None:
+    """The stop signal that any rank received, or None: all ranks must save and stop at the same
+    step, and report the same signal (the highest number, where ranks received different ones)."""
+    number = int(getattr(signal, stopper.received)) if stopper.received else 0
+    if fabric.world_size > 1:
+        number = int(fabric.all_reduce(torch.tensor(float(number), device=fabric.device), reduce_op="max"))
+    return signal.Signals(number) if number else None
