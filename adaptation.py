@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import StepSampler, build_dataset, collate
-from datasets.auto_prompts import cached_instances, describe
+from datasets.auto_prompts import cached_instances, describe, summarize
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
@@ -142,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                              diagnostic=cfg.auto.diagnostic and at_step == 0, log=fabric.print)
         train_set.auto_instances = instances
         fabric.print(f"Automatic instances ({origin}): {describe(record)}")
-        return {k: record[k] for k in ("seconds", "built", "instances_per_image", "images_without_instances",
-                                       "diagnostic") if k in record}
+        return summarize(record)
 
     if is_main:  # on resume too: the config now includes the overrides given with --resume
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,9 @@ from utils.checkpoint import write_text
 
 CACHE_VERSION = 1
 RECALL_IOU = 0.5  # a ground-truth instance counts as found by a pseudo-instance of at least this IoU
+PART_INSIDE = 0.8  # an unmatched pseudo-instance this much inside one object is a part of it
+BACKGROUND_OUTSIDE = 0.5  # an unmatched pseudo-instance this much outside every object is background
+DIAGNOSTIC_KEYS = {"recall", "mean_best_iou", "gt_instances", "matched", "parts", "background"}  # of diagnose
 # SamAutomaticMaskGenerator's arguments set by the config section `auto`
 GENERATOR_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
                   "box_nms_thresh", "min_mask_region_area")
@@ -181,34 +184,46 @@ def generate_instances(model: WeSAM, dataset: InstanceDataset, auto: Any, pad: s
     return images
 
 
-def instance_recall(truth: np.ndarray, found: np.ndarray, threshold: float = RECALL_IOU) -> tuple[int, float]:
-    """Ground-truth masks M x H x W and found masks N x H x W (bool) -> (how many ground-truth
-    instances have a found mask of IoU >= threshold, the sum of their best IoUs)."""
-    if len(truth) == 0 or len(found) == 0:
-        return 0, 0.0
-    a = torch.from_numpy(truth.reshape(len(truth), -1)).float()
-    b = torch.from_numpy(found.reshape(len(found), -1)).float()
-    inter = a @ b.T
-    union = a.sum(1, keepdim=True) + b.sum(1) - inter
-    best = (inter / union.clamp(min=1)).max(1).values
-    return int((best >= threshold).sum()), float(best.sum())
+def match_counts(truth: np.ndarray, found: np.ndarray) -> dict[str, float]:
+    """How ground-truth masks M x H x W and automatic ones N x H x W (bool) match, as sums over
+    instances: "found_gt" (ground-truth instances with an automatic one of IoU >= RECALL_IOU),
+    "best_iou" (their best IoUs), and of the automatic instances "matched" (IoU >= RECALL_IOU with
+    a ground-truth one), "parts" (the others lying >= PART_INSIDE inside one object) and
+    "background" (the others lying >= BACKGROUND_OUTSIDE outside every object)."""
+    a = torch.from_numpy(truth).flatten(1).float()
+    b = torch.from_numpy(found).flatten(1).float()
+    inter = a @ b.T  # M x N
+    area = b.sum(1).clamp(min=1)
+    iou = inter / (a.sum(1, keepdim=True) + b.sum(1) - inter).clamp(min=1)
+    best_truth = iou.max(1).values if len(found) else torch.zeros(len(truth))
+    best_found = iou.max(0).values if len(truth) else torch.zeros(len(found))
+    inside_one = (inter / area).max(0).values if len(truth) else torch.zeros(len(found))
+    outside = 1 - (b * a.amax(0, keepdim=True)).sum(1) / area if len(truth) else torch.ones(len(found))
+    matched = best_found >= RECALL_IOU
+    return {"found_gt": float((best_truth >= RECALL_IOU).sum()), "best_iou": float(best_truth.sum()),
+            "matched": float(matched.sum()), "parts": float((~matched & (inside_one >= PART_INSIDE)).sum()),
+            "background": float((~matched & (outside >= BACKGROUND_OUTSIDE)).sum())}
 
 
 def diagnose(dataset: InstanceDataset, instances: AutoInstances) -> dict[str, Any]:
-    """Recall at IoU 0.5 and mean best IoU of the dataset's ground-truth instances by the
-    automatic ones, pooled over instances, at the images' own size. Reads the labels: a
-    diagnostic, never a training input."""
-    found = total = 0
-    best_sum = 0.0
+    """How the automatic instances match the dataset's labels, pooled over instances at the
+    images' own size: of the ground-truth instances the "recall" (an automatic one of IoU >= 0.5)
+    and "mean_best_iou"; of the automatic instances the fractions "matched", "parts" and
+    "background" (see match_counts). Reads the labels: a diagnostic, never a training input."""
+    sums = dict.fromkeys(("found_gt", "best_iou", "matched", "parts", "background"), 0.0)
+    truths = automatic = 0
     for index in range(len(dataset)):
         try:
             image, truth, _ = dataset.load(index)
         except SampleError:
             continue
         truth = truth[truth.any(axis=(1, 2))]
-        hits, best = instance_recall(truth, instances.masks(index, *image.shape[:2]))
-        found, best_sum, total = found + hits, best_sum + best, total + len(truth)
-    return {"recall": found / max(total, 1), "mean_best_iou": best_sum / max(total, 1), "gt_instances": total}
+        found = instances.masks(index, *image.shape[:2])
+        for key, value in match_counts(truth, found).items():
+            sums[key] += value
+        truths, automatic = truths + len(truth), automatic + len(found)
+    return {"recall": sums["found_gt"] / max(truths, 1), "mean_best_iou": sums["best_iou"] / max(truths, 1),
+            "gt_instances": truths, **{key: sums[key] / max(automatic, 1) for key in ("matched", "parts", "background")}}
 
 
 def load_cache(path: Path, key: str) -> dict[str, Any] | None:
@@ -251,8 +266,9 @@ def cached_instances(path: Path, model: WeSAM, dataset: InstanceDataset, auto: A
         cache["images"] = images
         write_text(path, json.dumps(cache, separators=(",", ":")))
         cache["built"] = True
-    elif cache is not None and is_main and diagnostic and dataset.has_labels and "diagnostic" not in cache:
-        cache["diagnostic"] = diagnose(dataset, AutoInstances(cache["images"]))  # made by a run that did not ask
+    elif cache is not None and is_main and diagnostic and dataset.has_labels \
+            and set(cache.get("diagnostic", {})) != DIAGNOSTIC_KEYS:  # made by a run that did not ask, or an older one
+        cache["diagnostic"] = diagnose(dataset, AutoInstances(cache["images"]))
         write_text(path, json.dumps(cache, separators=(",", ":")))
     barrier()
     if cache is None:
@@ -262,6 +278,12 @@ def cached_instances(path: Path, model: WeSAM, dataset: InstanceDataset, auto: A
     return instances, cache
 
 
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """A cache record (cached_instances) without its key: what a run reports."""
+    return {k: record[k] for k in ("seconds", "built", "instances_per_image", "images_without_instances", "diagnostic")
+            if k in record}
+
+
 def describe(record: dict[str, Any]) -> str:
     """One line on a cache record's instances and, if measured, their recall."""
     text = (f"{record['instances_per_image']:.1f} per image ({record['images_without_instances']} images with none), "
@@ -269,5 +291,7 @@ def describe(record: dict[str, Any]) -> str:
     found = record.get("diagnostic")
     if found:
         text += (f"; recall of the {found['gt_instances']} ground-truth instances at IoU {RECALL_IOU}: {found['recall']:.3f}, "
-                 f"mean best IoU {found['mean_best_iou']:.3f} (labels read for this diagnostic only)")
+                 f"mean best IoU {found['mean_best_iou']:.3f}; of the instances {found['matched']:.0%} match an "
+                 f"object, {found['parts']:.0%} are parts, {found['background']:.0%} background "
+                 "(labels read for this diagnostic only)")
     return text

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import adaptation
-from datasets.auto_prompts import (AutoInstances, WeSAMPredictor, cached_instances, diagnose, instance_recall,
-                                   top_instances)
+from segment_anything.utils.amg import mask_to_rle_pytorch
+
+from datasets.auto_prompts import AutoInstances, WeSAMPredictor, cached_instances, diagnose, match_counts, top_instances
 from datasets.instances import InstanceDataset
 from datasets.synthetic import SyntheticDataset
 from models import build_wesam
 from models.lora import lora_layers
-from tests.conftest import tiny_config_overrides
+from tests.conftest import load_tool, tiny_config_overrides
 from tests.ondisk import build, coco_image, write_coco_json, write_image, write_mask
 from tests.test_bad_inputs import cli
 from utils.config import load_config
@@ -79,21 +80,25 @@ def test_top_k_by_predicted_iou_times_stability():
     assert [(k["predicted_iou"], k["stability_score"]) for k in kept] == [(0.99, 0.99), (0.6, 0.9), (0.7, 0.7)]
 
 
-def test_recall_and_mean_best_iou_of_a_hand_made_case():
+def test_recall_parts_and_background_of_a_hand_made_case():
     truth = np.zeros((3, 4, 4), bool)
     truth[0, :2, :2] = True  # 4 pixels: found exactly
     truth[1, 2:, :] = True  # 8 pixels: best match covers 4 of them (IoU 0.5)
     truth[2, 0, 3] = True  # 1 pixel: missed
-    found = np.zeros((2, 4, 4), bool)
+    found = np.zeros((4, 4, 4), bool)
     found[0, :2, :2] = True
     found[1, 3, :] = True
-    assert instance_recall(truth, found) == (2, pytest.approx(1.5))
-    assert instance_recall(truth, found[:0]) == (0, 0.0)
+    found[2, 2, 0] = True  # inside object 1: a part
+    found[3, :2, 2] = True  # outside every object: background
+    assert match_counts(truth, found) == {"found_gt": 2, "best_iou": pytest.approx(1.5), "matched": 2, "parts": 1,
+                                          "background": 1}
+    assert match_counts(truth, found[:0])["found_gt"] == 0 and match_counts(truth[:0], found)["background"] == 4
     dataset = OneImage(np.zeros((4, 4, 3), np.uint8), truth, image_size=4, prompt="box", train=False)
-    rle = [{"rle": {"size": [4, 4], "counts": [int(c) for c in counts]}} for counts in ([0, 2, 2, 2, 10], [3, 1, 3, 1, 3, 1, 3, 1])]
-    assert np.array_equal(AutoInstances([rle]).masks(0, 4, 4), found)
-    assert diagnose(dataset, AutoInstances([rle])) == {"recall": 2 / 3, "mean_best_iou": pytest.approx(0.5),
-                                                       "gt_instances": 3}
+    rles = [{"rle": rle} for rle in mask_to_rle_pytorch(torch.from_numpy(found))]
+    assert np.array_equal(AutoInstances([rles]).masks(0, 4, 4), found)
+    assert diagnose(dataset, AutoInstances([rles])) == {
+        "recall": 2 / 3, "mean_best_iou": pytest.approx(0.5), "gt_instances": 3, "matched": 0.5, "parts": 0.25,
+        "background": 0.25}
 
 
 def test_cache_is_reused_and_rebuilt_when_its_key_changes(tmp_path):
@@ -184,3 +189,12 @@ def test_images_only_with_labels_stops_before_any_work(tmp_path, capsys):
     assert not (run / "checkpoints").exists()
     code, message = cli(adaptation.main, [*tiny_config_overrides(run), *FAST_AUTO, "loss.target=ground_truth"], capsys)
     assert code == 1 and "loss.target=ground_truth trains on labels" in message
+
+
+def test_the_tool_measures_a_split_and_reads_the_cache_again(tmp_path):
+    tool = load_tool("auto_instances")
+    argv = ["--split", "val", *tiny_config_overrides(tmp_path / "run"), *FAST_AUTO]
+    first = tool.main(argv)
+    assert first["built"] and set(first["diagnostic"]) >= {"recall", "parts", "background"}
+    assert (tmp_path / "run" / "auto_instances" / "anchor-val.json").is_file()
+    assert tool.main(argv) == {**first, "built": False}
