@@ -169,7 +169,7 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
     if any(kept.values()):  # rows of an earlier invocation: its description stays, this one's follows
         lines = [old_text.partition("## Prompt:")[0].rstrip("\n") + "\n",
                  f"Rows {', '.join(labels)}: added by `{command}` on {platform.machine()} ({time.strftime('%Y-%m-%d')}), "
-                 "the other rows kept from the earlier command. " + recall_note]
+                 "the other rows kept from the earlier command." + ("\n" if recall_note in old_text else " " + recall_note)]
     else:
         lines = [
             "# Distribution-shift benchmark\n",
