@@ -10,8 +10,9 @@ run's out_dir, keyed by the anchor's weights, the training images and the genera
 `auto.refresh_every` recomputes them with the adapted model during training (a variant of ours).
 
 Labels of the training split are read only for a diagnostic (auto.diagnostic): the recall of
-ground-truth instances at IoU >= 0.5 by the pseudo-instances, and the mean best IoU of each
-ground-truth instance with any pseudo-instance.
+ground-truth instances at IoU >= 0.5 by the pseudo-instances, the mean best IoU of each
+ground-truth instance with any pseudo-instance, and how many pseudo-instances match an object,
+are parts of one or lie on the background (see match_counts).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from tqdm import tqdm
 
 from datasets.instances import InstanceDataset, SampleError
 from datasets.transforms import pad_offsets
-
 from models.wesam import WeSAM
 from utils.checkpoint import write_text
 
@@ -43,6 +43,7 @@ DIAGNOSTIC_KEYS = {"recall", "mean_best_iou", "gt_instances", "matched", "parts"
 # SamAutomaticMaskGenerator's arguments set by the config section `auto`
 GENERATOR_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
                   "box_nms_thresh", "min_mask_region_area")
+
 
 class WeSAMPredictor(SamPredictor):
     """SamPredictor that feeds SAM exactly as WeSAM does: the image resized by ResizeLongestSide
@@ -117,13 +118,6 @@ def top_instances(records: Sequence[dict[str, Any]], top_k: int) -> list[dict[st
             for r in ranked[:top_k]]
 
 
-def decode_instances(instances: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray:
-    """N x H x W bool masks of one image's cached instances (N may be 0)."""
-    if not instances:
-        return np.zeros((0, height, width), bool)
-    return np.stack([rle_to_mask(instance["rle"]) for instance in instances])
-
-
 class AutoInstances:
     """The pseudo-instances of every image of a dataset: what InstanceDataset.load_sample uses in
     place of labels."""
@@ -134,8 +128,11 @@ class AutoInstances:
         self.images = images
 
     def masks(self, index: int, height: int, width: int) -> np.ndarray:
-        """N x H x W bool masks of image `index` (an image of height x width)."""
-        return decode_instances(self.images[index], height, width)
+        """N x H x W bool masks of image `index` (an image of height x width; N may be 0)."""
+        instances = self.images[index]
+        if not instances:
+            return np.zeros((0, height, width), bool)
+        return np.stack([rle_to_mask(instance["rle"]) for instance in instances])
 
 
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
