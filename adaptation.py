@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import StepSampler, build_dataset, collate
+from datasets.auto_prompts import cached_instances, describe, summarize
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_train_split(len(train_set), cfg)
     eval_set = build_dataset(cfg, cfg.dataset.eval_split)
     adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
+    # prompt_source=auto refreshes its instances with the adapter that makes the pseudo-labels
+    refresh_adapter = TEACHER if cfg.teacher.mode == "ema" else STUDENT
     fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px, "
                  f"{sum(p.numel() for p in trainable):,} trainable LoRA parameters), teacher {cfg.teacher.mode}, "
                  f"prompt {cfg.prompt}; {len(train_set)} training images, {cfg.num_steps} steps of "
@@ -126,11 +129,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         check_scored(metrics, cfg)
         return {"step": step, **metrics}
 
+    def find_instances(at_step: int) -> dict[str, Any]:
+        """prompt_source=auto: give the training split the instances found in everything mode by the
+        anchor (step 0), or by the adapted model at a refresh step; cached in out_dir/auto_instances/."""
+        adapter, origin = (None, "anchor") if at_step == 0 else (refresh_adapter, f"{refresh_adapter} at step {at_step}")
+        if at_step == 0:
+            path = Path(cfg.auto.cache or out_dir / "auto_instances") / "anchor.json"
+        else:  # made by this run's own weights: never shared
+            path = out_dir / "auto_instances" / f"refresh-{at_step:06d}.json"
+        instances, record = cached_instances(path, model.module, train_set, cfg.auto,
+                                             cfg.model.pad, adapter, origin, is_main, fabric.barrier,
+                                             diagnostic=cfg.auto.diagnostic and at_step == 0, log=fabric.print)
+        train_set.auto_instances = instances
+        fabric.print(f"Automatic instances ({origin}): {describe(record)}")
+        return summarize(record)
+
     if is_main:  # on resume too: the config now includes the overrides given with --resume
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", cfg.to_dict())
+    auto_instances: dict[str, Any] | None = None  # the anchor's instances: how many, their recall (summary.json)
+    if cfg.prompt_source == "auto":
+        auto_instances = find_instances(0)
+        refresh = cfg.auto.refresh_every
+        if refresh and state is not None and state["step"] >= refresh:  # the instances the run was training on
+            find_instances(state["step"] - state["step"] % refresh)
     if state is None:
-        step, history, seconds_before = 0, [], 0.0
+        # making the anchor's instances is part of the run's time (none when another run made them)
+        step, history = 0, []
+        seconds_before = auto_instances["seconds"] if auto_instances and auto_instances["built"] else 0.0
         fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
                      f"({len(eval_set)} images, prompt {cfg.prompt})")
         direct = evaluate_now(None, 0)
@@ -210,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             write_json(out_dir / "summary.json", {
                 "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
                 "num_steps": cfg.num_steps, "seconds": round(run_seconds(), 1), "direct": direct, "best": best,
-                "last": metrics, "history": history, "skipped_images": skipped})
+                "last": metrics, "history": history, "skipped_images": skipped,
+                **({"auto_instances": auto_instances} if auto_instances else {})})
         save_checkpoint(metrics["step"], skipped_train_all)  # after the run files: a crash in between redoes the step
         fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
                      f"(Direct {direct['miou']:.4f}, best {best['miou']:.4f} at step {best['step']})")
@@ -221,10 +248,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if state is None:
         record(direct)
 
-    sampler = StepSampler(len(train_set), cfg.batch_size, fabric.world_size, fabric.global_rank, cfg.seed, step)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda")
-    batches = iter(loader)
+    def batches_from(start: int) -> Any:
+        """The training batches from step `start` on (a new iterator: data workers see refreshed instances)."""
+        sampler = StepSampler(len(train_set), cfg.batch_size, fabric.world_size, fabric.global_rank, cfg.seed, start)
+        return iter(DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                               num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda"))
+
+    batches = batches_from(step)
     branches = loss_branches(cfg.loss)
     model.train()
     progress = tqdm(total=cfg.num_steps, initial=step, desc="adapt", disable=not is_main, dynamic_ncols=True)
@@ -242,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             batch = fabric.to_device(next(batches))
             skipped_train.update(batch["skipped"])
             outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
-            loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size, batch["masks"])
+            # with automatic instances there is no ground truth to measure the pseudo-labels against
+            loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size,
+                                     batch["masks"] if cfg.prompt_source == "labels" else None)
             if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
                 raise FloatingPointError(
                     f"The loss is not finite at step {step + 1} ({ {k: float(v.detach()) for k, v in terms.items()} }). "
@@ -268,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 model.train()
             elif cfg.save_interval and step % cfg.save_interval == 0:
                 save_checkpoint(step)
+            if cfg.prompt_source == "auto" and cfg.auto.refresh_every and step % cfg.auto.refresh_every == 0 \
+                    and step < cfg.num_steps:
+                find_instances(step)
+                batches = batches_from(step)
+                model.train()
     progress.close()
 
     last = history[-1]

@@ -21,6 +21,7 @@ base_config = {
     "log_interval": 10,  # write losses to TensorBoard every this many steps
     "max_nums": 40,  # at most this many instances per training image, subsampled at random (paper)
     "prompt": "box",  # weak label used as prompt: "box", "point" or "coarse"
+    "prompt_source": "labels",  # training prompts from the weak "labels", or "auto": from instances the frozen anchor finds itself, no label read (README, "Adapting with no labels")
     "num_points": 5,  # positive and negative points per instance for prompt=point (paper: 5 + 5)
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
     "coarse_polygon": "largest",  # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors" (first contour, at native size; README, "Differences")
@@ -28,6 +29,19 @@ base_config = {
     "batch_views": True,  # one batched encoder call for the views that share a gradient mode (shared teacher + student; anchor + EMA teacher): same result, fewer calls
     "memory_saving": False,  # recompute the image-encoder blocks in the backward pass instead of storing them (less memory, slower)
     "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
+    "auto": {  # prompt_source=auto: segment_anything's SamAutomaticMaskGenerator on the anchor (LoRA off), cached in out_dir
+        "points_per_side": 16,  # grid of points_per_side^2 point prompts over each training image
+        "points_per_batch": 64,  # point prompts decoded at once (memory, not results)
+        "pred_iou_thresh": 0.88,  # keep masks whose predicted IoU is above this
+        "stability_score_thresh": 0.95,  # keep masks whose stability score (IoU of the mask at logit -1 and +1) is above this
+        "box_nms_thresh": 0.7,  # box IoU above which the lower-scored of two masks is dropped
+        "min_mask_region_area": 0,  # remove holes and islands smaller than this many pixels (0: off)
+        "multimask": True,  # three masks per point, as SAM's everything mode; False: the single-mask output (the shipped vit_small was trained only on it)
+        "top_k": 10,  # instances kept per image: the best by predicted IoU x stability score
+        "refresh_every": 0,  # our variant: recompute the instances with the adapted model every this many steps (0: never)
+        "diagnostic": True,  # where the training split has labels, measure the instances' recall of them (never trained on)
+        "cache": "",  # folder of the cached instances: "" = out_dir/auto_instances; runs on the same images and anchor may share one (each file is checked against its key)
+    },
     "paper": {
         "code": "",  # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them (README, "Two code versions"); "" sets none
         "train_images": 0,  # training images of the dataset, from which paper.code derives num_steps and eval_interval
@@ -117,6 +131,7 @@ CHOICES = {
     "strategy": ["auto", "ddp", "ddp_spawn"],
     "precision": ["32-true", "bf16-mixed", "16-mixed"],
     "prompt": ["box", "point", "coarse"],
+    "prompt_source": ["labels", "auto"],
     "coarse_as": ["box", "mask"],
     "point_negatives": ["image", "canvas"],
     "coarse_polygon": ["largest", "authors"],

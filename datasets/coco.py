@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from datasets.files import FileDataset, Layout, check_same_size, drop_empty_masks, interleave, read_image
+from datasets.files import (IMAGE_EXTENSIONS, FileDataset, ImageRecord, ImagesOnlyDataset, Layout, check_same_size,
+                            drop_empty_masks, interleave, labels_optional, missing_labels, read_image)
 from datasets.instances import SampleError
 
 COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
@@ -40,6 +41,8 @@ CUSTOM_TREE = """
   <dataset.coco.images>/<file_name>        the images; file_name as in the json
   <dataset.coco.annotations>               one COCO instances json, split k:1 by dataset.interleave,
 or per split: <dataset.coco.train>, <dataset.coco.val>, <dataset.coco.test> (one json each)
+prompt_source=auto: the training split needs no json; without one it is every image of the folder
+(not in the val / test json, or the k part of the interleave when there is none)
 """
 
 
@@ -179,19 +182,36 @@ def build_coco_c(cfg, split: str, **common) -> CocoDataset:
     return CocoDataset(records, annotation_file, layout, split, rules, **common)
 
 
-def build_coco(cfg, split: str, **common) -> CocoDataset:
+def coco_images_only(cfg, layout: Layout, image_folder: Path, rules: CocoRules, **common) -> ImagesOnlyDataset:
+    """The training split without a json: the images of image_folder (sorted by name) that the
+    val / test json do not list, or without those json the k part of the k:1 interleave."""
+    options = cfg.dataset.coco
+    images = [path for path in sorted(image_folder.iterdir()) if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
+    evaluated = {record.image for name in ("val", "test") if options[name]
+                 for record in read_coco(layout.file(options[name]), layout, image_folder, rules)}
+    if not (options.val or options.test):
+        images = interleave(images, cfg.dataset.interleave, "train")
+    return ImagesOnlyDataset([ImageRecord(path) for path in images if path not in evaluated], layout, "train",
+                             **common)
+
+
+def build_coco(cfg, split: str, **common) -> CocoDataset | ImagesOnlyDataset:
     """Custom COCO data: dataset.coco.<split> if set (the whole json is the split), else the k:1
-    interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike)."""
+    interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike).
+    With prompt_source=auto the training split may have no json (coco_images_only)."""
     options = cfg.dataset.coco
     rules = CocoRules.from_config(cfg)
     layout = Layout.at("coco", cfg.dataset.root, CUSTOM_TREE)
     image_folder = layout.folder(options.images)
-    if options[split]:
-        annotation_file = layout.file(options[split])
-        records = read_coco(annotation_file, layout, image_folder, rules)
-    elif options.annotations:
-        annotation_file = layout.file(options.annotations)
-        records = interleave(read_coco(annotation_file, layout, image_folder, rules), cfg.dataset.interleave, split)
-    else:
-        raise layout.error(f"neither dataset.coco.{split} nor dataset.coco.annotations is set")
+    json_name = options[split] or options.annotations
+    if not (json_name and (layout.root / json_name).is_file()):
+        if labels_optional(cfg, split):
+            return coco_images_only(cfg, layout, image_folder, rules, **common)
+        problem = f"file '{layout.root / json_name}' not found" if json_name else \
+            f"neither dataset.coco.{split} nor dataset.coco.annotations is set"
+        raise missing_labels(layout, cfg, split, problem)
+    annotation_file = layout.file(json_name)
+    records = read_coco(annotation_file, layout, image_folder, rules)
+    if not options[split]:
+        records = interleave(records, cfg.dataset.interleave, split)
     return CocoDataset(annotated(records), annotation_file, layout, split, rules, **common)

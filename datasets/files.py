@@ -144,13 +144,58 @@ def drop_empty_masks(masks: np.ndarray, boxes: np.ndarray | None = None) -> tupl
 
 
 class FileDataset(InstanceDataset):
-    """A dataset read from disk: `records` describe one image each; an empty split is an error."""
+    """A dataset read from disk: `records` describe one image each (its file is `record.image`);
+    an empty split is an error."""
 
     def __init__(self, records: list, layout: Layout, split: str, **common) -> None:
         super().__init__(**common)
         if not records:
             raise layout.error(f"the {split} split has no images")
         self.records = records
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(self.records[index].image)
+
+    def image_identity(self, index: int) -> str:
+        """The image's path, size and modification time: a file replaced under the same name changes it."""
+        path = self.records[index].image
+        try:
+            stat = path.stat()
+        except OSError:  # unreadable: loading it is reported as a skip
+            return f"{path}:missing"
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+class ImagesOnlyDataset(FileDataset):
+    """Images without labels (prompt_source=auto trains on them; nothing can be scored): one
+    ImageRecord per image."""
+
+    has_labels = False
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, None]:
+        raise RuntimeError("an images-only dataset has no labels; prompt_source=auto reads its images with load_image")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image: Path
+
+
+def labels_optional(cfg, split: str) -> bool:
+    """Whether the `split` of the configured dataset may come without labels: the training split
+    when its prompts come from the automatic instances (prompt_source=auto)."""
+    return split == "train" and cfg.prompt_source == "auto"
+
+
+def missing_labels(layout: Layout, cfg, split: str, what: str) -> DatasetLayoutError:
+    """The error of a split without labels (`what` names what is missing) where they are needed."""
+    if split == "train":
+        need = ("the training prompts (prompt_source=labels) come from them; set prompt_source=auto to adapt "
+                "without labels (README, \"Adapting with no labels\")")
+    else:
+        need = (f"the {split} split is evaluated (dataset.eval_split) and scoring needs labels, also with "
+                "prompt_source=auto; give that split masks or annotations")
+    return layout.error(f"{what}: labels are needed, as {need}")
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ JPEG noise would add instances.
 
 Splits: per-split folders <root>/<split>/{images,masks} when <root>/images does not exist; else
 the k:1 interleave (k = dataset.interleave) of the images sorted by name ("val" and "test" are
-both the 1 part).
+both the 1 part). With prompt_source=auto the training split needs no masks folder (images only).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from datasets.files import (IMAGE_EXTENSIONS, Layout, LabelMapDataset, MaskRecord, drop_empty_masks, interleave,
-                            mask_records, read_label_map)
+from datasets.files import (IMAGE_EXTENSIONS, ImageRecord, ImagesOnlyDataset, Layout, LabelMapDataset, MaskRecord,
+                            drop_empty_masks, interleave, labels_optional, mask_records, missing_labels, read_label_map)
 from datasets.instances import SampleError
 
 TREE = """
@@ -25,6 +25,7 @@ TREE = """
   masks/<stem>/<any>.png       or one PNG per instance (non-zero pixels)
 split k:1 by dataset.interleave; or with one such pair of folders per split:
 <root>/train/{images,masks}/   <root>/val/{images,masks}/   <root>/test/{images,masks}/
+(prompt_source=auto: the training images need no masks, e.g. <root>/train/images/ alone)
 """
 
 
@@ -45,12 +46,18 @@ class FolderDataset(LabelMapDataset):
         return drop_empty_masks(np.stack(masks))[0]
 
 
-def build_folder(cfg, split: str, **common) -> FolderDataset:
+def build_folder(cfg, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
     layout = Layout.at("folder", cfg.dataset.root, TREE)
     pooled = (layout.root / "images").is_dir()
     base = "." if pooled else split
     images = layout.files_by_stem(layout.folder(f"{base}/images"))
-    mask_folder = layout.folder(f"{base}/masks")
+    mask_folder = layout.root / base / "masks"
+    if not mask_folder.is_dir():
+        if not labels_optional(cfg, split):
+            raise missing_labels(layout, cfg, split, f"folder '{mask_folder}' not found")
+        records = [ImageRecord(path) for path in images.values()]
+        return ImagesOnlyDataset(interleave(records, cfg.dataset.interleave, split) if pooled else records, layout,
+                                 split, **common)
     masks = layout.files_by_stem(mask_folder)
     masks.update({path.name: path for path in mask_folder.iterdir() if path.is_dir()})
     records = mask_records(images, masks, mask_folder)

@@ -51,6 +51,7 @@ class InstanceDataset(Dataset):
     """
 
     records: list[Any]
+    has_labels = True  # False: images only (prompt_source=auto), `load` is not available
 
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
@@ -75,10 +76,28 @@ class InstanceDataset(Dataset):
             raise ValueError(f"coarse_polygon must be one of {', '.join(COARSE_POLYGONS)}, got '{coarse_polygon}'")
         # the authors' coarse box is made at native size and then moves with the image like a box prompt
         self.native_coarse_boxes = prompt == "coarse" and coarse_as == "box" and coarse_polygon == "authors"
+        # prompt_source=auto: the automatic instances (datasets/auto_prompts.py) that replace the labels
+        self.auto_instances = None
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Image H x W x 3 uint8 RGB, masks N x H x W bool, boxes N x 4 XYXY (None: from masks)."""
         raise NotImplementedError
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Image H x W x 3 uint8 RGB alone; datasets that can read it without its labels override this."""
+        return self.load(index)[0]
+
+    def image_identity(self, index: int) -> str:
+        """What identifies image `index` for the cache of automatic instances (its source, not its labels)."""
+        return f"{type(self).__name__}:{self.records[index]!r}"
+
+    def load_sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """What make_sample takes: `load`, or with automatic instances set the image and its
+        instances N x H x W (the labels are not read)."""
+        if self.auto_instances is None:
+            return self.load(index)
+        image = self.load_image(index)
+        return image, self.auto_instances.masks(index, *image.shape[:2]), None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -92,7 +111,7 @@ class InstanceDataset(Dataset):
         skipped: list[int] = []
         for _ in range(len(self)):
             try:
-                return {**self.make_sample(*self.load(index), index, seed), "skipped": skipped}
+                return {**self.make_sample(*self.load_sample(index), index, seed), "skipped": skipped}
             except SampleError as error:
                 stage = "training" if self.train else "evaluation"
                 warnings.warn(f"{type(self).__name__} ({stage}): skipping image {index}: {error}", SkippedImageWarning)

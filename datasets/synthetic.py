@@ -30,12 +30,22 @@ class SyntheticDataset(InstanceDataset):
         self.scene_seed = scene_seed
         self.records = list(range(num_images))
 
+    def image_identity(self, index: int) -> str:
+        return (f"synthetic:{self.shift}:{self.scene_seed}:{self.stream}:{self.scene_size}:{self.max_objects}:"
+                f"{index}")
+
     def scene(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Scene `index` of this split before the shift: image S x S x 3 uint8, masks N x S x S bool."""
         rng = np.random.default_rng([self.scene_seed, self.stream, index])
         return render_scene(rng, self.scene_size, self.max_objects, self.style)
 
+    def shifted(self, image: np.ndarray, index: int) -> np.ndarray:
+        """Scene `index`'s image in the target domain."""
+        return apply_shift(image, self.shift, np.random.default_rng([self.scene_seed, self.stream, index, 1]))
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.shifted(self.scene(index)[0], index)  # the masks are drawn with the scene, and dropped
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, None]:
         image, masks = self.scene(index)
-        rng = np.random.default_rng([self.scene_seed, self.stream, index, 1])
-        return apply_shift(image, self.shift, rng), masks, None
+        return self.shifted(image, index), masks, None

@@ -27,13 +27,16 @@ def test_mean_spread_and_markdown_table():
 
 def test_cells_combine_method_domain_prompt_and_seed_overrides():
     args = benchmark_shift.parse_args(["--domains", "medical", "--methods", "supervised", "num_steps=7"])
-    assert args.methods == ["wesam", "supervised"]  # Direct comes from the wesam runs
+    assert args.methods == ["supervised"]  # Direct is step 0 of any method's runs
     assert benchmark_shift.cell_overrides(args, "medical", "point", "supervised", "2") == [
         "num_steps=7", "dataset.synthetic.shift=medical", "prompt=point", "seed=2", "loss.target=ground_truth",
         "augment.strong=false"]
     assert benchmark_shift.METHODS["self_training"][1] == ["loss.anchor=0", "loss.contrastive=0"]
     with pytest.raises(SystemExit):
         benchmark_shift.parse_args(["--methods", "tent"])
+    # the no-label runs of a domain share the anchor's instances, whatever their seed and prompt
+    assert benchmark_shift.cell_overrides(args, "medical", "box", "wesam_auto", "1")[-2:] == [
+        "prompt_source=auto", "auto.cache=runs/shift_benchmark/medical/auto_instances"]
 
 
 def test_each_default_domain_reads_its_own_config_file():
@@ -86,3 +89,26 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
     assert sorted((tmp_path / "runs").glob("*/box/*/seed*/summary.json")) == summaries
     with pytest.raises(RunMismatchError, match="num_steps 4 there, 5 now"):
         benchmark_shift.main(argv + ["num_steps=5"])
+
+
+def test_rows_of_new_methods_join_an_existing_table():
+    """--methods wesam_auto adds its rows to the table that the other methods' runs wrote, keeping them."""
+    def runs(gain: float, recall: float | None = None) -> list[dict]:
+        extra = {"auto_instances": {"diagnostic": {"recall": recall, "mean_best_iou": 0.4}}} if recall else {}
+        return [{"direct": {"miou": 0.5}, "last": {"miou": 0.5 + gain, "area_ratio": 1.0, "pseudo_label_iou": 0.6},
+                 "seconds": 10.0, **extra}]
+
+    first = benchmark_shift.parse_args(["--domains", "medical", "--prompts", "box,coarse", "--methods",
+                                        "wesam,supervised", "--seeds", "0"])
+    old = benchmark_shift.report(first, {("medical", p, m): runs(0.1) for p in ("box", "coarse")
+                                         for m in ("wesam", "supervised")})
+    added = benchmark_shift.parse_args(["--domains", "medical", "--prompts", "box", "--methods", "wesam_auto", "--seeds", "0"])
+    text = benchmark_shift.report(added, {("medical", "box", "wesam_auto"): runs(0.05, 0.47)}, old)
+    box = text.partition("## Prompt: box")[2].partition("## Prompt:")[0]
+    assert [line.split(" | ")[0] for line in box.splitlines() if line.startswith("| ")][1:] == [
+        "| Direct", f"| {benchmark_shift.METHODS['wesam'][0]}", f"| {benchmark_shift.METHODS['supervised'][0]}",
+        f"| {benchmark_shift.METHODS['wesam_auto'][0]}"]
+    assert "55.0 (+5.0) · area 1.00 · PL 0.60 · recall 0.47, best IoU 0.40 · 10 s |" in box
+    assert text.partition("## Prompt: coarse")[2] == old.partition("## Prompt: coarse")[2]  # not run now: as it was
+    assert text.startswith(old.partition("## Prompt:")[0].rstrip("\n"))
+    assert "Rows WeSAM, no labels (auto prompts): added by `python tools/benchmark_shift.py --domains medical" in text

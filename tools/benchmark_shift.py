@@ -16,12 +16,17 @@ For each domain, prompt and seed it runs one adaptation per method (rows of the 
     wesam_ema      full WeSAM with an EMA teacher
     supervised     ground-truth masks instead of pseudo-labels on the plain images (no strong view), LoRA
                    only (the paper's "Supervised")
+    wesam_auto     full WeSAM with no labels: prompts from the instances the frozen anchor finds in
+                   everything mode (prompt_source=auto; the cache is shared by a domain's runs)
+    wesam_auto_refresh   the same, the instances found again by the adapted model every 100 steps (ours)
 
-Direct (the unadapted model) is step 0 of the wesam runs. Writes <out>/shift_benchmark.md: per
-prompt type, target test mIoU (last step, mean ± std over seeds, change against Direct) and mean run
-time per cell, the predicted/true mask-area ratio at the last step, and <out>/shift_<domain>.png:
-mIoU against steps for wesam and supervised with box prompts. Runs are resumable (see
-utils/experiments.py): a stopped benchmark continues where it stopped.
+Direct (the unadapted model) is step 0 of the first method's runs. Writes <out>/shift_benchmark.md:
+per prompt type, target test mIoU (last step, mean ± std over seeds, change against Direct) and
+mean run time per cell, the predicted/true mask-area ratio at the last step, for the no-label rows
+the automatic instances' recall of the training split's objects, and <out>/shift_<domain>.png:
+mIoU against steps with box prompts. Rows of methods not run now are kept from an existing
+shift_benchmark.md, so methods can be added to a table later (`--methods wesam_auto`). Runs are
+resumable (see utils/experiments.py): a stopped benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     # plain images, as lightning-sam's fine-tuning that the paper's Supervised row follows: on glass_blur the
     # strong view held the bound at +6.9 against +9.1 without it (validation, results/shift_exploration.md)
     "supervised": ("Supervised (GT masks, LoRA, plain images)", ["loss.target=ground_truth", "augment.strong=false"]),
+    "wesam_auto": ("WeSAM, no labels (auto prompts)", ["prompt_source=auto"]),
+    "wesam_auto_refresh": ("WeSAM, no labels, auto prompts refreshed every 100 steps",
+                           ["prompt_source=auto", "auto.refresh_every=100"]),
 }
 DEFAULT_DOMAINS = ("glass_blur", "defocus_blur", "medical")  # chosen on the validation split (README)
 PROMPTS = ("box", "point", "coarse")
@@ -73,10 +81,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("domains", "prompts", "methods", "seeds"):
         setattr(args, name, [v for v in getattr(args, name).split(",") if v])
     unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
+    if unknown or not args.methods:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if "wesam" not in args.methods:
-        args.methods.insert(0, "wesam")  # Direct is read from the wesam runs
     return args
 
 
@@ -90,7 +96,10 @@ def domain_config(args: argparse.Namespace, domain: str) -> str:
 
 
 def cell_overrides(args: argparse.Namespace, domain: str, prompt: str, method: str, seed: str) -> list[str]:
-    return [*args.overrides, f"{args.domain_key}={domain}", f"prompt={prompt}", f"seed={seed}", *METHODS[method][1]]
+    overrides = [*args.overrides, f"{args.domain_key}={domain}", f"prompt={prompt}", f"seed={seed}", *METHODS[method][1]]
+    if "prompt_source=auto" in overrides:  # the anchor's instances depend on neither the seed nor the prompt type
+        overrides.append(f"auto.cache={Path(args.runs) / domain / 'auto_instances'}")
+    return overrides
 
 
 def run_all(args: argparse.Namespace) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -117,7 +126,33 @@ def learning_rate_schedule(cfg: Any) -> str:
     return f"lr {cfg.opt.learning_rate:g}" + (f" (×{cfg.opt.decay_factor:g} at steps {', '.join(decays)})" if decays else "")
 
 
-def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]]) -> str:
+def cell(runs: list[dict[str, Any]]) -> str:
+    """'mIoU ± std (change) · area · PL or recall · seconds' of one method on one domain, over seeds."""
+    gain = np.mean(last_values(runs, "miou")) - np.mean([r["direct"]["miou"] for r in runs])
+    seconds = np.mean([r["seconds"] for r in runs])
+    area = np.mean(last_values(runs, "area_ratio"))
+    pseudo = [run["last"].get("pseudo_label_iou") for run in runs]
+    extra = f" · PL {np.mean(pseudo):.2f}" if None not in pseudo else ""
+    found = [run.get("auto_instances", {}).get("diagnostic") for run in runs]
+    if found[0]:  # the same anchor instances in every seed's run
+        extra += f" · recall {found[0]['recall']:.2f}, best IoU {found[0]['mean_best_iou']:.2f}"
+    return f"{mean_spread(last_values(runs, 'miou'))} ({100 * gain:+.1f}) · area {area:.2f}{extra} · {seconds:.0f} s"
+
+
+def kept_rows(old_text: str, prompt: str, labels: set[str]) -> dict[str, str]:
+    """{row label: markdown line} of the `prompt` table of an earlier shift_benchmark.md, but those in `labels`."""
+    section = old_text.partition(f"## Prompt: {prompt}\n")[2].partition("## Prompt:")[0]
+    rows = {}
+    for line in section.splitlines()[3:]:  # after the blank line, header and rule
+        if line.startswith("| "):
+            label = line[2:].split(" | ")[0]
+            if label not in labels:
+                rows[label] = line
+    return rows
+
+
+def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]],
+           old_text: str = "") -> str:
     configs = {domain: load_config(domain_config(args, domain), args.overrides) for domain in args.domains}
     schedules = {domain: learning_rate_schedule(cfg) for domain, cfg in configs.items()}
     if len(set(schedules.values())) == 1:
@@ -125,42 +160,55 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
     else:
         schedule = "; ".join(f"{domain}: {text}" for domain, text in schedules.items()) + ";"
     cfg = configs[args.domains[0]]
-    lines = [
-        "# Distribution-shift benchmark\n",
-        f"SAM `{cfg.model.type}` (weights `{cfg.model.checkpoint or 'random'}`), dataset `{cfg.dataset.name}`, "
-        f"domains by `{args.domain_key}`; {cfg.num_steps} steps, {schedule} batch "
-        f"{cfg.batch_size}, LoRA rank {cfg.lora.rank}, EMA rate {cfg.teacher.ema_rate:g}, focal alpha "
-        f"{'the number of masks' if cfg.loss.num_masks_as_alpha else f'{cfg.loss.focal_alpha:g}'}; seeds "
-        f"{', '.join(args.seeds)}; evaluated on the `{cfg.dataset.eval_split}` split. Written by "
-        f"`{' '.join(['python tools/benchmark_shift.py', *args.argv])}` on {platform.machine()} "
-        f"({time.strftime('%Y-%m-%d')}).\n",
-        "Each cell: mIoU in % at the last step (no model selection), mean ± std over seeds, (change against "
-        "Direct in points), and the mean run time of one seed. Area: predicted / true mask area at the last "
-        "step (1 = no growth). PL (self-training rows): mIoU of the teacher's pseudo-labels against the ground truth "
-        "on the training images, over the last evaluation interval.\n",
-    ]
-    for prompt in args.prompts:
+    command = " ".join(["python tools/benchmark_shift.py", *args.argv])
+    recall_note = ("Recall (no-label rows): of the training split's ground-truth objects, the fraction that an automatic "
+                   "instance covers at IoU 0.5 or more, and their mean best IoU (labels read for this diagnostic only); "
+                   "their run time includes finding the instances, once per domain (in the first seed's run).\n")
+    labels = [METHODS[method][0] for method in args.methods]
+    kept = {prompt: kept_rows(old_text, prompt, {"Direct", *labels}) for prompt in args.prompts}
+    if any(kept.values()):  # rows of an earlier invocation: its description stays, this one's follows
+        lines = [old_text.partition("## Prompt:")[0].rstrip("\n") + "\n",
+                 f"Rows {', '.join(labels)}: added by `{command}` on {platform.machine()} ({time.strftime('%Y-%m-%d')}), "
+                 "the other rows kept from the earlier command." + ("\n" if recall_note in old_text else " " + recall_note)]
+    else:
+        lines = [
+            "# Distribution-shift benchmark\n",
+            f"SAM `{cfg.model.type}` (weights `{cfg.model.checkpoint or 'random'}`), dataset `{cfg.dataset.name}`, "
+            f"domains by `{args.domain_key}`; {cfg.num_steps} steps, {schedule} batch "
+            f"{cfg.batch_size}, LoRA rank {cfg.lora.rank}, EMA rate {cfg.teacher.ema_rate:g}, focal alpha "
+            f"{'the number of masks' if cfg.loss.num_masks_as_alpha else f'{cfg.loss.focal_alpha:g}'}; seeds "
+            f"{', '.join(args.seeds)}; evaluated on the `{cfg.dataset.eval_split}` split. Written by "
+            f"`{command}` on {platform.machine()} ({time.strftime('%Y-%m-%d')}).\n",
+            "Each cell: mIoU in % at the last step (no model selection), mean ± std over seeds, (change against "
+            "Direct in points), and the mean run time of one seed. Area: predicted / true mask area at the last "
+            "step (1 = no growth). PL (self-training rows): mIoU of the teacher's pseudo-labels against the ground "
+            "truth on the training images, over the last evaluation interval. " + recall_note,
+        ]
+    order = [label for label, _ in METHODS.values()]
+    for prompt in sorted({*args.prompts, *old_prompts(old_text)}, key=lambda p: PROMPTS.index(p) if p in PROMPTS else 9):
+        if prompt not in args.prompts:  # a table this invocation has no runs for, as it was
+            lines.append(f"## Prompt: {prompt}\n\n" + old_text.partition(f"## Prompt: {prompt}\n\n")[2]
+                         .partition("## Prompt:")[0].rstrip("\n") + "\n")
+            continue
         header = ["Method"] + [f"{domain}" for domain in args.domains]
-        rows = [["Direct"] + [mean_spread([r["direct"]["miou"] for r in results[(d, prompt, "wesam")]])
+        rows = [["Direct"] + [mean_spread([r["direct"]["miou"] for r in results[(d, prompt, args.methods[0])]])
                               for d in args.domains]]
-        for method in args.methods:
-            row = [METHODS[method][0]]
-            for domain in args.domains:
-                runs = results[(domain, prompt, method)]
-                gain = np.mean(last_values(runs, "miou")) - np.mean([r["direct"]["miou"] for r in runs])
-                seconds = np.mean([r["seconds"] for r in runs])
-                area = np.mean(last_values(runs, "area_ratio"))
-                pseudo = [run["last"].get("pseudo_label_iou") for run in runs]
-                pseudo_text = f" · PL {np.mean(pseudo):.2f}" if None not in pseudo else ""
-                row.append(f"{mean_spread(last_values(runs, 'miou'))} ({100 * gain:+.1f}) · area {area:.2f}{pseudo_text} · "
-                           f"{seconds:.0f} s")
-            rows.append(row)
+        new = {METHODS[method][0]: [METHODS[method][0]] + [cell(results[(domain, prompt, method)]) for domain in args.domains]
+               for method in args.methods}
+        for label in sorted({*new, *kept[prompt]}, key=lambda text: order.index(text) if text in order else len(order)):
+            rows.append(new[label] if label in new else kept[prompt][label][2:-2].split(" | "))
         lines += [f"## Prompt: {prompt}\n", markdown_table(header, rows)]
     return "\n".join(lines)
 
 
+def old_prompts(old_text: str) -> list[str]:
+    """The prompt types of the tables of an earlier shift_benchmark.md."""
+    return [line.removeprefix("## Prompt: ").strip() for line in old_text.splitlines() if line.startswith("## Prompt: ")]
+
+
 def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]], out: Path) -> list[Path]:
-    """mIoU against steps (mean over seeds) of wesam and supervised, box prompts, one figure per domain."""
+    """mIoU against steps (mean over seeds) of wesam, wesam_ema, supervised and the no-label methods among those
+    run, box prompts, one figure per domain."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +218,7 @@ def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict
     written = []
     for domain in args.domains:
         figure, axes = plt.subplots(figsize=(5, 3.5))
-        for method in ("wesam", "wesam_ema", "supervised"):
+        for method in ("wesam", "wesam_ema", "supervised", "wesam_auto", "wesam_auto_refresh"):
             runs = results.get((domain, prompt, method))
             if not runs:
                 continue
@@ -183,7 +231,8 @@ def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         figure.tight_layout()
-        path = out / f"shift_{domain}.png"
+        # rows added to a table later get their own figure, beside that of the wesam runs
+        path = out / (f"shift_{domain}.png" if "wesam" in args.methods else f"shift_{domain}_{args.methods[0]}.png")
         figure.savefig(path, dpi=120)
         plt.close(figure)
         written.append(path)
@@ -197,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     results = run_all(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = report(args, results)
-    write_text(out / "shift_benchmark.md", text)
+    table = out / "shift_benchmark.md"
+    old_text = table.read_text() if table.exists() else ""
+    text = report(args, results, old_text)
+    write_text(table, text)
     plots = plot(args, results, out)
     print(text)
     print(f"Wrote {out / 'shift_benchmark.md'} and {', '.join(str(p) for p in plots)}")

@@ -81,6 +81,9 @@ def check_training_config(cfg: Any) -> None:
             raise ConfigError(f"Config key 'opt.{key}' is {value:g}; it must be 0 or more.")
     if cfg.opt.warmup_steps < 0:
         raise ConfigError(f"Config key 'opt.warmup_steps' is {cfg.opt.warmup_steps}; it must be 0 or more.")
+    if cfg.prompt_source == "auto" and cfg.loss.target == "ground_truth":
+        raise ConfigError("loss.target=ground_truth trains on labels, but prompt_source=auto reads none; use "
+                          "loss.target=teacher, or prompt_source=labels.")
     check_accelerator(cfg)
     check_out_dir(Path(cfg.out_dir))
 

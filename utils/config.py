@@ -158,13 +158,17 @@ def validate(cfg: Mapping[str, Any]) -> None:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"Config key '{key}' is {flat[key]!r}; allowed values: {', '.join(map(str, allowed))}.{hint}")
     positive = ["devices", "num_nodes", "batch_size", "val_batch_size", "num_steps", "eval_interval", "log_interval",
-                "max_nums", "num_points", "lora.rank", "dataset.interleave"]
+                "max_nums", "num_points", "lora.rank", "dataset.interleave", "auto.points_per_side",
+                "auto.points_per_batch", "auto.top_k"]
     for key in positive:
         if flat[key] < 1:
             raise ConfigError(f"Config key '{key}' must be at least 1; got {flat[key]}.")
     if not 0.0 <= flat["teacher.ema_rate"] < 1.0:
         raise ConfigError(f"Config key 'teacher.ema_rate' must be in [0, 1); got {flat['teacher.ema_rate']}.")
-    for key in ("num_workers", "save_interval"):
+    for key in ("auto.pred_iou_thresh", "auto.stability_score_thresh", "auto.box_nms_thresh"):
+        if not 0.0 <= flat[key] <= 1.0:
+            raise ConfigError(f"Config key '{key}' must be in [0, 1]; got {flat[key]}.")
+    for key in ("num_workers", "save_interval", "auto.min_mask_region_area", "auto.refresh_every"):
         if flat[key] < 0:
             raise ConfigError(f"Config key '{key}' must be 0 or more; got {flat[key]}.")
     if flat["model.compile"] != "off" and flat["memory_saving"]:
