@@ -89,6 +89,14 @@ def test_benchmark_runs_every_cell_writes_the_table_and_reuses_finished_runs(tmp
     assert sorted((tmp_path / "runs").glob("*/box/*/seed*/summary.json")) == summaries
     with pytest.raises(RunMismatchError, match="num_steps 4 there, 5 now"):
         benchmark_shift.main(argv + ["num_steps=5"])
+    # a run made before a key existed ran with what the key's default keeps; any other value differs
+    for config in (tmp_path / "runs").glob("*/box/*/seed*/config.json"):
+        saved = json.loads(config.read_text())
+        del saved["model"]["compile"]
+        config.write_text(json.dumps(saved))
+    assert benchmark_shift.main(argv) == text
+    with pytest.raises(RunMismatchError, match="model.compile None there, 'inductor' now"):
+        benchmark_shift.main(argv + ["model.compile=inductor"])
 
 
 def test_rows_of_new_methods_join_an_existing_table():

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from configs.base_config import base_config
 from utils.config import flatten, load_config
 
 
@@ -37,13 +38,15 @@ def finished_summary(out_dir: Path) -> dict[str, Any] | None:
 
 
 def config_differences(out_dir: Path, cfg: Mapping[str, Any]) -> list[str]:
-    """How the config.json of the run in `out_dir` (if any) differs from `cfg`, key by key."""
+    """How the config.json of the run in `out_dir` (if any) differs from `cfg`, key by key. A key
+    that the saved config lacks (the run predates it) counts as its default: a new key's default
+    keeps the behaviour from before it."""
     path = Path(out_dir) / "config.json"
     if not path.exists():
         return []
-    saved, wanted = flatten(json.loads(path.read_text())), flatten(cfg)
+    saved, wanted, defaults = flatten(json.loads(path.read_text())), flatten(cfg), flatten(base_config)
     return [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in wanted.items()
-            if key not in RUN_ONLY_KEYS and saved.get(key) != value]
+            if key not in RUN_ONLY_KEYS and saved.get(key, defaults.get(key)) != value]
 
 
 def run_cell(out_dir: Path, overrides: Sequence[str], config_file: str | None = None) -> dict[str, Any]:
