@@ -6,7 +6,7 @@ authors' decode of the thresholded mask. Masks are matched to images by file nam
 
 from __future__ import annotations
 
-from datasets.files import Layout, LabelMapDataset, interleave, mask_records
+from datasets.files import Layout, LabelMapDataset, interleave, labels_optional, mask_records
 
 COD_INTERLEAVE = 4  # the authors' 4:1 split of the COD10K test set, also used for CHAMELEON
 
@@ -51,11 +51,13 @@ def build_cod10k(cfg, split: str, **common) -> LabelMapDataset:
     """COD10K-v2 test set, 4:1 interleave on sorted names ("val" and "test" are both the 1 part);
     images whose mask is empty are dropped (after the split)."""
     layout = Layout.at("cod10k", cfg.dataset.root, COD10K_TREE)
-    return _binary_dataset(layout, "Test/Image", "Test/GT_Object", split, COD_INTERLEAVE, drop_empty=True, **common)
+    return _binary_dataset(layout, "Test/Image", "Test/GT_Object", split, COD_INTERLEAVE,
+                           drop_empty=not labels_optional(cfg, split), **common)
 
 
 def build_chameleon(cfg, split: str, **common) -> LabelMapDataset:
     """CHAMELEON. The authors have no loader for it (their tables report it), so it is split as
     COD10K: 4:1 interleave on sorted names ("val" and "test" are both the 1 part), empty masks dropped."""
     layout = Layout.at("chameleon", cfg.dataset.root, CHAMELEON_TREE)
-    return _binary_dataset(layout, "Imgs", "GT", split, COD_INTERLEAVE, drop_empty=True, **common)
+    return _binary_dataset(layout, "Imgs", "GT", split, COD_INTERLEAVE, drop_empty=not labels_optional(cfg, split),
+                           **common)

@@ -219,7 +219,8 @@ class LabelMapDataset(FileDataset):
     """Images with one mask file each (MaskRecord): a label map giving one instance per value not
     in the record's background, or with `binary` a grey mask thresholded at > 127, which gives
     one foreground instance. `drop_empty` removes images whose mask has no instance (it reads
-    every mask of the split once)."""
+    every mask of the split once; the loaders turn it off for a training split whose labels are
+    not read, prompt_source=auto)."""
 
     def __init__(self, records: list[MaskRecord], layout: Layout, split: str, binary: bool = False,
                  drop_empty: bool = False, **common) -> None:

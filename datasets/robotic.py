@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, mask_records
+from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, labels_optional, mask_records
 
 ROBOTIC_INTERLEAVE = 6
 
@@ -39,7 +39,8 @@ def build_ocid(cfg, split: str, **common) -> LabelMapDataset:
         raise layout.error(f"no images matching '{layout.root}/**/*seq*/rgb/*.png'")
     records = [MaskRecord(image, image.parent.parent / "label" / image.name,
                           robotic_background(image.relative_to(layout.root))) for image in images]
-    return LabelMapDataset(interleave(records, ROBOTIC_INTERLEAVE, split), layout, split, drop_empty=True, **common)
+    return LabelMapDataset(interleave(records, ROBOTIC_INTERLEAVE, split), layout, split,
+                           drop_empty=not labels_optional(cfg, split), **common)
 
 
 def build_osd(cfg, split: str, **common) -> LabelMapDataset:
@@ -48,4 +49,5 @@ def build_osd(cfg, split: str, **common) -> LabelMapDataset:
     masks = layout.folder("annotation")
     records = mask_records(images, layout.files_by_stem(masks), masks)
     records = [replace(r, background=robotic_background(r.mask.relative_to(layout.root))) for r in records]
-    return LabelMapDataset(interleave(records, cfg.dataset.interleave, split), layout, split, drop_empty=True, **common)
+    return LabelMapDataset(interleave(records, cfg.dataset.interleave, split), layout, split,
+                           drop_empty=not labels_optional(cfg, split), **common)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from datasets import DATASETS, DatasetLayoutError
+from datasets.files import LabelMapDataset
 from datasets.instances import SkippedImageWarning
 from tests.ondisk import (box_annotation, build, coco_image, compressed_rle, labels, split_sizes, uncompressed_rle,
                           write_coco_json, write_image, write_mask)
@@ -212,6 +213,24 @@ def test_cod10k_splits_its_test_set_4_to_1_and_drops_empty_masks(tmp_path):
     assert split_sizes("cod10k", tmp_path) == {"train": 5, "val": 1, "test": 1}
     assert build("cod10k", tmp_path, "test").records[0].image.name == "COD10K-CAM-4.jpg"
     np.testing.assert_array_equal(build("cod10k", tmp_path, "train").load(0)[1], rect(10, 5, 40, 30)[None])
+
+
+@pytest.mark.parametrize("name, images", [("cod10k", 6), ("osd", 7)])  # training images, one of them empty
+def test_prompt_source_auto_reads_no_training_mask_to_drop_empty_images(tmp_path, monkeypatch, name, images):
+    """The empty-image filter reads the masks; with automatic prompts the training split keeps every
+    image and reads none of its masks (evaluation splits still filter)."""
+    if name == "cod10k":
+        stems = [f"COD10K-CAM-{i}" for i in range(7)]
+        write_binary_pairs(tmp_path / "Test" / "Image", tmp_path / "Test" / "GT_Object", stems, empty=(stems[1],))
+    else:
+        for i in range(8):
+            write_image(tmp_path / "image_color" / f"learn{i}.png", seed=i)
+            write_mask(tmp_path / "annotation" / f"learn{i}.png", labels({} if i == 2 else {2: (5, 5, 15, 15)}))
+    read = []
+    real = LabelMapDataset.read_masks
+    monkeypatch.setattr(LabelMapDataset, "read_masks", lambda self, record: read.append(record) or real(self, record))
+    assert len(build(name, tmp_path, "train", "prompt_source=auto")) == images and read == []
+    assert len(build(name, tmp_path, "train")) == images - 1 and len(read) == images
 
 
 def test_chameleon_splits_4_to_1(tmp_path):
