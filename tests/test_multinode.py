@@ -3,6 +3,7 @@ rendezvous on 127.0.0.1) running adaptation.py with num_nodes=2, as a cluster wo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -56,6 +57,23 @@ def test_two_torchrun_nodes_train_one_adapter_and_write_one_set_of_files(tiny_ov
                                                                        "last.ckpt"]
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert len(load_file(str(run / "checkpoints" / "last-lora.safetensors"))) == 2 * 4
+
+
+@pytest.mark.slow
+def test_two_nodes_share_the_automatic_instances_that_rank_0_finds(tiny_overrides, tmp_path):
+    """prompt_source=auto under DDP: rank 0 finds the instances and writes the one cache file, the
+    other rank waits for it and trains on the same instances."""
+    overrides = [o for o in tiny_overrides if not o.startswith("num_steps")] + [
+        "num_steps=2", "prompt_source=auto", "auto.points_per_side=4", "auto.multimask=false",
+        "auto.pred_iou_thresh=0", "auto.stability_score_thresh=0"]
+    nodes = start_nodes(overrides)
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    for node, output in zip(nodes, outputs):
+        assert node.returncode == 0, output[-3000:]  # the run compares the ranks' adapters at each evaluation
+    assert "Finding the instances of" in outputs[0], outputs[0][-3000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "auto_instances").iterdir()) == ["anchor.json"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["last"]["step"] == 2 and summary["auto_instances"]["instances_per_image"] > 0
 
 
 @pytest.mark.slow
