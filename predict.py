@@ -38,7 +38,7 @@ from datasets.instances import InstanceDataset
 from models import build_wesam
 from models.lora import STUDENT
 from models.registry import sam_embedding_size, sam_image_size
-from utils.checkpoint import load_student_adapter, run_config_of, write_json
+from utils.checkpoint import config_of, load_student_adapter, write_json
 from utils.checks import check_accelerator, check_config_file, run_main
 from utils.config import ConfigError, load_config
 from utils.predictions import sample_outputs
@@ -198,7 +198,7 @@ def label_map(masks: np.ndarray) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
-    config = args.config or (run_config_of(args.ckpt) if args.ckpt else None)
+    config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     check_accelerator(cfg)

@@ -23,7 +23,7 @@ from datasets import InstanceDataset, build_dataset
 from models import build_wesam
 from models.lora import STUDENT
 from models.wesam import WeSAM
-from utils.checkpoint import load_student_adapter, run_config_of, write_csv, write_json
+from utils.checkpoint import config_of, load_student_adapter, write_csv, write_json
 from utils.checks import check_config_file, check_scored, run_main
 from utils.config import ConfigError, load_config
 from utils.evaluate import evaluate
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.visualize and not (args.ckpt and args.out):
         raise ConfigError("--visualize compares an adapter with Direct and writes beside the JSON: "
                           "give --ckpt FILE and --out FILE.json too.")
-    config = args.config or (run_config_of(args.ckpt) if args.ckpt else None)
+    config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import build_wesam  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
 from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
-from utils.checkpoint import load_student_adapter, run_config_of, save_state  # noqa: E402
+from utils.checkpoint import config_of, load_student_adapter, save_state  # noqa: E402
 from utils.checks import check_config_file, run_main  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
@@ -42,7 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
-    config = args.config or run_config_of(args.ckpt)
+    config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)

@@ -200,7 +200,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def run_config_of(checkpoint: str | Path) -> Path | None:
-    """The config.json of the run that wrote `checkpoint` (<out_dir>/checkpoints/FILE), if it is there."""
+def config_of(config: str | None, checkpoint: str | Path | None) -> str | Path | None:
+    """The config a script reads: `config` if given, else the config.json of the run that wrote
+    `checkpoint` (<out_dir>/checkpoints/FILE) if it is there, else None (configs/config.py)."""
+    if config or not checkpoint:
+        return config
     path = Path(checkpoint).resolve().parent.parent / "config.json"
     return path if path.is_file() else None
