@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from datasets.instances import InstanceDataset, SampleError
 from datasets.transforms import pad_offsets
-from models.wesam import WeSAM
+from models.wesam import WeSAM, upscale_logits
 from utils.checkpoint import write_text
 
 CACHE_VERSION = 1
@@ -92,7 +92,7 @@ class WeSAMPredictor(SamPredictor):
                                                multimask_output=multimask_output and self.multimask)
         size = self.wesam.image_size
         height, width = self.input_size
-        masks = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        masks = upscale_logits(low_res, size)
         masks = F.interpolate(masks[..., top:top + height, left:left + width], self.original_size, mode="bilinear",
                               align_corners=False)
         return (masks if return_logits else masks > self.model.mask_threshold), iou, low_res
