@@ -59,16 +59,20 @@ def sample_points(masks: np.ndarray, valid: tuple[int, int, int, int], num_point
     return points, labels
 
 
+def simplify(contour: np.ndarray) -> np.ndarray:
+    """An OpenCV contour simplified with cv2.approxPolyDP at epsilon = max(0.05 x perimeter, 3 px)
+    (WeSAM's coarse polygon) -> V x 2 int32 XY vertices."""
+    epsilon = max(0.05 * cv2.arcLength(contour, True), 3.0)
+    return cv2.approxPolyDP(contour, epsilon, True)[:, 0, :]
+
+
 def coarse_polygon(mask: np.ndarray) -> np.ndarray | None:
-    """Coarse polygon of a mask: its largest outer contour simplified with cv2.approxPolyDP at
-    epsilon = max(0.05 x perimeter, 3 px). Returns V x 2 int32 XY vertices, or None when the
-    polygon has fewer than 3 vertices."""
+    """Coarse polygon of a mask: its largest outer contour, simplified. Returns V x 2 int32 XY
+    vertices, or None when the polygon has fewer than 3 vertices."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
-    contour = max(contours, key=cv2.contourArea)
-    epsilon = max(0.05 * cv2.arcLength(contour, True), 3.0)
-    polygon = cv2.approxPolyDP(contour, epsilon, True)[:, 0, :]
+    polygon = simplify(max(contours, key=cv2.contourArea))
     return polygon if len(polygon) >= 3 else None
 
 
@@ -82,8 +86,7 @@ def authors_coarse_boxes(masks: np.ndarray) -> np.ndarray:
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
         if not contours:
             continue
-        epsilon = max(0.05 * cv2.arcLength(contours[0], True), 3.0)
-        polygon = cv2.approxPolyDP(contours[0], epsilon, True)[:, 0, :]
+        polygon = simplify(contours[0])
         (x1, y1), (x2, y2) = polygon.min(0), polygon.max(0)
         if x1 != x2 and y1 != y2:
             boxes[i] = (x1, y1, x2, y2)
