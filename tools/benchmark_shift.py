@@ -139,11 +139,15 @@ def cell(runs: list[dict[str, Any]]) -> str:
     return f"{mean_spread(last_values(runs, 'miou'))} ({100 * gain:+.1f}) · area {area:.2f}{extra} · {seconds:.0f} s"
 
 
+def old_section(old_text: str, prompt: str) -> str:
+    """The `prompt` table of an earlier shift_benchmark.md: the text after its heading and blank line."""
+    return old_text.partition(f"## Prompt: {prompt}\n\n")[2].partition("## Prompt:")[0]
+
+
 def kept_rows(old_text: str, prompt: str, labels: set[str]) -> dict[str, str]:
     """{row label: markdown line} of the `prompt` table of an earlier shift_benchmark.md, but those in `labels`."""
-    section = old_text.partition(f"## Prompt: {prompt}\n")[2].partition("## Prompt:")[0]
     rows = {}
-    for line in section.splitlines()[3:]:  # after the blank line, header and rule
+    for line in old_section(old_text, prompt).splitlines()[2:]:  # after the header and rule
         if line.startswith("| "):
             label = line[2:].split(" | ")[0]
             if label not in labels:
@@ -187,8 +191,7 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
     order = [label for label, _ in METHODS.values()]
     for prompt in sorted({*args.prompts, *old_prompts(old_text)}, key=lambda p: PROMPTS.index(p) if p in PROMPTS else 9):
         if prompt not in args.prompts:  # a table this invocation has no runs for, as it was
-            lines.append(f"## Prompt: {prompt}\n\n" + old_text.partition(f"## Prompt: {prompt}\n\n")[2]
-                         .partition("## Prompt:")[0].rstrip("\n") + "\n")
+            lines.append(f"## Prompt: {prompt}\n\n" + old_section(old_text, prompt).rstrip("\n") + "\n")
             continue
         header = ["Method"] + [f"{domain}" for domain in args.domains]
         rows = [["Direct"] + [mean_spread([r["direct"]["miou"] for r in results[(d, prompt, args.methods[0])]])
