@@ -7,15 +7,15 @@ see that file for every option and its meaning.
 
 As shipped it is the embedded default: the source-pretrained small SAM (models/weights/, made by
 tools/pretrain_source_sam.py) adapted with box prompts to synthetic scenes under glass blur, on
-the CPU. Steps and learning rate were chosen on the validation split of glass_blur (README, "The
-embedded default and the shift benchmark"); configs/shift/ holds each benchmark domain's config.
+the CPU. Steps and learning rate were chosen on the validation split of glass_blur
+(results/embedded_default.md); configs/shift/ holds each benchmark domain's config.
 For real data set model.type / model.checkpoint and the dataset (PREPARE.md), and go back to the
 paper's optimisation (opt.learning_rate 1e-4, opt.warmup_steps 250), or start from configs/paper/.
 """
 
 config = {
     "out_dir": "runs/default",
-    "num_steps": 300,  # chosen on the validation split (README, "The embedded default and the shift benchmark")
+    "num_steps": 300,  # chosen on the validation split (results/embedded_default.md)
     "eval_interval": 50,
     "val_batch_size": 8,
     "dataset": {
@@ -36,7 +36,7 @@ config = {
         "stability_score_thresh": 0.3,
     },
     "opt": {
-        "learning_rate": 4e-3,  # with the decay below: the best validation gain on glass_blur tried (README); ViT-B uses 1e-4
+        "learning_rate": 4e-3,  # with the decay below: best on glass_blur's validation split; ViT-B uses 1e-4
         "warmup_steps": 20,
         "decay_steps": [100, 150],  # after the early rise, so self-training stops drifting
         "decay_factor": 0.25,

@@ -1,5 +1,5 @@
 """The paper's configs (configs/paper/), its numbers (configs/paper/results.py, checked against the
-facts file they were typed from) and tools/paper_table.py end to end on tiny on-disk datasets."""
+published tables in results/paper_numbers.md) and tools/paper_table.py end to end on tiny on-disk datasets."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.test_real_datasets import write_isic
 from utils.config import ConfigError, load_config
 
 PAPER_DATASETS = ("coco2017", "coco_c", "voc2012", "kvasir", "isic2016", "camo", "cod10k", "chameleon", "ocid", "osd")
-FACTS = Path("/work/shared/reference/wesam-paper-facts.md")
+PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper_numbers.md"
 
 
 paper_table = load_tool("paper_table")
@@ -86,26 +86,27 @@ def test_paper_code_needs_the_training_split_size():
 
 # configs/paper/results.py
 
-def facts_tables() -> dict[str, tuple[list[str], dict[str, list[float]]]]:
-    """Section number (2.1 .. 2.5) -> (column titles, {method: values}) of the facts file's tables."""
-    if not FACTS.exists():
-        pytest.skip(f"{FACTS} is not on this machine")
+SECTIONS = {"coco_c": "COCO-C", "natural": "Natural images", "medical": "Medical images",
+            "camouflaged": "Camouflaged objects", "robotic": "Robotic images"}
+
+
+def published_tables() -> dict[str, tuple[list[str], dict[str, list[float]]]]:
+    """Table name (coco_c, natural, ...) -> (column titles, {method: values}) of results/paper_numbers.md."""
+    text = PUBLISHED.read_text()
     tables = {}
-    for section in ("2.1", "2.2", "2.3", "2.4", "2.5"):
-        match = re.search(rf"^### {re.escape(section)} .*?\n(\|.*?)\n\n", FACTS.read_text(), re.S | re.M)
+    for table, title in SECTIONS.items():
+        match = re.search(rf"^## {re.escape(title)}\b.*?\n(\|.*?)\n\n", text, re.DOTALL | re.MULTILINE)
+        assert match, f"no table under '## {title}' in {PUBLISHED}"
         lines = [line for line in match.group(1).splitlines() if not line.startswith("|---")]
         split = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
-        tables[section] = (split[0][1:], {row[0].strip("*"): [float(v) for v in row[1:]] for row in split[1:]})
+        tables[table] = (split[0][1:], {row[0].strip("*"): [float(v) for v in row[1:]] for row in split[1:]})
     return tables
 
 
-SECTIONS = {"coco_c": "2.1", "natural": "2.2", "medical": "2.3", "camouflaged": "2.4", "robotic": "2.5"}
-
-
-def test_every_number_matches_the_facts_file():
-    tables = facts_tables()
-    for table, section in SECTIONS.items():
-        titles, rows = tables[section]
+def test_every_number_matches_the_published_tables():
+    tables = published_tables()
+    for table in SECTIONS:
+        titles, rows = tables[table]
         assert set(rows) == set(METHODS)
         columns = [(d, p) for d in TABLE_DATASETS[table] for p in TABLE_PROMPTS[table]]
         if table == "coco_c":
@@ -118,8 +119,8 @@ def test_every_number_matches_the_facts_file():
                 assert paper_value(table, dataset, prompt, method) == rows[method][i], (table, dataset, prompt, method)
 
 
-def test_spot_checks_against_the_facts_text():
-    text = FACTS.read_text() if FACTS.exists() else pytest.skip(f"{FACTS} is not on this machine")
+def test_spot_checks_against_the_published_text():
+    text = PUBLISHED.read_text()
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "| **WeSAM** | 85.47 | 75.23 | 67.40 | 80.01 | 62.12 | 75.36 |" in text  # medical
     assert paper_value("medical", "kvasir", "box", "WeSAM") == 85.47
@@ -135,7 +136,7 @@ def test_spot_checks_against_the_facts_text():
     assert "| Direct | 72.83 | 57.34 |" in text and "| 58.80 | 66.73 |" in text  # COCO-C
     assert paper_value("coco_c", "brightness", "box", "Direct") == 72.83
     assert paper_value("coco_c", "zoom_blur", "box", "Direct") == 58.80 and COCO_C_AVERAGE["Direct"] == 66.73
-    assert rows["DePT"]  # the facts list every baseline
+    assert rows["DePT"]  # the tables list every baseline
 
 
 def test_results_cover_every_table_dataset_prompt_and_method():

@@ -59,7 +59,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "wesam_auto_refresh": ("WeSAM, no labels, auto prompts refreshed every 100 steps",
                            ["prompt_source=auto", "auto.refresh_every=100"]),
 }
-DEFAULT_DOMAINS = ("glass_blur", "defocus_blur", "medical")  # chosen on the validation split (README)
+DEFAULT_DOMAINS = ("glass_blur", "defocus_blur", "medical")  # chosen on validation: results/embedded_default.md
 PROMPTS = ("box", "point", "coarse")
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "shift" / "{domain}.py")  # each domain's schedule, chosen on validation
 

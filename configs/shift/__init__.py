@@ -1,6 +1,6 @@
 """One config per target domain of the embedded shift benchmark: the embedded default
 (configs/config.py) with the domain's own optimisation schedule, chosen on that domain's validation
-split (README, "The embedded default and the shift benchmark"). tools/benchmark_shift.py reads
+split (results/embedded_default.md). tools/benchmark_shift.py reads
 configs/shift/<domain>.py for each domain.
 
     python adaptation.py --config configs/shift/defocus_blur.py

@@ -1,4 +1,4 @@
-"""medical with its schedule, the best of those tried on its validation split (README)."""
+"""medical with its schedule, the best of those tried on its validation split (results/embedded_default.md)."""
 
 from configs.shift import shift_config
 
