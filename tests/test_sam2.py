@@ -182,6 +182,10 @@ def test_lora_trains_only_the_student_and_the_anchor_is_the_plain_model():
     assert torch.equal(anchor["logits"][1], reference["logits"][1])
     student = backbone.predict(images, prompts)
     assert not torch.allclose(student["embeddings"], anchor["embeddings"])
+    with torch.no_grad():  # one adapter per batch slice (Hiera's windows stay grouped by image)
+        mixed, _ = backbone.encode(backbone.preprocess(images), adapter=(STUDENT, None))
+    torch.testing.assert_close(mixed[0], student["embeddings"][0].detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[1], anchor["embeddings"][1], rtol=0, atol=1e-5)
     (student["logits"][0].sum() + student["iou"][1].sum()).backward()
     grads = {name: p.grad for name, p in backbone.named_parameters() if p.grad is not None}
     assert grads and all(".adapters.student." in name for name in grads)
@@ -209,6 +213,7 @@ def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt):
         logits = ours["logits"][0]
         assert logits.shape == (2, 1, 32, 32) and ours["iou"][0].shape == (2, 1)
         assert logits.abs().max() < 32  # so the predictor's clamp to +-32 leaves its logits comparable
+        assert (logits[0] - logits[1]).abs().max() > 1e-3  # the two objects' masks differ: a real comparison
         assert low_res.shape == (2, 1, 32, 32)  # N > 1: the predictor keeps the batch dimension
         torch.testing.assert_close(logits, torch.from_numpy(low_res), rtol=0, atol=1e-4)
         torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
