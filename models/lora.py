@@ -1,5 +1,6 @@
-"""LoRA on q and v of SAM's fused image-encoder `qkv` projections (as WeSAM: rank r, no scaling,
-no dropout, A kaiming-uniform, B zero), with named adapters that can be switched at run time.
+"""LoRA on q and v of the fused image-encoder `qkv` projections of SAM (ViT blocks) and SAM 2 (Hiera
+blocks), as WeSAM: rank r, no scaling, no dropout, A kaiming-uniform, B zero; with named adapters
+that can be switched at run time.
 
 One frozen base network serves every role: adapter "student" (trainable), adapter "teacher"
 (EMA copy, mode ema) and no adapter at all (the anchor, i.e. the unadapted SAM).
@@ -7,8 +8,8 @@ One frozen base network serves every role: adapter "student" (trainable), adapte
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -19,22 +20,25 @@ Adapter = str | None | tuple[str | None, ...]  # an adapter name, None (no adapt
 
 
 class LoRAPair(nn.Module):
-    """Low-rank updates of q and v: dq = up_q(down_q(x)), dv = up_v(down_v(x))."""
+    """Low-rank updates of q and v: dq = up_q(down_q(x)), dv = up_v(down_v(x)), in_features -> rank
+    -> out_features."""
 
-    def __init__(self, dim: int, rank: int) -> None:
+    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
         super().__init__()
-        self.down_q = nn.Linear(dim, rank, bias=False)  # default init: kaiming_uniform(a=sqrt(5))
-        self.up_q = nn.Linear(rank, dim, bias=False)
-        self.down_v = nn.Linear(dim, rank, bias=False)
-        self.up_v = nn.Linear(rank, dim, bias=False)
+        self.down_q = nn.Linear(in_features, rank, bias=False)  # default init: kaiming_uniform(a=sqrt(5))
+        self.up_q = nn.Linear(rank, out_features, bias=False)
+        self.down_v = nn.Linear(in_features, rank, bias=False)
+        self.up_v = nn.Linear(rank, out_features, bias=False)
         nn.init.zeros_(self.up_q.weight)
         nn.init.zeros_(self.up_v.weight)
 
 
 class LoRAQKV(nn.Module):
-    """Fused qkv Linear (dim -> 3 dim) with the active adapter's low-rank q and v updates.
+    """Fused qkv Linear (in_features -> 3 dim) with the active adapter's low-rank q and v updates.
 
-    Input ... x dim, output ... x 3 dim = [q + dq, k, v + dv]. `active` names the adapter used;
+    Input ... x in_features, output ... x 3 dim = [q + dq, k, v + dv]. SAM's ViT blocks have
+    in_features = dim; a Hiera block where the stage changes has in_features = dim / 2, so the
+    updates are sized by the output (dim = out_features / 3). `active` names the adapter used;
     None gives the base projection exactly; a tuple of names applies one adapter to each of that
     many equal slices of the batch (dim 0), so differently adapted images share one encoder call.
     """
@@ -42,8 +46,8 @@ class LoRAQKV(nn.Module):
     def __init__(self, qkv: nn.Linear, rank: int, adapters: tuple[str, ...]) -> None:
         super().__init__()
         self.qkv = qkv
-        self.dim = qkv.in_features
-        self.adapters = nn.ModuleDict({name: LoRAPair(self.dim, rank) for name in adapters})
+        self.dim = qkv.out_features // 3  # the width of each of q, k and v
+        self.adapters = nn.ModuleDict({name: LoRAPair(qkv.in_features, self.dim, rank) for name in adapters})
         self.active: Adapter = adapters[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,21 +63,21 @@ class LoRAQKV(nn.Module):
             return out
         lora = self.adapters[name]
         dim = self.dim
-        return torch.cat(
-            [out[..., :dim] + lora.up_q(lora.down_q(x)), out[..., dim:2 * dim], out[..., 2 * dim:] + lora.up_v(lora.down_v(x))],
-            dim=-1,
-        )
+        q, k, v = out[..., :dim], out[..., dim:2 * dim], out[..., 2 * dim:]
+        return torch.cat([q + lora.up_q(lora.down_q(x)), k, v + lora.up_v(lora.down_v(x))], dim=-1)
 
 
-def add_lora(sam: nn.Module, rank: int, adapters: tuple[str, ...] = (STUDENT,)) -> list[LoRAQKV]:
-    """Freeze every parameter of `sam` and put LoRA on the qkv of every image-encoder block.
+def add_lora(sam: nn.Module, rank: int, adapters: tuple[str, ...] = (STUDENT,),
+             blocks: Iterable[nn.Module] | None = None) -> list[LoRAQKV]:
+    """Freeze every parameter of `sam` and put LoRA on the `attn.qkv` of every image-encoder block:
+    `blocks`, by default SAM's `sam.image_encoder.blocks` (SAM 2 passes its Hiera trunk's blocks).
 
     Adapters after the first are copies of the first and never receive gradients (EMA teachers).
     """
     for parameter in sam.parameters():
         parameter.requires_grad_(False)
     layers = []
-    for block in sam.image_encoder.blocks:
+    for block in sam.image_encoder.blocks if blocks is None else blocks:
         layer = LoRAQKV(block.attn.qkv, rank, adapters)
         for name in adapters[1:]:
             layer.adapters[name].load_state_dict(layer.adapters[adapters[0]].state_dict())
@@ -139,9 +143,10 @@ def ema_update(module: nn.Module, rate: float, source: str = STUDENT, target: st
 
 @torch.no_grad()
 def merged_state_dict(sam: nn.Module, name: str = STUDENT) -> dict[str, torch.Tensor]:
-    """The state dict of a SAM with LoRA as a plain SAM's: adapter `name` merged into each image-
-    encoder qkv weight (3 dim x dim: W_q += B_q A_q, W_v += B_v A_v, W_k and the biases unchanged),
-    the official key names, no LoRA keys. Its masks equal those of `sam` with adapter `name`."""
+    """The state dict of a SAM (or SAM 2) with LoRA as a plain one's: adapter `name` merged into each
+    image-encoder qkv weight (3 dim x in_features: W_q += B_q A_q, W_v += B_v A_v, W_k and the
+    biases unchanged), the official key names, no LoRA keys. Its masks equal those of `sam` with
+    adapter `name`; `sam` itself is left unchanged."""
     state = {}
     for key, value in sam.state_dict().items():
         if ".attn.qkv.adapters." not in key:

@@ -1,0 +1,276 @@
+"""SAM 2 as a second backbone: builders and checkpoint messages, LoRA on the Hiera blocks against a
+dense reference, our image path against the package's SAM2ImagePredictor from files on disk, and the
+merged export loaded strictly by the package's build_sam2."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sam2.build_sam import build_sam2
+from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+from datasets.files import read_image
+from models import CheckpointError, build_sam
+from models.lora import STUDENT, TEACHER, lora_layers, merged_state_dict, use_adapter
+from models.sam2 import (
+    OFFICIAL_SAM2,
+    SAM2_CONFIGS,
+    Sam2Backbone,
+    _official_signature,
+    _state_signature,
+    build_sam2_model,
+    load_sam2_state,
+    sam2_config,
+)
+
+# (height, width, PIL mode): the tiny SAM 2's input is 128, so these scale up and down, non-square
+IMAGES = {"wide": (97, 150, "RGB"), "grey": (151, 203, "L"), "rgba_tall": (300, 190, "RGBA")}
+BOXES = [[0.1, 0.15, 0.6, 0.55], [0.4, 0.3, 0.95, 0.9]]  # fractions of width and height, XYXY
+POINTS = [[[0.3, 0.35], [0.05, 0.9]], [[0.7, 0.6], [0.2, 0.2]]]  # two objects, a positive and a negative point
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_sam2_model("sam2_tiny")
+
+
+def randomise_lora(model: torch.nn.Module, adapter: str = STUDENT, scale: float = 0.05) -> None:
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            for parameter in layer.adapters[adapter].parameters():
+                parameter.normal_(0, scale)
+
+
+def small_predictor(sam) -> SAM2ImagePredictor:
+    """The package's predictor on a small model: its feature sizes are hard-coded for 1024 px."""
+    predictor = SAM2ImagePredictor(sam)
+    size = sam.image_size
+    predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
+    return predictor
+
+
+def native_prompts(height: int, width: int, prompt: str) -> dict[str, torch.Tensor]:
+    scale = torch.tensor([width, height] * 2, dtype=torch.float)
+    prompts = {}
+    if "box" in prompt:
+        prompts["boxes"] = torch.tensor(BOXES) * scale
+    if "point" in prompt:
+        prompts["points"] = torch.tensor(POINTS) * scale[:2]
+        prompts["point_labels"] = torch.tensor([[1, 0], [1, 0]])
+    return prompts
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    files = {}
+    for stem, (height, width, mode) in IMAGES.items():
+        pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+        pixels[height // 5:height // 2, width // 6:width // 2, :3] = (220, 40, 30)
+        files[stem] = root / f"{stem}.png"
+        Image.fromarray(pixels, "RGBA").convert(mode).save(files[stem])
+    return files
+
+
+def test_model_types_and_builders():
+    assert set(SAM2_CONFIGS) == {f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")} | {
+        "sam2_tiny"}
+    for model_type, (config, checkpoint) in OFFICIAL_SAM2.items():
+        assert sam2_config(model_type) == (config, [])
+        assert checkpoint.startswith(model_type.split("_hiera")[0]) and checkpoint.endswith(".pt")
+    with pytest.raises(ValueError, match="sam2.1_hiera_t"):
+        build_sam2_model("sam2_huge")
+    # what identifies a checkpoint's configuration (trunk width, blocks, 2.1), read from the yaml files
+    assert [_official_signature(name) for name in ("sam2.1_hiera_t", "sam2_hiera_s", "sam2.1_hiera_b+",
+                                                   "sam2_hiera_l")] == [(96, 12, True), (96, 16, False),
+                                                                        (112, 24, True), (144, 48, False)]
+    model = tiny_model()
+    assert not model.training and model.image_size == 128
+    # the eval-only fallback to the most stable multimask output is off (anchor and student decode alike)
+    assert not model.sam_mask_decoder.dynamic_multimask_via_stability
+    blocks = model.image_encoder.trunk.blocks
+    stage_changes = [i for i, block in enumerate(blocks) if block.dim != block.dim_out]
+    assert stage_changes == [1, 2, 4]
+    assert [blocks[i].attn.qkv.out_features for i in stage_changes] == [3 * 2 * blocks[i].dim for i in stage_changes]
+
+
+def write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    torch.save({"model": state}, path)
+    return path
+
+
+def test_checkpoint_loading_and_messages(tmp_path):
+    source = tiny_model(seed=1)
+    path = write_checkpoint(tmp_path / "tiny.pt", source.state_dict())
+    loaded = build_sam2_model("sam2_tiny", path)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+    with pytest.raises(CheckpointError, match=r"does not exist \(the official file is 'sam2.1_hiera_tiny.pt'\)"):
+        build_sam2_model("sam2.1_hiera_t", tmp_path / "missing.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        build_sam2_model("sam2_tiny", tmp_path / "broken.pt")
+    torch.manual_seed(0)
+    sam1 = write_checkpoint(tmp_path / "sam1.pt", build_sam("vit_tiny").state_dict())
+    with pytest.raises(CheckpointError, match="It is a SAM 1 checkpoint"):
+        build_sam2_model("sam2_tiny", sam1)
+
+    # the same tiny model on the 2.0 configuration: 2.1 adds parameters, so neither loads the other
+    config, overrides = sam2_config("sam2_tiny")
+    model_2_0 = build_sam2(config.replace("sam2.1", "sam2"), None, device="cpu", hydra_overrides_extra=overrides,
+                           apply_postprocessing=False)
+    assert set(source.state_dict()) - set(model_2_0.state_dict()) == {
+        "no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias"}
+    checkpoint_2_0 = write_checkpoint(tmp_path / "tiny_2_0.pt", model_2_0.state_dict())
+    with pytest.raises(CheckpointError, match="It is a SAM 2.0 checkpoint and model.type=sam2_tiny is a SAM 2.1 "):
+        build_sam2_model("sam2_tiny", checkpoint_2_0)
+    with pytest.raises(CheckpointError, match="It is a SAM 2.1 checkpoint and model.type=sam2_hiera_t is a SAM 2.0 "):
+        load_sam2_state(model_2_0, "sam2_hiera_t", torch.load(path)["model"], path)
+
+
+def test_lora_on_a_stage_change_block_equals_dense_reference():
+    backbone = Sam2Backbone(tiny_model(), lora_rank=4, adapters=(STUDENT, TEACHER))
+    layers = lora_layers(backbone)
+    assert len(layers) == len(backbone.sam.image_encoder.trunk.blocks)
+    randomise_lora(backbone)
+    layer = layers[2]  # stage change: 16 -> 3 x 32
+    assert (layer.qkv.in_features, layer.dim) == (16, 32)
+    lora = layer.adapters[STUDENT]
+    dim = layer.dim
+    delta = torch.zeros_like(layer.qkv.weight)
+    delta[:dim] = lora.up_q.weight @ lora.down_q.weight
+    delta[2 * dim:] = lora.up_v.weight @ lora.down_v.weight
+    assert torch.count_nonzero(delta[:dim]) and torch.count_nonzero(delta[2 * dim:])
+    base_weight = layer.qkv.weight.clone()
+    x = torch.randn(2, 4, 4, 16)  # Hiera's B x H x W x C
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, base_weight + delta, layer.qkv.bias), rtol=0, atol=1e-6)
+        with use_adapter(backbone, None):
+            assert torch.equal(layer(x), F.linear(x, base_weight, layer.qkv.bias))
+        with use_adapter(backbone, TEACHER):  # a zero copy until trained: the base exactly
+            assert torch.equal(layer(x), F.linear(x, base_weight, layer.qkv.bias))
+
+    merged = merged_state_dict(backbone.sam)
+    key = "image_encoder.trunk.blocks.2.attn.qkv.weight"
+    assert torch.equal(merged[key], base_weight + delta)
+    assert torch.equal(merged[key][dim:2 * dim], base_weight[dim:2 * dim])
+    assert torch.equal(layer.qkv.weight, base_weight)  # merging leaves the adapted network as it was
+    assert not any("adapters" in k or ".qkv.qkv." in k for k in merged)
+
+
+def test_lora_trains_only_the_student_and_the_anchor_is_the_plain_model():
+    plain = tiny_model()
+    backbone = Sam2Backbone(copy.deepcopy(plain), lora_rank=4)
+    trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    assert trainable == sum(4 * 2 * (b.attn.qkv.qkv.in_features + b.attn.qkv.qkv.out_features // 3)
+                            for b in backbone.sam.image_encoder.trunk.blocks)
+    randomise_lora(backbone)
+    images = torch.randint(0, 256, (2, 3, 100, 140), dtype=torch.uint8)
+    prompts = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]])}, {"boxes": torch.tensor([[0.0, 0.0, 64.0, 64.0]])}]
+    with torch.no_grad():
+        anchor = backbone.predict(images, prompts, adapter=None)
+        reference = Sam2Backbone(plain, lora_rank=0).predict(images, prompts)
+    assert torch.equal(anchor["embeddings"], reference["embeddings"])
+    assert torch.equal(anchor["logits"][1], reference["logits"][1])
+    student = backbone.predict(images, prompts)
+    assert not torch.allclose(student["embeddings"], anchor["embeddings"])
+    with torch.no_grad():  # one adapter per batch slice (Hiera's windows stay grouped by image)
+        mixed, _ = backbone.encode(backbone.preprocess(images), adapter=(STUDENT, None))
+    torch.testing.assert_close(mixed[0], student["embeddings"][0].detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[1], anchor["embeddings"][1], rtol=0, atol=1e-5)
+    (student["logits"][0].sum() + student["iou"][1].sum()).backward()
+    grads = {name: p.grad for name, p in backbone.named_parameters() if p.grad is not None}
+    assert grads and all(".adapters.student." in name for name in grads)
+    assert all(p.grad.abs().sum() > 0 for name, p in backbone.named_parameters() if ".up_q." in name)
+
+
+@pytest.mark.parametrize("prompt", ["box", "point", "box+point"])
+def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt):
+    torch.manual_seed(0)
+    sam = build_sam2_model("sam2_tiny")
+    predictor = small_predictor(copy.deepcopy(sam))
+    backbone = Sam2Backbone(sam, lora_rank=4).eval()  # LoRA at zero
+    for path in image_files.values():
+        pixels = read_image(path)  # our reader: grey and RGBA become RGB
+        height, width = pixels.shape[:2]
+        prompts = native_prompts(height, width, prompt)
+        with torch.no_grad():
+            predictor.set_image(np.array(Image.open(path).convert("RGB")))  # what a SAM 2 user passes
+            masks, iou, low_res = predictor.predict(
+                point_coords=prompts.get("points"), point_labels=prompts.get("point_labels"), box=prompts.get("boxes"),
+                multimask_output=False, return_logits=True)
+            ours = backbone.predict(torch.from_numpy(pixels).permute(2, 0, 1)[None],
+                                    [backbone.scale_prompts(prompts, (height, width))])
+            upsampled = backbone.postprocess(ours["logits"][0], (height, width))
+        logits = ours["logits"][0]
+        assert logits.shape == (2, 1, 32, 32) and ours["iou"][0].shape == (2, 1)
+        assert logits.abs().max() < 32  # so the predictor's clamp to +-32 leaves its logits comparable
+        assert (logits[0] - logits[1]).abs().max() > 1e-3  # the two objects' masks differ: a real comparison
+        assert low_res.shape == (2, 1, 32, 32)  # N > 1: the predictor keeps the batch dimension
+        torch.testing.assert_close(logits, torch.from_numpy(low_res), rtol=0, atol=1e-4)
+        torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
+        torch.testing.assert_close(upsampled, torch.from_numpy(masks), rtol=0, atol=1e-4)
+
+
+def test_object_score_does_not_blank_the_logits():
+    """The video path sets every logit to -1024 when the object score is <= 0; ours keeps them."""
+    backbone = Sam2Backbone(tiny_model(), lora_rank=4)
+    with torch.no_grad():
+        backbone.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(-100.0)
+        embeddings, high_res = backbone.encode(backbone.preprocess(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)))
+        points = {"points": torch.tensor([[[60.0, 70.0]]]), "point_labels": torch.tensor([[1]])}
+        logits, _ = backbone.decode(embeddings[0], [f[0] for f in high_res], points)
+        video = backbone.sam._forward_sam_heads(
+            embeddings, point_inputs={"point_coords": points["points"], "point_labels": points["point_labels"]},
+            high_res_features=high_res, multimask_output=False)
+    assert (video[3] == -1024).all()
+    assert logits.min() > -1000
+
+
+def test_merged_export_loads_strictly_in_build_sam2_and_gives_the_adapted_masks(tmp_path):
+    backbone = Sam2Backbone(tiny_model(), lora_rank=4).eval()
+    randomise_lora(backbone)
+    path = tmp_path / "merged.pt"
+    torch.save({"model": merged_state_dict(backbone.sam)}, path)
+    config, overrides = sam2_config("sam2_tiny")
+    exported = build_sam2(config, str(path), device="cpu", hydra_overrides_extra=overrides, apply_postprocessing=False)
+    images = torch.randint(0, 256, (1, 3, 90, 120), dtype=torch.uint8)
+    prompts = [{"boxes": torch.tensor([[10.0, 20.0, 80.0, 100.0]]), "points": torch.tensor([[[40.0, 50.0]]]),
+                "point_labels": torch.tensor([[1]])}]
+    with torch.no_grad():
+        adapted = backbone.predict(images, prompts)
+        plain = Sam2Backbone(exported, lora_rank=0).predict(images, prompts)
+        anchor = backbone.predict(images, prompts, adapter=None)
+    torch.testing.assert_close(plain["logits"][0], adapted["logits"][0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(plain["iou"][0], adapted["iou"][0], rtol=0, atol=1e-5)
+    assert torch.equal((plain["logits"][0] > 0), (adapted["logits"][0] > 0))
+    assert not torch.allclose(anchor["logits"][0], adapted["logits"][0])
+
+
+@pytest.mark.slow
+def test_sam2_1_hiera_t_at_1024_equals_the_predictor(image_files):
+    """The official tiny configuration (random weights) at its real size: feature sizes 256/128/64."""
+    torch.manual_seed(0)
+    sam = build_sam2_model("sam2.1_hiera_t")
+    predictor = SAM2ImagePredictor(copy.deepcopy(sam))
+    assert _state_signature(sam.state_dict()) == _official_signature("sam2.1_hiera_t")
+    backbone = Sam2Backbone(sam, lora_rank=4)
+    pixels = read_image(image_files["wide"])
+    prompts = native_prompts(*pixels.shape[:2], "box+point")
+    with torch.no_grad():
+        predictor.set_image(pixels)
+        _, iou, low_res = predictor.predict(point_coords=prompts["points"], point_labels=prompts["point_labels"],
+                                            box=prompts["boxes"], multimask_output=False, return_logits=True)
+        ours = backbone.predict(torch.from_numpy(pixels).permute(2, 0, 1)[None],
+                                [backbone.scale_prompts(prompts, pixels.shape[:2])])
+    assert ours["logits"][0].shape == (2, 1, 256, 256)
+    torch.testing.assert_close(ours["logits"][0].clamp(-32, 32), torch.from_numpy(low_res), rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
