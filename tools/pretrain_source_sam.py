@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
+from engine.evaluate import evaluate  # noqa: E402
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
+from models.adapters import read_checkpoint  # noqa: E402
 from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embedding_size, sam_image_size  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
-from utils.checkpoint import load_state, save_state, write_csv, write_json  # noqa: E402
-from utils.evaluate import evaluate  # noqa: E402
+from utils.files import write_csv, write_json, write_torch  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
@@ -180,7 +181,7 @@ def export(args: argparse.Namespace) -> None:
     """Write the weights of <out>/last.ckpt as safetensors and, beside them, a JSON record of how they
     were made; a run that started from --init weights nests the record of those weights (read
     before anything is written, so exporting over the --init file keeps its history)."""
-    state = load_state(Path(args.out) / "last.ckpt")
+    state = read_checkpoint(Path(args.out) / "last.ckpt")
     init = state["args"].get("init")
     init_json = resolve_path(init).with_suffix(".json") if init else None
     init_record = json.loads(init_json.read_text()) if init_json and init_json.exists() else None
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, args.warmup, args.steps))
     step, history, sessions = 0, [], []
     if ckpt_path.exists():
-        state = load_state(ckpt_path)
+        state = read_checkpoint(ckpt_path)
         if state["args"]["model_type"] != args.model_type or state["args"]["steps"] != args.steps:
             raise SystemExit(f"{ckpt_path} is a run of {state['args']['model_type']} for {state['args']['steps']} "
                              "steps; resume it with the same --model-type and --steps, or choose another --out.")
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def save() -> None:
         session["seconds"] = round(time.time() - started, 1)
         if is_main:
-            save_state(ckpt_path, {"model": {k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
+            write_torch(ckpt_path, {"model": {k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                    "step": step, "history": history, "sessions": sessions, "args": vars(args),
                                    "command": command})
