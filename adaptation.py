@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.distributed as dist
 from box import Box
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import TensorBoardLogger
@@ -34,16 +33,8 @@ from datasets.auto_prompts import AutoInstances
 from engine.auto_instances import cached_instances, describe, summarize
 from engine.checks import check_config_file, check_scored, check_train_split, check_training_config, run_main
 from engine.evaluate import evaluate
-from engine.run import (
-    RunFiles,
-    RunState,
-    load_run,
-    rng_state,
-    save_run,
-    set_optimizer_values,
-    set_process_options,
-    set_rng_state,
-)
+from engine.run import (RunFiles, RunState, gather_objects, load_run, rng_state, save_run, set_optimizer_values,
+                        set_process_options, set_rng_state)
 from engine.signals import RunStopped, StopOnSignal, stop_requested
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
@@ -92,15 +83,6 @@ def resume_config(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Box:
     saved = read_checkpoint(checkpoint, required=("config",))["config"]
     run_config = dict(saved, out_dir=str(Path(checkpoint).parent.parent))
     return load_config(overrides=overrides, user_config=run_config, source=f"checkpoint '{checkpoint}'")
-
-
-def gather_objects(fabric: Fabric, obj: Any) -> list[Any]:
-    """The object of every rank, in rank order."""
-    if fabric.world_size == 1:
-        return [obj]
-    gathered = [None] * fabric.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 def all_ranks_true(fabric: Fabric, flag: bool) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from models.adapters import read_checkpoint, save_adapter
 from utils.files import write_csv, write_json, write_torch
@@ -112,6 +113,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_objects(fabric: Any, obj: Any) -> list[Any]:
+    """The object of every rank of a Fabric run, in rank order."""
+    if fabric.world_size == 1:
+        return [obj]
+    gathered = [None] * fabric.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def set_process_options(cfg: Any) -> None:

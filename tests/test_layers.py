@@ -57,5 +57,6 @@ def test_a_module_imports_only_its_layer_and_below(path):
 
 def test_the_check_sees_an_upward_import(tmp_path):
     module = tmp_path / "module.py"
-    module.write_text("import torch\nfrom utils.files import write_json\n\ndef f():\n    from engine.run import RunState\n")
+    module.write_text("import torch\nfrom utils.files import write_json\n\n"
+                      "def f():\n    from engine.run import RunState\n")
     assert imported_packages(module) == {"utils", "engine"}

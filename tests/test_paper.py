@@ -11,16 +11,8 @@ from pathlib import Path
 import pytest
 
 from configs.paper import CONFIG_DIR, config_file
-from configs.paper.results import (
-    COCO_C_AVERAGE,
-    COCO_C_COLUMNS,
-    METHODS,
-    PROMPTS,
-    RESULTS,
-    TABLE_DATASETS,
-    TABLE_PROMPTS,
-    paper_value,
-)
+from configs.paper.results import (COCO_C_AVERAGE, COCO_C_COLUMNS, METHODS, PROMPTS, RESULTS, TABLE_DATASETS,
+                                   TABLE_PROMPTS, paper_value)
 from datasets import DATASETS
 from datasets.corruptions import CORRUPTIONS
 from tests.conftest import load_tool
