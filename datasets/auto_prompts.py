@@ -5,9 +5,9 @@ segment_anything's SamAutomaticMaskGenerator runs on the frozen anchor (LoRA off
 point prompts, predicted-IoU and stability filters and box NMS (config `auto`); of the masks it
 keeps, the top_k by predicted IoU x stability score become the image's instances, at the image's
 own size, so that they enter the same resize, views and prompt code as labels would
-(InstanceDataset.load_sample). The anchor is frozen, so they are computed once and cached in the
-run's out_dir, keyed by the anchor's weights, the training images and the generator settings;
-`auto.refresh_every` recomputes them with the adapted model during training (a variant of ours).
+(InstanceDataset.load_sample). This module holds what a dataset needs of them (AutoInstances) and
+how they match labels; making and caching them is the engine's (engine/auto_instances.py, with
+the generator of models/predictor.py).
 
 Labels of the training split are read only for a diagnostic (auto.diagnostic): the recall of
 ground-truth instances at IoU >= 0.5 by the pseudo-instances, the mean best IoU of each
@@ -87,4 +87,5 @@ def diagnose(dataset: InstanceDataset, instances: AutoInstances) -> dict[str, An
             sums[key] += value
         truths, automatic = truths + len(truth), automatic + len(found)
     return {"recall": sums["found_gt"] / max(truths, 1), "mean_best_iou": sums["best_iou"] / max(truths, 1),
-            "gt_instances": truths, **{key: sums[key] / max(automatic, 1) for key in ("matched", "parts", "background")}}
+            "gt_instances": truths,
+            **{key: sums[key] / max(automatic, 1) for key in ("matched", "parts", "background")}}

@@ -1,6 +1,7 @@
 """The automatic instances of a run (prompt_source=auto): made in everything mode by the anchor or the
 adapted model, cached in a file keyed by what they depend on; rank 0 makes and writes the file, the
-other ranks wait at a barrier and read it. What they are and how they are scored: datasets/auto_prompts.py."""
+other ranks wait at a barrier and read it. What they are and how they are scored:
+datasets/auto_prompts.py."""
 
 from __future__ import annotations
 
