@@ -8,7 +8,10 @@ Writes to out_dir: config.json, metrics.csv, summary.json, tensorboard/ and chec
 (last.ckpt to resume, written at every evaluation and every save_interval steps;
 best-lora.safetensors and last-lora.safetensors adapters, written at every evaluation).
 Ctrl-C or SIGTERM during training saves last.ckpt at the end of the step and prints the --resume
-command; a mistake in the config, the data or a file stops with a message (utils/checks.py).
+command; a mistake in the config, the data or a file stops with a message (engine/checks.py).
+
+The run's state is engine/run.py RunState; a step happens in adapt()'s loop below; the files are
+written by engine/run.py RunFiles (people's files) and save_run (last.ckpt).
 """
 
 from __future__ import annotations
@@ -16,29 +19,35 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-import torch.distributed as dist
+from box import Box
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import StepSampler, build_dataset, collate
-from datasets.auto_prompts import cached_instances, describe, summarize
+from datasets import InstanceDataset, StepSampler, build_dataset, collate
+from datasets.auto_prompts import AutoInstances
+from engine.auto_instances import cached_instances, describe, summarize
+from engine.checks import check_config_file, check_scored, check_train_split, check_training_config, run_main
+from engine.evaluate import evaluate
+from engine.run import (RunFiles, RunState, gather_objects, load_run, rng_state, save_run, set_optimizer_values,
+                        set_process_options, set_rng_state)
+from engine.signals import RunStopped, StopOnSignal, stop_requested
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
+from models.adapters import read_checkpoint
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
-from utils.checkpoint import STATE_KEYS, load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
-from utils.checks import (RunStopped, StopOnSignal, check_config_file, check_scored, check_train_split,
-                          check_training_config, run_main, stop_requested)
+from models.registry import input_sizes
 from utils.config import ConfigError, flatten, load_config
-from utils.evaluate import evaluate
-
 
 # Keys whose change would not fit the saved weights or would start writing over another run.
 FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "out_dir")
+# What last.ckpt holds beside the RunState: the run's config, the LoRA weights of each adapter, the
+# optimizer's state and the random states of every rank (rank order).
+CHECKPOINT_PARTS = ("config", "lora", "optimizer", "rng")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,7 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json "
                                          "(default: configs/config.py)")
     parser.add_argument("--resume", help="continue the run of this last.ckpt (its config, then key=value overrides)")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. prompt=point opt.learning_rate=5e-5")
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted config overrides, e.g. prompt=point opt.learning_rate=5e-5")
     return parser.parse_args(argv)
 
 
@@ -60,13 +70,19 @@ def learning_rate_factor(step: int, warmup_steps: int, decay_steps: Sequence[int
     return decay_factor ** sum(step >= s for s in decay_steps)
 
 
-def gather_objects(fabric: Fabric, obj: Any) -> list[Any]:
-    """The object of every rank, in rank order."""
-    if fabric.world_size == 1:
-        return [obj]
-    gathered = [None] * fabric.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
+def learning_rate(cfg: Box, step: int) -> float:
+    """The learning rate of step `step` (0: the first)."""
+    opt = cfg.opt
+    return opt.learning_rate * learning_rate_factor(step, opt.warmup_steps, opt.decay_steps, opt.decay_factor,
+                                                    opt.warmup_from_zero)
+
+
+def resume_config(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Box:
+    """The config of the run of `checkpoint` (a last.ckpt), with `overrides`; the run continues where
+    its checkpoint is now, even if its folder was moved or copied."""
+    saved = read_checkpoint(checkpoint, required=("config",))["config"]
+    run_config = dict(saved, out_dir=str(Path(checkpoint).parent.parent))
+    return load_config(overrides=overrides, user_config=run_config, source=f"checkpoint '{checkpoint}'")
 
 
 def all_ranks_true(fabric: Fabric, flag: bool) -> bool:
@@ -75,31 +91,108 @@ def all_ranks_true(fabric: Fabric, flag: bool) -> bool:
     return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="min") > 0)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    state = None
-    if args.resume:
-        state = load_state(args.resume, required=STATE_KEYS)
-        # the run continues where its checkpoint is now, even if its folder was moved or copied
-        run_config = dict(state["config"], out_dir=str(Path(args.resume).parent.parent))
-        cfg = load_config(overrides=args.overrides, user_config=run_config, source=f"checkpoint '{args.resume}'")
-        saved, requested = flatten(run_config), flatten(cfg)
-        for key in FIXED_ON_RESUME:
-            if requested[key] != saved[key]:
-                raise ConfigError(f"{key} cannot change when resuming (the checkpoint has {saved[key]!r}); "
-                                  "start a new run in another out_dir instead.")
+def find_instances(fabric: Fabric, model: Any, train_set: InstanceDataset, cfg: Box, adapter: str | None,
+                   at_step: int) -> tuple[AutoInstances, dict[str, Any]]:
+    """prompt_source=auto: the training split's instances found in everything mode by the anchor
+    (step 0, cached in auto.cache or out_dir/auto_instances/) or by `adapter` at a refresh step
+    (this run's own weights: cached in out_dir/auto_instances/ only). Returns them and their record."""
+    if at_step == 0:
+        adapter, origin = None, "anchor"
+        path = Path(cfg.auto.cache or Path(cfg.out_dir) / "auto_instances") / "anchor.json"
     else:
-        check_config_file(args.config)
-        cfg = load_config(args.config, args.overrides)
-    check_training_config(cfg)
-    out_dir = Path(cfg.out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    if state is None and (ckpt_dir / "last.ckpt").exists():
-        raise ConfigError(f"'{out_dir}' already holds a run. Continue it with --resume {ckpt_dir / 'last.ckpt'} "
-                          "or choose another out_dir=...")
+        origin = f"{adapter} at step {at_step}"
+        path = Path(cfg.out_dir) / "auto_instances" / f"refresh-{at_step:06d}.json"
+    instances, record = cached_instances(path, model.module, train_set, cfg.auto, cfg.model.pad, adapter, origin,
+                                         fabric.global_rank == 0, fabric.barrier,
+                                         diagnostic=cfg.auto.diagnostic and at_step == 0, log=fabric.print)
+    fabric.print(f"Automatic instances ({origin}): {describe(record)}")
+    return instances, record
 
+
+def training_batches(fabric: Fabric, train_set: InstanceDataset, cfg: Box, start: int) -> Any:
+    """The training batches from step `start` on (a new iterator: data workers see the current instances)."""
+    sampler = StepSampler(len(train_set), cfg.batch_size, fabric.world_size, fabric.global_rank, cfg.seed, start)
+    return iter(DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                           num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda"))
+
+
+def evaluate_at(fabric: Fabric, model: Any, eval_set: InstanceDataset, cfg: Box, adapter: str | None,
+                step: int) -> dict[str, Any]:
+    """{step, miou, f1, area_ratio, ...} of `adapter` (None: the unadapted SAM) on the evaluation split."""
+    metrics = evaluate(fabric, model.module, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
+                       description=f"eval step {step}", threshold=cfg.metric.threshold, region=cfg.metric.region)
+    check_scored(metrics, cfg)
+    return {"step": step, **metrics}
+
+
+def interval_pseudo_label_iou(fabric: Fabric, run: RunState) -> float | None:
+    """Mean pseudo-label mIoU over the steps (of all ranks) since the last evaluation; restarts the count."""
+    sums = torch.tensor([run.pseudo_label_iou_sum, run.pseudo_label_iou_count], dtype=torch.float64,
+                        device=fabric.device)
+    total, count = fabric.all_reduce(sums, reduce_op="sum").tolist()
+    run.pseudo_label_iou_sum, run.pseudo_label_iou_count = 0.0, 0
+    return total / count if count else None
+
+
+def save_checkpoint(fabric: Fabric, run: RunState, files: RunFiles, cfg: Box, model: Any,
+                    optimizer: torch.optim.Optimizer, adapters: Sequence[str]) -> None:
+    """Write last.ckpt: everything a --resume needs to continue as if the run never stopped. The
+    skipped training images become those of every rank."""
+    rng = gather_objects(fabric, rng_state())
+    run.skipped_train = set().union(*gather_objects(fabric, run.skipped_train))
+    if fabric.global_rank == 0:
+        save_run(files.last_ckpt, run, config=cfg.to_dict(), optimizer=optimizer.state_dict(), rng=rng,
+                 lora={name: adapter_state_dict(model.sam, name) for name in adapters})
+    fabric.barrier()
+
+
+def record_evaluation(fabric: Fabric, run: RunState, files: RunFiles, cfg: Box, model: Any,
+                      optimizer: torch.optim.Optimizer, adapters: Sequence[str], metrics: dict[str, Any]) -> None:
+    """Log an evaluation; update the best/last adapters, the run files and last.ckpt."""
+    if fabric.world_size > 1:
+        checksum = sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)
+        if len(set(gather_objects(fabric, round(checksum, 6)))) != 1:
+            raise RuntimeError("LoRA weights differ between ranks: gradients were not synchronised.")
+    run.history.append(metrics)
+    is_best = metrics["miou"] > run.best["miou"]
+    if is_best:
+        run.best = dict(metrics)
+    fabric.log_dict({f"eval/{k}": metrics[k] for k in ("miou", "f1", "area_ratio")}, step=metrics["step"])
+    skipped_train = len(set().union(*gather_objects(fabric, run.skipped_train)))
+    if fabric.global_rank == 0:
+        files.write_evaluation(run, cfg, metrics, adapter_state_dict(model.sam, STUDENT), is_best,
+                               {"train": skipped_train, "eval": metrics["skipped_images"]})
+    save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)  # after the run files: a crash redoes the step
+    fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
+                 f"(Direct {run.direct['miou']:.4f}, best {run.best['miou']:.4f} at step {run.best['step']})")
+    if skipped_train:  # evaluation skips are reported by evaluate()
+        fabric.print(f"Warning: {skipped_train} training images skipped so far (the warnings name each file "
+                     "and the reason)")
+
+
+def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any] = wesam_loss) -> dict[str, Any]:
+    """Run (or with `resume`, a last.ckpt, continue) the adaptation that `cfg` describes; returns the
+    Direct, best and last evaluations. `loss_fn` computes a step's loss (wesam_loss; tests wrap it
+    to inject faults)."""
+    # --- set-up
+    run, saved = RunState(), None
+    if resume is not None:
+        run, saved = load_run(resume, CHECKPOINT_PARTS)
+        before, now = flatten(dict(saved["config"], out_dir=str(Path(resume).parent.parent))), flatten(cfg)
+        for key in FIXED_ON_RESUME:
+            if now[key] != before[key]:
+                raise ConfigError(f"{key} cannot change when resuming (the checkpoint has {before[key]!r}); "
+                                  "start a new run in another out_dir instead.")
+    check_training_config(cfg)
+    metadata = {"model_type": cfg.model.type, "lora_rank": cfg.lora.rank, "dataset": cfg.dataset.name,
+                "prompt": cfg.prompt}
+    files = RunFiles(cfg.out_dir, metadata)
+    if resume is None and files.last_ckpt.exists():
+        raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with --resume {files.last_ckpt} "
+                          "or choose another out_dir=...")
+    set_process_options(cfg)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
-                    precision=cfg.precision, loggers=TensorBoardLogger(out_dir, name="tensorboard", version=""))
+                    precision=cfg.precision, loggers=TensorBoardLogger(files.out_dir, name="tensorboard", version=""))
     fabric.launch()
     is_main = fabric.global_rank == 0
 
@@ -107,13 +200,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     image_size = model.image_size
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-        step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor, cfg.opt.warmup_from_zero))
     model, optimizer = fabric.setup(model, optimizer)
-
-    train_set = build_dataset(cfg, "train")
+    train_set = build_dataset(cfg, "train", **input_sizes(cfg.model.type))
     check_train_split(len(train_set), cfg)
-    eval_set = build_dataset(cfg, cfg.dataset.eval_split)
+    eval_set = build_dataset(cfg, cfg.dataset.eval_split, **input_sizes(cfg.model.type))
     adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
     # prompt_source=auto refreshes its instances with the adapter that makes the pseudo-labels
     refresh_adapter = TEACHER if cfg.teacher.mode == "ema" else STUDENT
@@ -121,198 +211,110 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  f"{sum(p.numel() for p in trainable):,} trainable LoRA parameters), teacher {cfg.teacher.mode}, "
                  f"prompt {cfg.prompt}; {len(train_set)} training images, {cfg.num_steps} steps of "
                  f"{cfg.batch_size} image(s) x {fabric.world_size} device(s) ({fabric.device.type}, {cfg.precision})")
-    metadata = {"model_type": cfg.model.type, "lora_rank": cfg.lora.rank, "dataset": cfg.dataset.name, "prompt": cfg.prompt}
-
-    def evaluate_now(adapter: str | None, step: int) -> dict[str, Any]:
-        metrics = evaluate(fabric, model.module, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
-                           description=f"eval step {step}", threshold=cfg.metric.threshold, region=cfg.metric.region)
-        check_scored(metrics, cfg)
-        return {"step": step, **metrics}
-
-    def find_instances(at_step: int) -> dict[str, Any]:
-        """prompt_source=auto: give the training split the instances found in everything mode by the
-        anchor (step 0), or by the adapted model at a refresh step; cached in out_dir/auto_instances/."""
-        adapter, origin = (None, "anchor") if at_step == 0 else (refresh_adapter, f"{refresh_adapter} at step {at_step}")
-        if at_step == 0:
-            path = Path(cfg.auto.cache or out_dir / "auto_instances") / "anchor.json"
-        else:  # made by this run's own weights: never shared
-            path = out_dir / "auto_instances" / f"refresh-{at_step:06d}.json"
-        instances, record = cached_instances(path, model.module, train_set, cfg.auto,
-                                             cfg.model.pad, adapter, origin, is_main, fabric.barrier,
-                                             diagnostic=cfg.auto.diagnostic and at_step == 0, log=fabric.print)
-        train_set.auto_instances = instances
-        fabric.print(f"Automatic instances ({origin}): {describe(record)}")
-        return summarize(record)
-
     if is_main:  # on resume too: the config now includes the overrides given with --resume
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "config.json", cfg.to_dict())
-    auto_instances: dict[str, Any] | None = None  # the anchor's instances: how many, their recall (summary.json)
+        files.write_config(cfg.to_dict())
+    instances_from = 0  # the step whose model found the training instances (prompt_source=auto)
     if cfg.prompt_source == "auto":
-        auto_instances = find_instances(0)
-        refresh = cfg.auto.refresh_every
-        if refresh and state is not None and state["step"] >= refresh:  # the instances the run was training on
-            find_instances(state["step"] - state["step"] % refresh)
-    if state is None:
+        train_set.auto_instances, record = find_instances(fabric, model, train_set, cfg, None, 0)
+        run.auto_instances = summarize(record)  # the anchor's instances: how many, their recall (summary.json)
+
+    # --- Direct (a new run), or the saved run
+    if saved is None:
         # making the anchor's instances is part of the run's time (none when another run made them)
-        step, history = 0, []
-        seconds_before = auto_instances["seconds"] if auto_instances and auto_instances["built"] else 0.0
+        run.seconds = run.auto_instances["seconds"] if run.auto_instances and run.auto_instances["built"] else 0.0
         fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
                      f"({len(eval_set)} images, prompt {cfg.prompt})")
-        direct = evaluate_now(None, 0)
-        best = dict(direct)
+        run.direct = evaluate_at(fabric, model, eval_set, cfg, None, 0)
+        run.best = dict(run.direct)
         fabric.seed_everything(cfg.seed + fabric.global_rank, verbose=False)
     else:
         for name in adapters:
-            load_adapter_state_dict(model.sam, state["lora"][name], name)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        # the saved states hold the old rate and weight decay: those given with --resume take effect now
-        scheduler.base_lrs = [cfg.opt.learning_rate] * len(optimizer.param_groups)
-        for group in optimizer.param_groups:
-            group["initial_lr"] = cfg.opt.learning_rate
-            group["lr"] = cfg.opt.learning_rate * scheduler.lr_lambdas[0](scheduler.last_epoch)
-            group["weight_decay"] = cfg.opt.weight_decay
-        step, history, direct, best = state["step"], state["history"], state["direct"], state["best"]
-        seconds_before = state.get("seconds", 0.0)
-        set_rng_state(state["rng"][min(fabric.global_rank, len(state["rng"]) - 1)])
-        fabric.print(f"Resumed from {args.resume} at step {step}")
-    skipped_train: set[int] = set(state.get("skipped_train", [])) if state else set()  # this rank's, so far
-    # this rank's sum and count of the teacher's pseudo-label mIoU (against the ground truth) since the last evaluation
-    pseudo_label_iou: list[float] = list(state.get("pseudo_label_iou", [0.0, 0])) if state else [0.0, 0]
+            load_adapter_state_dict(model.sam, saved["lora"][name], name)
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"][min(fabric.global_rank, len(saved["rng"]) - 1)])
+        fabric.print(f"Resumed from {resume} at step {run.step}")
+    run.started = time.time()
+    if saved is None:
+        record_evaluation(fabric, run, files, cfg, model, optimizer, adapters, run.direct)
 
-    started = time.time()
-
-    def run_seconds() -> float:
-        """Wall time of the run so far, over every resumed part."""
-        return seconds_before + time.time() - started
-
-    def all_skipped_train() -> set[int]:
-        """The training images skipped so far on any rank (unreadable, mask size differs...)."""
-        return set().union(*gather_objects(fabric, skipped_train))
-
-    def save_checkpoint(step: int, skipped: set[int] | None = None) -> None:
-        """Write last.ckpt: everything a --resume needs to continue as if the run never stopped.
-        `skipped`: the training images skipped on any rank, if the caller has gathered them."""
-        rng = gather_objects(fabric, rng_state())
-        skipped = all_skipped_train() if skipped is None else skipped
-        if is_main:
-            save_state(ckpt_dir / "last.ckpt", {
-                "config": cfg.to_dict(), "step": step, "history": history, "direct": direct, "best": best,
-                "seconds": run_seconds(), "skipped_train": sorted(skipped), "pseudo_label_iou": pseudo_label_iou,
-                "lora": {name: adapter_state_dict(model.sam, name) for name in adapters},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-            })
-        fabric.barrier()
-
-    def interval_pseudo_label_iou() -> float | None:
-        """Mean pseudo-label mIoU over the steps (of all ranks) since the last evaluation; restarts the count."""
-        total, count = fabric.all_reduce(torch.tensor(pseudo_label_iou, dtype=torch.float64, device=fabric.device),
-                                         reduce_op="sum").tolist()
-        pseudo_label_iou[:] = [0.0, 0]
-        return total / count if count else None
-
-    def record(metrics: dict[str, Any]) -> None:
-        """Log an evaluation; update the best/last adapters, the run files and last.ckpt."""
-        nonlocal best
-        if fabric.world_size > 1:
-            checksum = sum(float(p.detach().double().sum()) for p in trainable)
-            if len(set(gather_objects(fabric, round(checksum, 6)))) != 1:
-                raise RuntimeError("LoRA weights differ between ranks: gradients were not synchronised.")
-        history.append(metrics)
-        is_best = metrics["miou"] > best["miou"]
-        if is_best:
-            best = dict(metrics)
-        fabric.log_dict({f"eval/{k}": metrics[k] for k in ("miou", "f1", "area_ratio")}, step=metrics["step"])
-        skipped_train_all = all_skipped_train()
-        skipped = {"train": len(skipped_train_all), "eval": metrics["skipped_images"]}
-        if is_main:
-            weights = adapter_state_dict(model.sam, STUDENT)
-            step_metadata = {**metadata, "step": metrics["step"], "miou": metrics["miou"]}
-            save_adapter(ckpt_dir / "last-lora.safetensors", weights, step_metadata)
-            if is_best or not (ckpt_dir / "best-lora.safetensors").exists():
-                save_adapter(ckpt_dir / "best-lora.safetensors", weights, step_metadata)
-            write_csv(out_dir / "metrics.csv", history, ["step", "miou", "f1", "area_ratio", "pseudo_label_iou"])
-            write_json(out_dir / "summary.json", {
-                "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
-                "num_steps": cfg.num_steps, "seconds": round(run_seconds(), 1), "direct": direct, "best": best,
-                "last": metrics, "history": history, "skipped_images": skipped,
-                **({"auto_instances": auto_instances} if auto_instances else {})})
-        save_checkpoint(metrics["step"], skipped_train_all)  # after the run files: a crash in between redoes the step
-        fabric.print(f"step {metrics['step']:>6}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
-                     f"(Direct {direct['miou']:.4f}, best {best['miou']:.4f} at step {best['step']})")
-        if skipped["train"]:  # evaluation skips are reported by evaluate()
-            fabric.print(f"Warning: {skipped['train']} training images skipped so far (the warnings name each file "
-                         "and the reason)")
-
-    if state is None:
-        record(direct)
-
-    def batches_from(start: int) -> Any:
-        """The training batches from step `start` on (a new iterator: data workers see refreshed instances)."""
-        sampler = StepSampler(len(train_set), cfg.batch_size, fabric.world_size, fabric.global_rank, cfg.seed, start)
-        return iter(DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
-                               num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda"))
-
-    batches = batches_from(step)
+    # --- the steps
+    batches = None
     branches = loss_branches(cfg.loss)
+    refresh = cfg.auto.refresh_every if cfg.prompt_source == "auto" else 0
     model.train()
-    progress = tqdm(total=cfg.num_steps, initial=step, desc="adapt", disable=not is_main, dynamic_ncols=True)
-    resume_command = f"python adaptation.py --resume {ckpt_dir / 'last.ckpt'}"
+    progress = tqdm(total=cfg.num_steps, initial=run.step, desc="adapt", disable=not is_main, dynamic_ncols=True)
+    resume_command = f"python adaptation.py --resume {files.last_ckpt}"
     stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
                            "losing the steps since the last save)")
     with stopper:
-        while step < cfg.num_steps:
+        while run.step < cfg.num_steps:
             if received := stop_requested(fabric, stopper):
-                save_checkpoint(step)
+                save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)
                 progress.close()
                 # exit status 128 + the signal's number: the shell's convention for a process stopped by a signal
-                raise RunStopped(f"Stopped at step {step} of {cfg.num_steps} ({received.name}); saved "
-                                 f"{ckpt_dir / 'last.ckpt'}. Continue with: {resume_command}", 128 + received)
+                raise RunStopped(f"Stopped at step {run.step} of {cfg.num_steps} ({received.name}); saved "
+                                 f"{files.last_ckpt}. Continue with: {resume_command}", 128 + received)
+            if refresh and run.step - run.step % refresh != instances_from:  # the adapted model finds them again
+                instances_from = run.step - run.step % refresh
+                train_set.auto_instances, _ = find_instances(fabric, model, train_set, cfg, refresh_adapter,
+                                                             instances_from)
+                batches = None
+            if batches is None:
+                batches = training_batches(fabric, train_set, cfg, run.step)
             batch = fabric.to_device(next(batches))
-            skipped_train.update(batch["skipped"])
+            run.skipped_train.update(batch["skipped"])
             outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
             # with automatic instances there is no ground truth to measure the pseudo-labels against
-            loss, terms = wesam_loss(outputs, cfg.loss, cfg.teacher.mode, image_size,
-                                     batch["masks"] if cfg.prompt_source == "labels" else None)
+            loss, terms = loss_fn(outputs, cfg.loss, cfg.teacher.mode, image_size,
+                                  batch["masks"] if cfg.prompt_source == "labels" else None)
             if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
                 raise FloatingPointError(
-                    f"The loss is not finite at step {step + 1} ({ {k: float(v.detach()) for k, v in terms.items()} }). "
-                    f"The last good state is {ckpt_dir / 'last.ckpt'}; lower the learning rate (or use "
-                    f"precision=32-true) and resume: {resume_command} opt.learning_rate={cfg.opt.learning_rate / 10:g}")
+                    f"The loss is not finite at step {run.step + 1} "
+                    f"({ {k: float(v.detach()) for k, v in terms.items()} }). The last good state is "
+                    f"{files.last_ckpt}; lower the learning rate (or use precision=32-true) and resume: "
+                    f"{resume_command} opt.learning_rate={cfg.opt.learning_rate / 10:g}")
+            set_optimizer_values(optimizer, learning_rate(cfg, run.step), cfg.opt.weight_decay)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             optimizer.step()
-            scheduler.step()
             model.update_teacher(cfg.teacher.ema_rate)
             if "pseudo_label_iou" in terms:
-                pseudo_label_iou[0] += terms["pseudo_label_iou"].item()
-                pseudo_label_iou[1] += 1
-            step += 1
+                run.pseudo_label_iou_sum += terms["pseudo_label_iou"].item()
+                run.pseudo_label_iou_count += 1
+            run.step += 1
             progress.update(1)
-            if step % cfg.log_interval == 0:
+            if run.step % cfg.log_interval == 0:
                 values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
                 progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-                fabric.log_dict({"train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in values.items()}},
-                                step=step)
-            if step % cfg.eval_interval == 0 or step == cfg.num_steps:
-                record({**evaluate_now(STUDENT, step), "pseudo_label_iou": interval_pseudo_label_iou()})
+                fabric.log_dict({"train/lr": learning_rate(cfg, run.step),
+                                 **{f"train/{k}": v for k, v in values.items()}}, step=run.step)
+            if run.step % cfg.eval_interval == 0 or run.step == cfg.num_steps:
+                metrics = {**evaluate_at(fabric, model, eval_set, cfg, STUDENT, run.step),
+                           "pseudo_label_iou": interval_pseudo_label_iou(fabric, run)}
+                record_evaluation(fabric, run, files, cfg, model, optimizer, adapters, metrics)
                 model.train()
-            elif cfg.save_interval and step % cfg.save_interval == 0:
-                save_checkpoint(step)
-            if cfg.prompt_source == "auto" and cfg.auto.refresh_every and step % cfg.auto.refresh_every == 0 \
-                    and step < cfg.num_steps:
-                find_instances(step)
-                batches = batches_from(step)
-                model.train()
+            elif cfg.save_interval and run.step % cfg.save_interval == 0:
+                save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)
     progress.close()
 
-    last = history[-1]
+    # --- the end
+    last, direct, best = run.history[-1], run.direct, run.best
     fabric.print(f"Done. {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "
                  f"Direct mIoU {direct['miou']:.4f} -> WeSAM (last, step {last['step']}) {last['miou']:.4f} "
-                 f"({100 * (last['miou'] - direct['miou']):+.2f} points); best {best['miou']:.4f} at step {best['step']}. "
-                 f"Files in {out_dir}")
+                 f"({100 * (last['miou'] - direct['miou']):+.2f} points); "
+                 f"best {best['miou']:.4f} at step {best['step']}. "
+                 f"Files in {files.out_dir}")
     return {"direct": direct, "best": best, "last": last}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.resume:
+        cfg = resume_config(args.resume, args.overrides)
+    else:
+        check_config_file(args.config)
+        cfg = load_config(args.config, args.overrides)
+    return adapt(cfg, resume=args.resume)
 
 
 if __name__ == "__main__":

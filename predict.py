@@ -35,13 +35,15 @@ from tqdm import tqdm
 
 from datasets.files import IMAGE_EXTENSIONS, read_image
 from datasets.instances import InstanceDataset
+from engine.checks import check_accelerator, check_config_file, run_main
+from engine.predictions import sample_outputs
+from engine.run import set_process_options
 from models import build_wesam
+from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.registry import sam_embedding_size, sam_image_size
-from utils.checkpoint import config_of, load_student_adapter, write_json
-from utils.checks import check_accelerator, check_config_file, run_main
-from utils.config import ConfigError, load_config
-from utils.predictions import sample_outputs
+from utils.config import ConfigError, config_of, load_config
+from utils.files import write_json
 from utils.visualize import overlay
 
 
@@ -202,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     check_accelerator(cfg)
+    set_process_options(cfg)
     files = image_files(Path(args.images))
     records = image_prompts(args, files)
     model = build_wesam(cfg)

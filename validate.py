@@ -20,14 +20,17 @@ from typing import Any, Sequence
 from lightning_fabric import Fabric
 
 from datasets import InstanceDataset, build_dataset
+from engine.checks import check_config_file, check_scored, run_main
+from engine.evaluate import evaluate
+from engine.predictions import crop_to_region, per_image_scores, sample_logits
+from engine.run import set_process_options
 from models import build_wesam
+from models.adapters import load_student_adapter
 from models.lora import STUDENT
+from models.registry import input_sizes
 from models.wesam import WeSAM
-from utils.checkpoint import config_of, load_student_adapter, write_csv, write_json
-from utils.checks import check_config_file, check_scored, run_main
-from utils.config import ConfigError, load_config
-from utils.evaluate import evaluate
-from utils.predictions import crop_to_region, per_image_scores, sample_logits
+from utils.config import ConfigError, config_of, load_config
+from utils.files import write_csv, write_json
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -84,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
+    set_process_options(cfg)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision)
     fabric.launch()
     model = build_wesam(cfg)
@@ -92,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
-    dataset = build_dataset(cfg, cfg.dataset.eval_split)
+    dataset = build_dataset(cfg, cfg.dataset.eval_split, **input_sizes(cfg.model.type))
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
                        threshold=cfg.metric.threshold, region=cfg.metric.region)
     check_scored(metrics, cfg)

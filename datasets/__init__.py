@@ -38,16 +38,16 @@ DATASETS: dict[str, Callable[..., InstanceDataset]] = {
 }
 
 
-def build_dataset(cfg, split: str) -> InstanceDataset:
-    """The `split` ("train", "val" or "test") of the configured dataset; train gets augmentation."""
-    from models.registry import sam_embedding_size, sam_image_size
-
+def build_dataset(cfg, split: str, image_size: int, embedding_size: int) -> InstanceDataset:
+    """The `split` ("train", "val" or "test") of the configured dataset; train gets augmentation.
+    `image_size` S and `embedding_size` h: the model's input side and image-embedding side
+    (models.registry.input_sizes)."""
     train = split == "train"
     return DATASETS[cfg.dataset.name](
-        cfg, split, image_size=sam_image_size(cfg.model.type), prompt=cfg.prompt, train=train, seed=cfg.seed,
+        cfg, split, image_size=image_size, prompt=cfg.prompt, train=train, seed=cfg.seed,
         num_points=cfg.num_points, coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
         flip=cfg.augment.flip, strong=cfg.augment.strong, views_at=cfg.augment.views_at,
-        embedding_size=sam_embedding_size(cfg.model.type), keep_vanished=cfg.dataset.keep_vanished,
+        embedding_size=embedding_size, keep_vanished=cfg.dataset.keep_vanished,
         point_negatives=cfg.point_negatives, coarse_polygon=cfg.coarse_polygon,
     )
 

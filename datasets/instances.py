@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
-from datasets.transforms import VIEWS_AT, Augment, pad_offsets, pad_to_square, resize_image, resize_longest_side
+from datasets.transforms import VIEWS_AT, Augment, pad_to_square, resize_image, resize_longest_side
+from utils.padding import pad_offsets
 
 
 class SampleError(Exception):

@@ -51,15 +51,6 @@ def resize_longest_side(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
     return resize_image(image, size), resize_masks(masks, size), boxes
 
 
-def pad_offsets(height: int, width: int, size: int, mode: str) -> tuple[int, int]:
-    """(top, left) offset of an image of height x width inside the size x size canvas."""
-    if mode == "bottom_right":
-        return 0, 0
-    if mode == "center":
-        return (size - height) // 2, (size - width) // 2
-    raise ValueError(f"Unknown padding mode '{mode}'; choose 'bottom_right' or 'center'.")
-
-
 def pad_to_square(array: np.ndarray, top: int, left: int, size: int, first_axis: int) -> np.ndarray:
     """Zero-pad the spatial axes (first_axis, first_axis + 1) of an image (H x W x 3, first_axis 0)
     or masks (N x H x W, first_axis 1) to size x size, the content's top-left corner at (top, left)."""

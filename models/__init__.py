@@ -9,13 +9,11 @@ from models.wesam import WeSAM
 
 
 def build_wesam(cfg) -> WeSAM:
-    """The WeSAM network described by a config (model, lora and teacher sections, and tf32).
+    """The WeSAM network described by a config (model, lora and teacher sections).
 
     Randomly initialised weights (LoRA A, and SAM itself without a checkpoint) are drawn from
     cfg.seed, so adaptation.py and validate.py build the same network from the same config.
     """
-    # TF32 is a process-wide switch; the network's builder sets it so that every script follows cfg.tf32
-    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     if not cfg.model.checkpoint and cfg.model.type in OFFICIAL_CHECKPOINTS:
         warnings.warn(f"model.checkpoint is empty: SAM {cfg.model.type} starts from random weights. "
                       "Set model.checkpoint to the official file (PREPARE.md) for meaningful results.", stacklevel=2)

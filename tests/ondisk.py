@@ -12,6 +12,7 @@ from pycocotools import mask as mask_utils
 
 from datasets import build_dataset
 from datasets.instances import InstanceDataset
+from models.registry import input_sizes
 from utils.config import load_config
 
 HEIGHT, WIDTH = 40, 60
@@ -21,7 +22,7 @@ def build(name: str, root: Path | str, split: str, *overrides: str) -> InstanceD
     """The `split` of dataset `name` at `root`, built from a config as adaptation.py does."""
     cfg = load_config(overrides=[f"dataset.name={name}", f"dataset.root={root}", "accelerator=cpu", "model.type=vit_tiny",
                                  "model.checkpoint=", *overrides])
-    return build_dataset(cfg, split)
+    return build_dataset(cfg, split, **input_sizes(cfg.model.type))
 
 
 def split_sizes(name: str, root: Path | str, *overrides: str) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""prompt_source=auto: the anchor's instances in everything mode (datasets/auto_prompts.py), their
-cache, their recall, images-only datasets, and an adaptation that never reads a training label."""
+"""prompt_source=auto: the anchor's instances in everything mode (models/predictor.py,
+engine/auto_instances.py, datasets/auto_prompts.py), their cache, their recall, images-only datasets, and an adaptation that never reads a training label."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import adaptation
 from segment_anything.utils.amg import mask_to_rle_pytorch
 
-from datasets.auto_prompts import AutoInstances, WeSAMPredictor, cached_instances, diagnose, match_counts, top_instances
+import adaptation
+from datasets.auto_prompts import AutoInstances, diagnose, match_counts
 from datasets.instances import InstanceDataset
 from datasets.synthetic import SyntheticDataset
+from engine.auto_instances import cached_instances, top_instances
 from models import build_wesam
 from models.lora import lora_layers
+from models.predictor import WeSAMPredictor
 from tests.conftest import load_tool, tiny_config_overrides
 from tests.ondisk import build, coco_image, write_coco_json, write_image, write_mask
 from tests.test_bad_inputs import cli

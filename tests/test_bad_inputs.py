@@ -1,7 +1,7 @@
 """The catalogue of mistakes and faults users meet: each ends with a short message that names the
 culprit and the fix (exit status non-zero, no traceback), and nothing already written is lost.
 
-Most cases run the scripts' main() through utils.checks.run_main in this process (the same path
+Most cases run the scripts' main() through engine.checks.run_main in this process (the same path
 as the command line, without the seconds of a new interpreter); the signal cases and a few others
 run the real command line.
 """
@@ -26,13 +26,15 @@ from safetensors.torch import save_file
 
 import adaptation
 import validate
+from engine import checks
+from engine.checks import run_main
+from losses.wesam_loss import wesam_loss
 from models import build_sam
+from models.adapters import read_checkpoint, save_adapter
 from models.lora import adapter_state_dict
 from tests.conftest import ROOT, tiny_config_overrides
 from tests.ondisk import write_image, write_mask
-from utils import checks
-from utils.checkpoint import load_state, save_adapter
-from utils.checks import run_main
+from utils.config import load_config
 
 TINY = ["model.type=vit_tiny", "model.checkpoint=", "accelerator=cpu"]
 
@@ -216,20 +218,20 @@ def test_evaluation_split_with_no_scored_image(tmp_path, capsys):
 
 # --- faults during a run
 
-def test_non_finite_loss_shows_the_message_alone(tiny_overrides, tmp_path, capsys, monkeypatch):
-    real_loss, calls = adaptation.wesam_loss, []
+def test_non_finite_loss_shows_the_message_alone(tiny_overrides, tmp_path, capsys):
+    calls = []
 
     def nan_at_second_step(*args, **kwargs):
         calls.append(1)
-        loss, terms = real_loss(*args, **kwargs)
+        loss, terms = wesam_loss(*args, **kwargs)
         return (loss * float("nan"), terms) if len(calls) == 2 else (loss, terms)
 
-    monkeypatch.setattr(adaptation, "wesam_loss", nan_at_second_step)
-    code, message = cli(adaptation.main, tiny_overrides + ["eval_interval=1"], capsys)
+    code, message = cli(lambda argv: adaptation.adapt(load_config(overrides=argv), loss_fn=nan_at_second_step),
+                        tiny_overrides + ["eval_interval=1"], capsys)
     ckpt = tmp_path / "run/checkpoints/last.ckpt"
     assert code == 1 and message.startswith("Error: The loss is not finite at step 2")
     assert f"--resume {ckpt} opt.learning_rate=" in message
-    assert load_state(ckpt)["step"] == 1  # the last good state, intact
+    assert read_checkpoint(ckpt)["step"] == 1  # the last good state, intact
 
 
 def test_disk_full_while_writing_last_ckpt(tiny_overrides, tmp_path, capsys, monkeypatch):
@@ -247,7 +249,7 @@ def test_disk_full_while_writing_last_ckpt(tiny_overrides, tmp_path, capsys, mon
     checkpoints = tmp_path / "run/checkpoints"
     assert code == 1 and "No space left on the disk of" in message and str(checkpoints) in message
     assert "the previous 'last.ckpt' is intact" in message
-    assert load_state(checkpoints / "last.ckpt")["step"] == 0
+    assert read_checkpoint(checkpoints / "last.ckpt")["step"] == 0
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best-lora.safetensors", "last-lora.safetensors",
                                                              "last.ckpt"], "no temporary file left"
 
@@ -265,30 +267,29 @@ def straight_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_the_current_step_and_resumes_exactly(straight_run, tmp_path, capsys, monkeypatch, sig):
+def test_signal_saves_the_current_step_and_resumes_exactly(straight_run, tmp_path, capsys, sig):
     """The signal arrives in the middle of step 2 (between evaluations): last.ckpt of step 2 is saved
     and the resumed run ends exactly as one that never stopped."""
-    real_loss, calls, handler = adaptation.wesam_loss, [], signal.getsignal(sig)
+    calls, handler = [], signal.getsignal(sig)
 
     def signal_during_second_step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), sig)
-        return real_loss(*args, **kwargs)
+        return wesam_loss(*args, **kwargs)
 
-    monkeypatch.setattr(adaptation, "wesam_loss", signal_during_second_step)
     run = tmp_path / "run"
-    code, message = cli(adaptation.main, tiny_config_overrides(run) + SIGNAL_RUN, capsys)
-    monkeypatch.undo()
+    code, message = cli(lambda argv: adaptation.adapt(load_config(overrides=argv), loss_fn=signal_during_second_step),
+                        tiny_config_overrides(run) + SIGNAL_RUN, capsys)
     ckpt = run / "checkpoints/last.ckpt"
     assert code == 128 + sig and "Traceback" not in message
     assert message.strip().splitlines()[-1] == (f"Stopped at step 2 of 4 ({sig.name}); saved {ckpt}. "
                                                f"Continue with: python adaptation.py --resume {ckpt}")
-    assert load_state(ckpt)["step"] == 2
+    assert read_checkpoint(ckpt)["step"] == 2
     assert signal.getsignal(sig) == handler, "the previous handler is back"
     adaptation.main(["--resume", str(ckpt)])
-    for name, value in load_state(straight_run / "checkpoints/last.ckpt")["lora"]["student"].items():
-        torch.testing.assert_close(load_state(ckpt)["lora"]["student"][name], value, rtol=0, atol=1e-7)
+    for name, value in read_checkpoint(straight_run / "checkpoints/last.ckpt")["lora"]["student"].items():
+        torch.testing.assert_close(read_checkpoint(ckpt)["lora"]["student"][name], value, rtol=0, atol=1e-7)
 
 
 @pytest.mark.slow
@@ -306,7 +307,7 @@ def test_sigterm_on_the_command_line(tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-2000:]
-    state = load_state(run / "checkpoints/last.ckpt")
+    state = read_checkpoint(run / "checkpoints/last.ckpt")
     assert stderr.strip().splitlines()[-1].startswith(f"Stopped at step {state['step']} of 100000 (SIGTERM)")
     assert {k: v for k, v in snapshot(run).items() if k != "checkpoints/last.ckpt"} == \
         {k: v for k, v in before.items() if k != "checkpoints/last.ckpt"}, "only last.ckpt changed"
@@ -358,7 +359,6 @@ def test_resume_with_a_new_learning_rate_uses_it(tiny_overrides, tmp_path):
     ckpt = tmp_path / "run/checkpoints/last.ckpt"
     adaptation.main(["--resume", str(ckpt), "num_steps=4", "opt.learning_rate=1e-5", "opt.weight_decay=0.0"])
     state = torch.load(ckpt, weights_only=True)
-    assert state["scheduler"]["base_lrs"] == [1e-5]
     assert [(g["lr"], g["weight_decay"]) for g in state["optimizer"]["param_groups"]] == [(1e-5, 0.0)]
     events = EventAccumulator(str(tmp_path / "run/tensorboard")).Reload()
     logged = {event.step: event.value for event in events.Scalars("train/lr")}
@@ -385,7 +385,7 @@ def test_adapter_files_are_plain(trained_run, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from utils.checkpoint import load_adapter
+    from models.adapters import load_adapter
 
     (tmp_path / "new_file").touch()
     adapter = trained_run / "checkpoints/best-lora.safetensors"

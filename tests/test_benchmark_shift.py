@@ -1,4 +1,4 @@
-"""tools/benchmark_shift.py and utils/experiments.py: cells, resumable runs, the written table and plots."""
+"""tools/benchmark_shift.py and tools/experiments.py: cells, resumable runs, the written table and plots."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark_shift  # noqa: E402
+
+from tools.experiments import RunMismatchError, markdown_table, mean_spread  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
-from utils.experiments import RunMismatchError, markdown_table, mean_spread  # noqa: E402
 
 
 def test_mean_spread_and_markdown_table():

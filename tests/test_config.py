@@ -353,11 +353,16 @@ def test_warmup_from_zero_starts_at_lr_zero_as_the_authors_code():
 
 @pytest.mark.parametrize("tf32", [True, False])
 def test_tf32_follows_the_config(tf32):
+    """A run sets TF32 where it starts (adapt, validate, predict), not in a model builder."""
+    from engine.run import set_process_options
     from models import build_wesam
 
     before = torch.backends.cuda.matmul.allow_tf32
     try:
+        torch.backends.cuda.matmul.allow_tf32 = not tf32
         build_wesam(load_config(overrides=["model.type=vit_tiny", "model.checkpoint=", f"tf32={tf32}"]))
+        assert torch.backends.cuda.matmul.allow_tf32 is (not tf32)
+        set_process_options(load_config(overrides=[f"tf32={tf32}"]))
         assert torch.backends.cuda.matmul.allow_tf32 is tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 import adaptation
 import validate
+from losses.wesam_loss import wesam_loss
 from tests.conftest import ROOT
-from utils.config import ConfigError
+from utils.config import ConfigError, load_config
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -101,24 +102,23 @@ def assert_same_adapters(path_a: Path, path_b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_crash_between_evaluations_loses_nothing(tiny_overrides, tmp_path, monkeypatch):
+def test_crash_between_evaluations_loses_nothing(tiny_overrides, tmp_path):
     """save_interval=1 writes last.ckpt after every step: a crash at step 4 resumes from step 3."""
     common = [o for o in tiny_overrides if not o.startswith(("out_dir", "num_steps", "eval_interval"))] + [
         "num_steps=6", "eval_interval=4", "save_interval=1", "opt.warmup_steps=2", "opt.learning_rate=1e-2",
         "num_workers=1"]
     adaptation.main(common + [f"out_dir={tmp_path / 'straight'}"])
-    real_loss, calls = adaptation.wesam_loss, []
+    calls = []
 
     def crash_at_fourth_step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 4:
             raise RuntimeError("simulated crash")
-        return real_loss(*args, **kwargs)
+        return wesam_loss(*args, **kwargs)
 
-    monkeypatch.setattr(adaptation, "wesam_loss", crash_at_fourth_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        adaptation.main(common + [f"out_dir={tmp_path / 'crashed'}"])
-    monkeypatch.undo()
+        adaptation.adapt(load_config(overrides=common + [f"out_dir={tmp_path / 'crashed'}"]),
+                         loss_fn=crash_at_fourth_step)
     assert torch.load(tmp_path / "crashed/checkpoints/last.ckpt", weights_only=False)["step"] == 3
     # a run folder moved (or copied to another machine) resumes in its new place
     moved = (tmp_path / "crashed").rename(tmp_path / "moved")

@@ -1,4 +1,4 @@
-"""utils/evaluate.py's metric options: the logit threshold and the scored region (image or padded canvas)."""
+"""engine/evaluate.py's metric options: the logit threshold and the scored region (image or padded canvas)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from lightning_fabric import Fabric
 
+from engine.evaluate import evaluate
 from tests.test_instances import RectDataset
-from utils.evaluate import evaluate
 
 
 class FixedLogits(torch.nn.Module):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import adaptation
 from configs.paper import CONFIG_DIR, config_file
 from configs.paper.results import (COCO_C_AVERAGE, COCO_C_COLUMNS, METHODS, PROMPTS, RESULTS, TABLE_DATASETS,
                                    TABLE_PROMPTS, paper_value)
@@ -182,7 +181,7 @@ def table_rows(text: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
-def test_paper_table_runs_a_table_on_tiny_data_and_reuses_finished_runs(tmp_path, monkeypatch):
+def test_paper_table_runs_a_table_on_tiny_data_and_reuses_finished_runs(tmp_path):
     data, runs, out = tmp_path / "data", tmp_path / "runs", tmp_path / "medical.md"
     write_kvasir(data / "kvasir")
     write_isic(data / "isic2016")
@@ -208,18 +207,18 @@ def test_paper_table_runs_a_table_on_tiny_data_and_reuses_finished_runs(tmp_path
     assert "…" not in text and "configs/paper/isic2016.py" in text and "model.type=vit_tiny" in text
 
     # a second call reads the finished runs back: no adaptation, same table
-    monkeypatch.setattr(adaptation, "main", lambda *a, **k: pytest.fail("a finished run was run again"))
+    written = {path: path.stat().st_mtime_ns for path in runs.rglob("*") if path.is_file()}
     started = time.time()
     assert paper_table.main(argv) == text
     assert time.time() - started < 5
+    assert {path: path.stat().st_mtime_ns for path in runs.rglob("*") if path.is_file()} == written, "a run was run again"
 
     # the same folders with other settings are refused before anything runs
     with pytest.raises(paper_table.PaperTableError, match=r"(?s)other settings.*num_steps 2 there, 3 now"):
         paper_table.main([*argv, "num_steps=3"])
 
 
-def test_paper_table_lists_every_missing_dataset_folder_before_running(tmp_path, monkeypatch):
-    monkeypatch.setattr(adaptation, "main", lambda *a, **k: pytest.fail("nothing may run"))
+def test_paper_table_lists_every_missing_dataset_folder_before_running(tmp_path):
     write_kvasir(tmp_path / "kvasir")
     argv = ["--table", "medical", "--root", str(tmp_path), "--runs", str(tmp_path / "runs"),
             "--out", str(tmp_path / "t.md"), *TINY]
@@ -240,8 +239,7 @@ def test_paper_table_lists_every_missing_dataset_folder_before_running(tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
-def test_paper_table_coco_c_needs_each_corruption_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(adaptation, "main", lambda *a, **k: pytest.fail("nothing may run"))
+def test_paper_table_coco_c_needs_each_corruption_folder(tmp_path):
     (tmp_path / "coco2017" / "corruption" / "fog").mkdir(parents=True)
     argv = ["--table", "coco_c", "--root", str(tmp_path), "--runs", str(tmp_path / "runs"),
             "--out", str(tmp_path / "t.md"), *TINY]
@@ -249,6 +247,7 @@ def test_paper_table_coco_c_needs_each_corruption_folder(tmp_path, monkeypatch):
         paper_table.main(argv)
     message = str(error.value)
     assert "make_coco_c.py" in message and message.count("corruption/") == 14  # every one but fog
+    assert not (tmp_path / "runs").exists(), "nothing may run"
     assert "corruption/fog" not in message
     cells = paper_table.plan(paper_table.parse_args([*argv[:2], "--datasets", "snow,fog"]))
     assert [(c.dataset, c.prompt) for c in cells] == [("fog", "box"), ("snow", "box")]  # the paper's order

@@ -18,10 +18,11 @@ import predict
 import validate
 from datasets import build_dataset
 from models import build_sam, build_wesam
+from models.adapters import save_adapter
 from models.lora import STUDENT, adapter_state_dict, load_adapter_state_dict, merged_state_dict
+from models.registry import input_sizes
 from tests.ondisk import box_annotation, coco_image, write_coco_json, write_image
 from tools import export
-from utils.checkpoint import save_adapter
 from utils.config import load_config
 from utils.metrics import instance_scores
 
@@ -68,7 +69,8 @@ def test_predict_equals_validate_and_per_image(coco_data, tmp_path):
     masks = predict.main(["--ckpt", adapter, "--images", str(data / "images"), "--coco", str(data / "test.json"),
                           "--out", str(tmp_path / "pred"), "--format", "rle", *overrides])
     # predict.py's masks, scored against the ground truth, give validate.py's numbers
-    dataset = build_dataset(load_config(overrides=overrides), "test")
+    cfg = load_config(overrides=overrides)
+    dataset = build_dataset(cfg, "test", **input_sizes(cfg.model.type))
     with per_image.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["instances"]) for r in rows] == [1, 2, 3]
@@ -135,7 +137,7 @@ def test_merged_export_gives_sam_predictor_the_adapted_masks(tmp_path):
     with torch.no_grad():
         sample = predict.PromptedImages([{"path": tmp_path / "images/scene.png", "boxes": np.array(BOXES, np.float32)}],
                                         image_size=256, seed=0, pad="bottom_right", embedding_size=16)[0]
-        from utils.predictions import sample_logits
+        from engine.predictions import sample_logits
         ours = sample_logits(adapted, sample, STUDENT)
         theirs, _, _ = predictor.predict_torch(None, None, boxes=sample["prompts"]["boxes"], multimask_output=False,
                                                return_logits=True)

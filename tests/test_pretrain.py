@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import pretrain_source_sam as pretrain  # noqa: E402
+
+from models.adapters import read_checkpoint  # noqa: E402
 from models.registry import build_sam, read_state_dict  # noqa: E402
-from utils.checkpoint import load_state  # noqa: E402
+from utils.config import ConfigError  # noqa: E402
 
 SHORT = ["--model-type", "vit_tiny", "--steps", "4", "--batch-size", "2", "--warmup", "2", "--eval-interval", "2",
          "--eval-images", "3", "--save-interval", "1", "--accelerator", "cpu", "--threads", "1"]
@@ -75,24 +77,29 @@ def test_short_run_resumes_exactly_renders_ahead_and_exports_loadable_weights(tm
     assert (tmp_path / "whole" / "metrics.csv").read_text().startswith("step,miou,f1,box_prior,seconds")
 
     pretrain.main(SHORT + ["--out", str(tmp_path / "split"), "--stop-at", "2"])
-    assert load_state(tmp_path / "split" / "last.ckpt")["step"] == 2
-    resumed = pretrain.main(SHORT + ["--out", str(tmp_path / "split")])
+    assert read_checkpoint(tmp_path / "split" / "last.ckpt")["step"] == 2
+    with pytest.raises(ConfigError, match="already holds a run.*--resume"):  # never continued by accident
+        pretrain.main(SHORT + ["--out", str(tmp_path / "split")])
+    resumed = pretrain.main(SHORT + ["--out", str(tmp_path / "split"), "--resume"])
     assert resumed["step"] == 4
-    a = load_state(tmp_path / "whole" / "last.ckpt")
-    b = load_state(tmp_path / "split" / "last.ckpt")
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, msg=key)
+    a = read_checkpoint(tmp_path / "whole" / "last.ckpt")
+    b = read_checkpoint(tmp_path / "split" / "last.ckpt")
+    for key, value in a["model"].items():  # exact: weights, optimizer, random states and the step's rate
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
     assert len(b["sessions"]) == 2 and b["sessions"][1]["start_step"] == 2
-    assert [h["miou"] for h in b["history"]] == pytest.approx([h["miou"] for h in a["history"]])
+    assert [h["miou"] for h in b["history"]] == [h["miou"] for h in a["history"]]
+    assert set(b["rng"][0]) >= {"python", "numpy", "torch"}
 
     rendered_ahead = pretrain.main(SHORT + ["--out", str(tmp_path / "workers"), "--workers", "2"])
-    c = load_state(tmp_path / "workers" / "last.ckpt")
+    c = read_checkpoint(tmp_path / "workers" / "last.ckpt")
     for key, value in a["model"].items():  # data loader workers render the same scenes
         torch.testing.assert_close(c["model"][key], value, msg=key)
     assert [h["miou"] for h in rendered_ahead["history"]] == pytest.approx([h["miou"] for h in a["history"]])
 
-    with pytest.raises(SystemExit, match="same --model-type and --steps"):
-        pretrain.main([*SHORT[:3], "5", *SHORT[4:], "--out", str(tmp_path / "whole")])
+    with pytest.raises(ConfigError, match="same --model-type and --steps"):
+        pretrain.main([*SHORT[:3], "5", *SHORT[4:], "--out", str(tmp_path / "whole"), "--resume"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        pretrain.main(SHORT + ["--out", str(tmp_path / "nothing"), "--resume"])
 
     target = tmp_path / "weights" / "tiny.safetensors"
     pretrain.main(["--out", str(tmp_path / "whole"), "--export", str(target)])
@@ -100,7 +107,7 @@ def test_short_run_resumes_exactly_renders_ahead_and_exports_loadable_weights(tm
     for key, value in read_state_dict(target).items():
         torch.testing.assert_close(sam.state_dict()[key], value)
     pretrain.main(SHORT + ["--out", str(tmp_path / "stage2"), "--init", str(target), "--stop-at", "0"])
-    for key, value in load_state(tmp_path / "stage2" / "last.ckpt")["model"].items():
+    for key, value in read_checkpoint(tmp_path / "stage2" / "last.ckpt")["model"].items():
         torch.testing.assert_close(value, a["model"][key], msg=key)  # a second stage starts from the export
     record = json.loads(target.with_suffix(".json").read_text())
     assert record["model_type"] == "vit_tiny" and record["step"] == 4
@@ -127,7 +134,7 @@ def test_two_processes_share_each_batch_and_train_the_same_model(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
-    a, b = load_state(single / "last.ckpt"), load_state(tmp_path / "two" / "last.ckpt")
+    a, b = read_checkpoint(single / "last.ckpt"), read_checkpoint(tmp_path / "two" / "last.ckpt")
     assert b["step"] == 4 and b["sessions"][0]["device"].endswith("x 2 processes")
     for key, value in a["model"].items():  # the same batches, gradients summed in another order
         torch.testing.assert_close(b["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)

@@ -8,8 +8,9 @@ import pytest
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from datasets.prompts import boxes_from_masks
-from datasets.transforms import (Augment, pad_offsets, pad_to_square, preprocess_shape, resize_image, resize_longest_side,
+from datasets.transforms import (Augment, pad_to_square, preprocess_shape, resize_image, resize_longest_side,
                                  resize_masks)
+from utils.padding import pad_offsets
 
 # albumentations round-trips boxes through coordinates normalised by the image size, which costs a
 # few float32 ulps; anything beyond that would be a real geometric error.

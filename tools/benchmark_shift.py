@@ -26,7 +26,7 @@ mean run time per cell, the predicted/true mask-area ratio at the last step, for
 the automatic instances' recall of the training split's objects, and <out>/shift_<domain>.png:
 mIoU against steps with box prompts. Rows of methods not run now are kept from an existing
 shift_benchmark.md, so methods can be added to a table later (`--methods wesam_auto`). Runs are
-resumable (see utils/experiments.py): a stopped benchmark continues where it stopped.
+resumable (see tools/experiments.py): a stopped benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.checkpoint import write_text  # noqa: E402
+from tools.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
 from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
-from utils.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
+from utils.files import write_text  # noqa: E402
 
 METHODS: dict[str, tuple[str, list[str]]] = {
     "self_training": ("Self-training only", ["loss.anchor=0", "loss.contrastive=0"]),

@@ -22,12 +22,13 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.checks import check_config_file, run_main  # noqa: E402
 from models import build_wesam  # noqa: E402
+from models.adapters import load_student_adapter  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
 from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
-from utils.checkpoint import config_of, load_student_adapter, save_state  # noqa: E402
-from utils.checks import check_config_file, run_main  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config import config_of, load_config  # noqa: E402
+from utils.files import write_torch  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
     out = Path(args.out)
-    save_state(out, merged_state_dict(model.sam))
+    write_torch(out, merged_state_dict(model.sam))
     loader = (f'segment_anything.sam_model_registry["{cfg.model.type}"](checkpoint="{out}")'
               if cfg.model.type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{cfg.model.type}", "{out}")')
     print(f"Wrote SAM {cfg.model.type} with the adapter {args.ckpt} merged in (config {config or 'configs/config.py'}) "

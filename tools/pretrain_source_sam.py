@@ -9,9 +9,11 @@ masks: box prompts with jitter or 5 + 5 points, flips and photometric augmentati
 contrast, gamma, colour balance, grey), so that a global intensity change is no shift for it.
 Loss: 20 focal + dice + IoU-head MSE, as SAM's own training. AdamW, linear warm-up, cosine decay.
 
-The run is resumable: it continues from <out>/last.ckpt when that exists, and the data of step t
-depends only on (seed, t), so stopping and resuming (e.g. --minutes per call on a machine with a
-time limit) gives the same model as one long run on the same device; --workers renders the scenes
+The run is resumable with the rules of adaptation.py: a folder that holds a run is refused unless
+--resume is given, which continues <out>/last.ckpt (engine/run.py: the run state, weights,
+optimizer and random states); the data of step t depends only on (seed, t) and the learning rate
+on t, so stopping and resuming (e.g. --minutes per call on a machine with a time limit) gives the
+same model as one long run on the same device; --workers renders the scenes
 in data loader processes (a GPU needs them) without changing them. Every --eval-interval steps
 it reports source test mIoU (box prompts) beside the box prior (the ellipse inscribed in each box)
 in <out>/metrics.csv. --export writes the weights as safetensors plus a JSON record (command,
@@ -39,15 +41,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
+from engine.checks import run_main  # noqa: E402
+from engine.evaluate import evaluate  # noqa: E402
+from engine.run import (RunState, gather_objects, load_run, rng_state, save_run,  # noqa: E402
+                        set_optimizer_values, set_rng_state)
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
+from models.adapters import read_checkpoint  # noqa: E402
 from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embedding_size, sam_image_size  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
-from utils.checkpoint import load_state, save_state, write_csv, write_json  # noqa: E402
-from utils.evaluate import evaluate  # noqa: E402
+from utils.config import ConfigError  # noqa: E402
+from utils.files import write_csv, write_json  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
 POINT_PROMPT_FRACTION = 0.4  # images whose instances get 5 + 5 points instead of a box
+# What last.ckpt holds beside the RunState: SAM's weights, the optimizer's state, the random states
+# of every rank, the arguments, the command and each session's device and time (for --export).
+CHECKPOINT_PARTS = ("model", "optimizer", "rng", "args", "command", "sessions")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--init", help="start from these SAM weights (.safetensors/.pth, e.g. an --export) "
                                        "instead of random ones: a further stage with a schedule of its own")
     parser.add_argument("--out", default="runs/pretrain", help="folder for last.ckpt and metrics.csv")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (its last.ckpt) with the same --model-type and --steps")
     parser.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this long; 0: run to --steps")
     parser.add_argument("--stop-at", type=int, help="stop (resumably) at this step (default: run to --steps)")
     parser.add_argument("--eval-interval", type=int, default=1000)
@@ -180,7 +192,7 @@ def export(args: argparse.Namespace) -> None:
     """Write the weights of <out>/last.ckpt as safetensors and, beside them, a JSON record of how they
     were made; a run that started from --init weights nests the record of those weights (read
     before anything is written, so exporting over the --init file keeps its history)."""
-    state = load_state(Path(args.out) / "last.ckpt")
+    state = read_checkpoint(Path(args.out) / "last.ckpt")
     init = state["args"].get("init")
     init_json = resolve_path(init).with_suffix(".json") if init else None
     init_record = json.loads(init_json.read_text()) if init_json and init_json.exists() else None
@@ -195,6 +207,27 @@ def export(args: argparse.Namespace) -> None:
     print(f"Wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) and {target.with_suffix('.json')}")
 
 
+def check_resume(args: argparse.Namespace, ckpt_path: Path) -> None:
+    """A folder that holds a run is continued only with --resume, and only with the run's --model-type
+    and --steps (the schedule); --resume needs a run to continue."""
+    if ckpt_path.exists() and not args.resume:
+        raise ConfigError(f"'{ckpt_path.parent}' already holds a run. Continue it with the same command and "
+                          "--resume, or choose another --out.")
+    if args.resume and not ckpt_path.exists():
+        raise ConfigError(f"--resume: '{ckpt_path}' does not exist; start the run without --resume.")
+
+
+def save(fabric: Fabric, ckpt_path: Path, run: RunState, model: WeSAM, optimizer: torch.optim.Optimizer,
+         args: argparse.Namespace, command: str, sessions: list[dict[str, Any]]) -> None:
+    """Write last.ckpt: the run state, SAM's weights, the optimizer's state and the random states of every rank."""
+    rng = gather_objects(fabric, rng_state())
+    sessions[-1]["seconds"] = round(time.time() - run.started, 1)
+    if fabric.global_rank == 0:
+        save_run(ckpt_path, run, model={k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
+                 optimizer=optimizer.state_dict(), rng=rng, args=vars(args), command=command, sessions=sessions)
+    fabric.barrier()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.export:
@@ -204,68 +237,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     ckpt_path = out / "last.ckpt"
+    check_resume(args, ckpt_path)
+    run, saved = (load_run(ckpt_path, CHECKPOINT_PARTS) if args.resume else (RunState(), None))
+    if saved and (saved["args"]["model_type"] != args.model_type or saved["args"]["steps"] != args.steps):
+        raise ConfigError(f"{ckpt_path} is a run of {saved['args']['model_type']} for {saved['args']['steps']} "
+                          "steps; resume it with the same --model-type and --steps, or choose another --out.")
     fabric = Fabric(accelerator=args.accelerator, devices=args.devices, precision=args.precision,
                     strategy="ddp" if args.devices > 1 else "auto")
     fabric.launch()
-    is_main = fabric.global_rank == 0
     torch.manual_seed(args.seed)
     model = fabric.to_device(WeSAM(build_sam(args.model_type, args.init), lora_rank=0))
     size = model.image_size
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, args.warmup, args.steps))
-    step, history, sessions = 0, [], []
-    if ckpt_path.exists():
-        state = load_state(ckpt_path)
-        if state["args"]["model_type"] != args.model_type or state["args"]["steps"] != args.steps:
-            raise SystemExit(f"{ckpt_path} is a run of {state['args']['model_type']} for {state['args']['steps']} "
-                             "steps; resume it with the same --model-type and --steps, or choose another --out.")
-        model.sam.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, history, sessions = state["step"], state["history"], state["sessions"]
-        fabric.print(f"Resumed {ckpt_path} at step {step}")
+    sessions = []
+    if saved:
+        model.sam.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"][min(fabric.global_rank, len(saved["rng"]) - 1)])
+        sessions = saved["sessions"]
+        fabric.print(f"Resumed {ckpt_path} at step {run.step}")
     command = "python tools/pretrain_source_sam.py " + " ".join(sys.argv[1:] if argv is None else argv)
     device = (torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda"
               else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads") + \
         (f" x {fabric.world_size} processes" if fabric.world_size > 1 else "")
-    session = {"start_step": step, "device": device, "torch": str(torch.__version__), "seconds": 0.0}
-    sessions.append(session)
+    sessions.append({"start_step": run.step, "device": device, "torch": str(torch.__version__), "seconds": 0.0})
+    run.seconds = sum(s["seconds"] for s in sessions[:-1])
     test_set = source_test_set(args.model_type, args.eval_images)
     prior = box_prior_miou(test_set)
     fabric.print(f"Pretraining SAM {args.model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
-          f"{device}; box prior on {len(test_set)} source test scenes: mIoU {prior:.4f}")
-    started = time.time()
-
-    def elapsed() -> float:
-        return sum(s["seconds"] for s in sessions[:-1]) + time.time() - started
-
-    def save() -> None:
-        session["seconds"] = round(time.time() - started, 1)
-        if is_main:
-            save_state(ckpt_path, {"model": {k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
-                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "step": step, "history": history, "sessions": sessions, "args": vars(args),
-                                   "command": command})
-        fabric.barrier()
-
-    def evaluate_source() -> None:
-        metrics = evaluate(fabric, model, test_set, adapter=None, batch_size=8, description=f"eval {step}")
-        history.append({"step": step, "miou": metrics["miou"], "f1": metrics["f1"], "box_prior": prior,
-                        "seconds": round(elapsed(), 1)})
-        if is_main:
-            write_csv(out / "metrics.csv", history, ["step", "miou", "f1", "box_prior", "seconds"])
-        fabric.print(f"step {step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
-              f"{elapsed() / 60:.1f} min", flush=True)
+                 f"{device}; box prior on {len(test_set)} source test scenes: mIoU {prior:.4f}")
+    run.started = time.time()
 
     losses: list[float] = []
     end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
-    stream = TrainingStream(args.seed, step, end, range(fabric.global_rank, args.batch_size, fabric.world_size),
+    stream = TrainingStream(args.seed, run.step, end, range(fabric.global_rank, args.batch_size, fabric.world_size),
                             size, args.max_objects)
     per_instance_dice = args.dice == "per-instance"
     for scenes in DataLoader(stream, batch_size=None, num_workers=args.workers,
                              pin_memory=fabric.device.type == "cuda"):
-        if args.minutes and fabric.broadcast(time.time() - started > 60 * args.minutes, src=0):
+        if args.minutes and fabric.broadcast(time.time() - run.started > 60 * args.minutes, src=0):
             break
         images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
         valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
@@ -275,31 +286,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
             logits = upscale_logits(logits.float(), size)
             target = fabric.to_device(scene["masks"])[:, None].float()
-            loss = loss + 20 * focal_loss(logits, target) + dice_loss(logits, target, per_instance=per_instance_dice) + \
-                iou_head_loss(iou.float(), logits, target)
+            loss = loss + 20 * focal_loss(logits, target) + \
+                dice_loss(logits, target, per_instance=per_instance_dice) + iou_head_loss(iou.float(), logits, target)
         loss = loss / args.batch_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loss = sum_gradients_and_loss(fabric, list(model.parameters()), loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        set_optimizer_values(optimizer, args.lr * learning_rate_factor(run.step, args.warmup, args.steps),
+                             args.weight_decay)
         optimizer.step()
-        scheduler.step()
-        step += 1
+        run.step += 1
         losses.append(loss.item())
-        if step % 50 == 0:
-            rate = (time.time() - started) / (step - session["start_step"])
-            fabric.print(f"step {step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
-                  f"{rate:.3f} s/step", flush=True)
+        if run.step % 50 == 0:
+            rate = (time.time() - run.started) / (run.step - sessions[-1]["start_step"])
+            lr = args.lr * learning_rate_factor(run.step, args.warmup, args.steps)
+            fabric.print(f"step {run.step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {lr:.2e}  "
+                         f"{rate:.3f} s/step", flush=True)
             losses = []
-        if step % args.eval_interval == 0 or step == args.steps:
-            evaluate_source()
+        if run.step % args.eval_interval == 0 or run.step == args.steps:
+            metrics = evaluate(fabric, model, test_set, adapter=None, batch_size=8, description=f"eval {run.step}")
+            run.history.append({"step": run.step, "miou": metrics["miou"], "f1": metrics["f1"], "box_prior": prior,
+                                "seconds": round(run.elapsed(), 1)})
+            if fabric.global_rank == 0:
+                write_csv(out / "metrics.csv", run.history, ["step", "miou", "f1", "box_prior", "seconds"])
+            fabric.print(f"step {run.step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
+                         f"{run.elapsed() / 60:.1f} min", flush=True)
             model.train()
-        if step % args.save_interval == 0:
-            save()
-    save()
-    fabric.print(f"Stopped at step {step} of {args.steps}; {ckpt_path} holds the state (run again to continue).")
-    return {"step": step, "history": history, "box_prior": prior}
+        if run.step % args.save_interval == 0:
+            save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
+    save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
+    fabric.print(f"Stopped at step {run.step} of {args.steps}; {ckpt_path} holds the state (continue with --resume).")
+    return {"step": run.step, "history": run.history, "box_prior": prior}
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -210,3 +210,12 @@ def apply_code_version(cfg: dict[str, Any], explicit: set[str]) -> None:
     for key, value in code_settings(code, cfg["dataset"]["name"], train_images).items():
         if key not in explicit:
             _set(cfg, key, value, f"paper.code={code}")
+
+
+def config_of(config: str | None, checkpoint: str | Path | None) -> str | Path | None:
+    """The config a script reads: `config` if given, else the config.json of the run that wrote
+    `checkpoint` (<out_dir>/checkpoints/FILE) if it is there, else None (configs/config.py)."""
+    if config or not checkpoint:
+        return config
+    path = Path(checkpoint).resolve().parent.parent / "config.json"
+    return path if path.is_file() else None

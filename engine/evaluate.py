@@ -8,9 +8,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from datasets import InstanceDataset, UnusableDatasetError, collate
+from engine.predictions import crop_to_region
 from models.wesam import WeSAM, upscale_logits
 from utils.metrics import SegmentationMeter
-from utils.predictions import crop_to_region
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Masks of single samples, for the tools that look at images one by one (validate.py
---per-image / --visualize, predict.py). Same decoding as utils/evaluate.py: WeSAM.predict, the
+--per-image / --visualize, predict.py). Same decoding as engine/evaluate.py: WeSAM.predict, the
 low-res logits upscaled to the input canvas, the padding cropped (metric.region "image") or not
 ("canvas"), thresholded at metric.threshold."""
 

@@ -1,6 +1,6 @@
 """Many adaptation runs and their tables: what tools/paper_table.py and tools/benchmark_shift.py share.
 
-A cell is one adaptation.py run in its own out_dir. Runs are resumable as a set: a finished run
+A cell is one adaptation run (adaptation.adapt) in its own out_dir. Runs are resumable as a set: a finished run
 (its summary.json reached num_steps) is read back instead of run again, and an interrupted one
 continues from its last.ckpt, so a killed benchmark picks up where it stopped; a folder holding a
 run with other settings is refused rather than mixed into a table.
@@ -14,9 +14,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from adaptation import adapt, resume_config
 from configs.base_config import base_config
 from utils.config import flatten, load_config
-
 
 # keys that may differ between an existing run and a request for it: where and how fast it runs,
 # not what it computes
@@ -55,11 +55,10 @@ def run_cell(out_dir: Path, overrides: Sequence[str], config_file: str | None = 
     The summary holds direct, best and last metrics, the evaluation history, num_steps and the
     run's wall time in seconds. A folder holding a run with other settings raises RunMismatchError.
     """
-    import adaptation
-
     out_dir = Path(out_dir)
     overrides = [*overrides, f"out_dir={out_dir}"]
-    differences = config_differences(out_dir, load_config(config_file, overrides).to_dict())
+    cfg = load_config(config_file, overrides)
+    differences = config_differences(out_dir, cfg.to_dict())
     if differences:
         raise RunMismatchError(f"{out_dir} holds a run made with other settings: {'; '.join(differences)}. "
                                "Use another folder, or the same settings as before.")
@@ -68,9 +67,9 @@ def run_cell(out_dir: Path, overrides: Sequence[str], config_file: str | None = 
         return summary
     last_ckpt = out_dir / "checkpoints" / "last.ckpt"
     if last_ckpt.exists():
-        adaptation.main(["--resume", str(last_ckpt), *overrides])
+        adapt(resume_config(last_ckpt, overrides), resume=last_ckpt)
     else:
-        adaptation.main(([] if config_file is None else ["--config", config_file]) + overrides)
+        adapt(cfg)
     return json.loads((out_dir / "summary.json").read_text())
 
 

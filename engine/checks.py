@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import math
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -18,21 +17,13 @@ from typing import Any, Callable
 import torch
 
 from datasets import UnusableDatasetError
+from engine.signals import RunStopped
 from models import CheckpointError
-from utils.checkpoint import DiskFullError
 from utils.config import DEFAULT_CONFIG_FILE, ConfigError
+from utils.files import DiskFullError
 
 # An Adam learning rate above this is a typo (the paper uses 1e-4, the embedded default 4e-3).
 MAX_LEARNING_RATE = 1.0
-
-
-class RunStopped(Exception):
-    """The run stopped on a signal after saving; the message says how to continue it."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, DiskFullError,
                    FloatingPointError)
@@ -131,40 +122,3 @@ def check_scored(metrics: dict[str, Any], cfg: Any) -> None:
             f"No image of the {cfg.dataset.eval_split} split of {cfg.dataset.name} was scored: none of them has an "
             "instance (empty masks or annotations, or every instance lost in the resize). Check that split's masks, "
             "or evaluate another split with dataset.eval_split=val|test.")
-
-
-class StopOnSignal:
-    """Within `with`: SIGINT (Ctrl-C) and SIGTERM (what a cluster scheduler sends) set `received`
-    to the signal's name instead of stopping at once, so that the loop can save at the end of the
-    step. A second Ctrl-C stops at once (KeyboardInterrupt)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, message: str) -> None:
-        self.message = message  # printed when a signal arrives
-        self.received: str | None = None
-        self.previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        print(f"\n{self.received} received: {self.message}", file=sys.stderr, flush=True)
-
-    def __enter__(self) -> StopOnSignal:
-        for sig in self.SIGNALS:
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def stop_requested(fabric: Any, stopper: StopOnSignal) -> signal.Signals | None:
-    """The stop signal that any rank received, or None: all ranks must save and stop at the same
-    step, and report the same signal (the highest number, where ranks received different ones)."""
-    number = int(getattr(signal, stopper.received)) if stopper.received else 0
-    if fabric.world_size > 1:
-        number = int(fabric.all_reduce(torch.tensor(float(number), device=fabric.device), reduce_op="max"))
-    return signal.Signals(number) if number else None

@@ -1,0 +1,161 @@
+"""A training run: its state (RunState), its checkpoint (save_run / load_run: the state beside the
+weights, optimizer and random states of every rank, so that a resumed run continues bit for bit),
+and the files it writes for people (RunFiles). The checkpoint holds only tensors, numbers, strings,
+lists and dicts: it loads with torch.load(weights_only=True)."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from models.adapters import read_checkpoint, save_adapter
+from utils.files import write_csv, write_json, write_torch
+
+
+@dataclass
+class RunState:
+    """What a run has done so far; everything else of a run follows from its config.
+
+    `skipped_train` holds this rank's skipped training images (the union of all ranks once saved);
+    `pseudo_label_iou_sum` / `_count` the teacher's pseudo-label mIoU (against the ground truth) of
+    this rank's steps since the last evaluation; `seconds` the wall time of the run's earlier parts
+    (resumed runs), to which the time since `started` adds. `auto_instances` summarizes the anchor's
+    automatic instances (prompt_source=auto); they are read again from their cache on resume, so
+    the checkpoint does not hold it.
+    """
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    direct: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    seconds: float = 0.0
+    skipped_train: set[int] = field(default_factory=set)
+    pseudo_label_iou_sum: float = 0.0
+    pseudo_label_iou_count: int = 0
+    auto_instances: dict[str, Any] | None = None
+    started: float = field(default_factory=time.time, compare=False)
+
+    # the keys of state_dict(): a checkpoint lacking one is not a run's
+    KEYS = ("step", "history", "direct", "best", "seconds", "skipped_train", "pseudo_label_iou")
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far, over every resumed part."""
+        return self.seconds + time.time() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "history": self.history, "direct": self.direct, "best": self.best,
+                "seconds": self.elapsed(), "skipped_train": sorted(self.skipped_train),
+                "pseudo_label_iou": [self.pseudo_label_iou_sum, self.pseudo_label_iou_count]}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RunState:
+        """The run of a state_dict(); KeyError naming the keys it lacks."""
+        missing = [key for key in cls.KEYS if key not in state]
+        if missing:
+            raise KeyError(f"a run state needs {', '.join(missing)}")
+        total, count = state["pseudo_label_iou"]
+        return cls(step=state["step"], history=list(state["history"]), direct=state["direct"], best=state["best"],
+                   seconds=state["seconds"], skipped_train=set(state["skipped_train"]),
+                   pseudo_label_iou_sum=total, pseudo_label_iou_count=int(count))
+
+
+def save_run(path: str | Path, run: RunState, **parts: Any) -> None:
+    """Write a run's checkpoint: the run state and `parts` (adaptation.py: config, lora, optimizer,
+    rng, the random states of every rank in rank order)."""
+    write_torch(path, {**run.state_dict(), **parts})
+
+
+def load_run(path: str | Path, parts: Sequence[str]) -> tuple[RunState, dict[str, Any]]:
+    """The run state and the `parts` of a checkpoint written by save_run.
+
+    A checkpoint of adaptation.py written before RunState (it also holds a "scheduler", now unused:
+    the learning rate is a function of the step) has the same keys and loads the same. Raises
+    CheckpointError for a file that lacks a key (another kind of file) or cannot be read.
+    """
+    state = read_checkpoint(path, required=(*RunState.KEYS, *parts))
+    return RunState.from_state_dict(state), {key: state[key] for key in parts}
+
+
+def set_optimizer_values(optimizer: torch.optim.Optimizer, learning_rate: float, weight_decay: float) -> None:
+    """Set the learning rate and weight decay of every parameter group, before each step: they are
+    functions of the step and the config, so a resumed run (even with new values) restores neither."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+        group["weight_decay"] = weight_decay
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy, torch (and CUDA) random states, as tensors, numbers and lists
+    (loadable with weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore random states saved by rng_state."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_objects(fabric: Any, obj: Any) -> list[Any]:
+    """The object of every rank of a Fabric run, in rank order."""
+    if fabric.world_size == 1:
+        return [obj]
+    gathered = [None] * fabric.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def set_process_options(cfg: Any) -> None:
+    """Process-wide switches of a config, set where a run starts: TF32 matrix products on CUDA."""
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+
+
+class RunFiles:
+    """The files of an adaptation run in out_dir that people read: config.json, metrics.csv,
+    summary.json, and the adapters checkpoints/{best,last}-lora.safetensors. Written by rank 0."""
+
+    METRICS = ("step", "miou", "f1", "area_ratio", "pseudo_label_iou")
+
+    def __init__(self, out_dir: str | Path, metadata: dict[str, Any]) -> None:
+        self.out_dir = Path(out_dir)
+        self.checkpoints = self.out_dir / "checkpoints"
+        self.last_ckpt = self.checkpoints / "last.ckpt"
+        self.metadata = metadata  # written into each adapter file (model type, LoRA rank, dataset, prompt)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "config.json", config)
+
+    def write_evaluation(self, run: RunState, cfg: Any, metrics: dict[str, Any], weights: dict[str, torch.Tensor],
+                         is_best: bool, skipped: dict[str, int]) -> None:
+        """After an evaluation: the last adapter (and the best, when this one is or none exists yet),
+        metrics.csv and summary.json."""
+        step_metadata = {**self.metadata, "step": metrics["step"], "miou": metrics["miou"]}
+        save_adapter(self.checkpoints / "last-lora.safetensors", weights, step_metadata)
+        if is_best or not (self.checkpoints / "best-lora.safetensors").exists():
+            save_adapter(self.checkpoints / "best-lora.safetensors", weights, step_metadata)
+        write_csv(self.out_dir / "metrics.csv", run.history, self.METRICS)
+        write_json(self.out_dir / "summary.json", {
+            "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
+            "num_steps": cfg.num_steps, "seconds": round(run.elapsed(), 1), "direct": run.direct, "best": run.best,
+            "last": metrics, "history": run.history, "skipped_images": skipped,
+            **({"auto_instances": run.auto_instances} if run.auto_instances else {})})
