@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,6 +26,7 @@ import torch
 from box import Box
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import TensorBoardLogger
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -41,7 +43,8 @@ from models import build_wesam
 from models.adapters import read_checkpoint
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
 from models.registry import input_sizes
-from utils.config import ConfigError, flatten, load_config
+from utils.config import ConfigError, flatten, load_config, parse_override, read_config_file, update_config
+from utils.lock import FolderLock
 
 # Keys whose change would not fit the saved weights or would start writing over another run.
 FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "out_dir")
@@ -54,7 +57,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json "
                                          "(default: configs/config.py)")
-    parser.add_argument("--resume", help="continue the run of this last.ckpt (its config, then key=value overrides)")
+    parser.add_argument("--resume", help="continue the run of this last.ckpt: its config, then the keys of its "
+                                         "config.json edited by hand, of --config, and key=value overrides")
     parser.add_argument("overrides", nargs="*",
                         help="dotted config overrides, e.g. prompt=point opt.learning_rate=5e-5")
     return parser.parse_args(argv)
@@ -77,12 +81,51 @@ def learning_rate(cfg: Box, step: int) -> float:
                                                     opt.warmup_from_zero)
 
 
-def resume_config(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Box:
-    """The config of the run of `checkpoint` (a last.ckpt), with `overrides`; the run continues where
-    its checkpoint is now, even if its folder was moved or copied."""
-    saved = read_checkpoint(checkpoint, required=("config",))["config"]
-    run_config = dict(saved, out_dir=str(Path(checkpoint).parent.parent))
-    return load_config(overrides=overrides, user_config=run_config, source=f"checkpoint '{checkpoint}'")
+def check_resumable(saved: dict[str, Any], cfg: dict[str, Any], source: str) -> None:
+    """ConfigError when `cfg` (from `source`) changes a key of FIXED_ON_RESUME of the run's `saved` config."""
+    before, now = flatten(saved), flatten(cfg)
+    for key in FIXED_ON_RESUME:
+        if now[key] != before[key]:
+            raise ConfigError(f"{key} cannot change when resuming ({source} gives {now[key]!r}, the run has "
+                              f"{before[key]!r}); start a new run in another out_dir instead.")
+
+
+def resume_config(checkpoint: str | Path, overrides: Sequence[str] = (), config_file: str | Path | None = None) -> Box:
+    """The config of the run of `checkpoint` (a last.ckpt) with what the user gives, applied in this
+    order: the keys of the run's config.json edited since it was written, the keys `config_file`
+    sets, then `overrides`. Each change is printed; one of FIXED_ON_RESUME is refused naming where
+    it came from. The run continues where its checkpoint is now, even if its folder was moved or
+    copied (the out_dir of its config.json is the old place: not a change)."""
+    out_dir = Path(checkpoint).parent.parent
+    saved = dict(read_checkpoint(checkpoint, required=("config",))["config"], out_dir=str(out_dir))
+    cfg = load_config(user_config=saved, source=f"checkpoint '{checkpoint}'")
+    given = []
+    if (out_dir / "config.json").is_file():
+        edited = flatten(read_config_file(out_dir / "config.json"))
+        given.append((f"'{out_dir / 'config.json'}'", {k: v for k, v in edited.items() if k != "out_dir"}))
+    if config_file:
+        given.append((f"--config '{config_file}'", flatten(read_config_file(config_file))))
+    given.append(("the command line", flatten(dict(parse_override(text) for text in overrides))))
+    for source, values in given:
+        current = flatten(cfg)
+        changes = {key: value for key, value in values.items() if current.get(key) != value}
+        cfg = update_config(cfg, changes, source)
+        check_resumable(saved, cfg, source)
+        for key, value in changes.items():
+            print(f"Resuming with {key}={value!r} (the run had {current.get(key)!r}; from {source})")
+    return cfg
+
+
+def split_changes(before: list[str], now: list[str]) -> str | None:
+    """How the images of a split (their image_identity, in order) changed, or None."""
+    if before == now:
+        return None
+    gone, new = [i for i in before if i not in set(now)], [i for i in now if i not in set(before)]
+    if not gone and not new:
+        return f"its {len(now)} images are the same but in another order"
+    examples = ", ".join(gone[:3] + new[:3])
+    return (f"{len(gone)} of its {len(before)} images are no longer there or changed, {len(new)} are new "
+            f"(e.g. {examples})")
 
 
 def all_ranks_true(fabric: Fabric, flag: bool) -> bool:
@@ -178,139 +221,148 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
     run, saved = RunState(), None
     if resume is not None:
         run, saved = load_run(resume, CHECKPOINT_PARTS)
-        before, now = flatten(dict(saved["config"], out_dir=str(Path(resume).parent.parent))), flatten(cfg)
-        for key in FIXED_ON_RESUME:
-            if now[key] != before[key]:
-                raise ConfigError(f"{key} cannot change when resuming (the checkpoint has {before[key]!r}); "
-                                  "start a new run in another out_dir instead.")
+        check_resumable(dict(saved["config"], out_dir=str(Path(resume).parent.parent)), cfg, "the config")
     check_training_config(cfg)
     metadata = {"model_type": cfg.model.type, "lora_rank": cfg.lora.rank, "dataset": cfg.dataset.name,
                 "prompt": cfg.prompt}
     files = RunFiles(cfg.out_dir, metadata)
-    if resume is None and files.last_ckpt.exists():
-        raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with --resume {files.last_ckpt} "
-                          "or choose another out_dir=...")
-    set_process_options(cfg)
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
-                    precision=cfg.precision, loggers=TensorBoardLogger(files.out_dir, name="tensorboard", version=""))
-    fabric.launch()
-    is_main = fabric.global_rank == 0
+    # one run at a time in a folder (rank 0 holds it for all): a second is refused, naming the first
+    with FolderLock(files.out_dir) if rank_zero_only.rank == 0 else nullcontext():
+        if resume is None and files.last_ckpt.exists():
+            raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with --resume {files.last_ckpt} "
+                              "or choose another out_dir=...")
+        set_process_options(cfg)
+        fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                        strategy=cfg.strategy, precision=cfg.precision,
+                        loggers=TensorBoardLogger(files.out_dir, name="tensorboard", version=""))
+        fabric.launch()
+        is_main = fabric.global_rank == 0
 
-    model = build_wesam(cfg)
-    image_size = model.image_size
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
-    model, optimizer = fabric.setup(model, optimizer)
-    train_set = build_dataset(cfg, "train", **input_sizes(cfg.model.type))
-    check_train_split(len(train_set), cfg)
-    eval_set = build_dataset(cfg, cfg.dataset.eval_split, **input_sizes(cfg.model.type))
-    adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
-    # prompt_source=auto refreshes its instances with the adapter that makes the pseudo-labels
-    refresh_adapter = TEACHER if cfg.teacher.mode == "ema" else STUDENT
-    fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px, "
-                 f"{sum(p.numel() for p in trainable):,} trainable LoRA parameters), teacher {cfg.teacher.mode}, "
-                 f"prompt {cfg.prompt}; {len(train_set)} training images, {cfg.num_steps} steps of "
-                 f"{cfg.batch_size} image(s) x {fabric.world_size} device(s) ({fabric.device.type}, {cfg.precision})")
-    if is_main:  # on resume too: the config now includes the overrides given with --resume
-        files.write_config(cfg.to_dict())
-    instances_from = 0  # the step whose model found the training instances (prompt_source=auto)
-    if cfg.prompt_source == "auto":
-        train_set.auto_instances, record = find_instances(fabric, model, train_set, cfg, None, 0)
-        run.auto_instances = summarize(record)  # the anchor's instances: how many, their recall (summary.json)
+        model = build_wesam(cfg)
+        image_size = model.image_size
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
+        model, optimizer = fabric.setup(model, optimizer)
+        train_set = build_dataset(cfg, "train", **input_sizes(cfg.model.type))
+        check_train_split(len(train_set), cfg)
+        eval_set = build_dataset(cfg, cfg.dataset.eval_split, **input_sizes(cfg.model.type))
+        data = {"train": train_set.image_identities(), cfg.dataset.eval_split: eval_set.image_identities()}
+        for split, images in data.items():  # a resumed run on data that changed under it: said, and recorded
+            if split in run.data and (change := split_changes(run.data[split], images)):
+                run.data_changes.append({"step": run.step, "split": split, "change": change})
+                fabric.print(f"Warning: the {split} split of {cfg.dataset.name} changed since step {run.step} was "
+                             f"saved: {change}. " + ("The evaluations so far were measured on the earlier images and "
+                             "do not compare with the next ones." if split != "train" else "The run now trains on "
+                             "other images than a run that never stopped would."))
+        run.data = data
+        adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
+        # prompt_source=auto refreshes its instances with the adapter that makes the pseudo-labels
+        refresh_adapter = TEACHER if cfg.teacher.mode == "ema" else STUDENT
+        fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px, "
+                     f"{sum(p.numel() for p in trainable):,} trainable LoRA parameters), teacher {cfg.teacher.mode}, "
+                     f"prompt {cfg.prompt}; {len(train_set)} training images, {cfg.num_steps} steps of "
+                     f"{cfg.batch_size} image(s) x {fabric.world_size} device(s) "
+                     f"({fabric.device.type}, {cfg.precision})")
+        if is_main:  # on resume too: the config now includes the overrides given with --resume
+            files.write_config(cfg.to_dict())
+        instances_from = 0  # the step whose model found the training instances (prompt_source=auto)
+        if cfg.prompt_source == "auto":
+            train_set.auto_instances, record = find_instances(fabric, model, train_set, cfg, None, 0)
+            run.auto_instances = summarize(record)  # the anchor's instances: how many, their recall (summary.json)
 
-    # --- Direct (a new run), or the saved run
-    if saved is None:
-        # making the anchor's instances is part of the run's time (none when another run made them)
-        run.seconds = run.auto_instances["seconds"] if run.auto_instances and run.auto_instances["built"] else 0.0
-        fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
-                     f"({len(eval_set)} images, prompt {cfg.prompt})")
-        run.direct = evaluate_at(fabric, model, eval_set, cfg, None, 0)
-        run.best = dict(run.direct)
-        fabric.seed_everything(cfg.seed + fabric.global_rank, verbose=False)
-    else:
-        for name in adapters:
-            load_adapter_state_dict(model.sam, saved["lora"][name], name)
-        optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"][min(fabric.global_rank, len(saved["rng"]) - 1)])
-        fabric.print(f"Resumed from {resume} at step {run.step}")
-    run.started = time.time()
-    if saved is None:
-        record_evaluation(fabric, run, files, cfg, model, optimizer, adapters, run.direct)
+        # --- Direct (a new run), or the saved run
+        if saved is None:
+            # making the anchor's instances is part of the run's time (none when another run made them)
+            run.seconds = run.auto_instances["seconds"] if run.auto_instances and run.auto_instances["built"] else 0.0
+            fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
+                         f"({len(eval_set)} images, prompt {cfg.prompt})")
+            run.direct = evaluate_at(fabric, model, eval_set, cfg, None, 0)
+            run.best = dict(run.direct)
+            fabric.seed_everything(cfg.seed + fabric.global_rank, verbose=False)
+        else:
+            for name in adapters:
+                load_adapter_state_dict(model.sam, saved["lora"][name], name)
+            optimizer.load_state_dict(saved["optimizer"])
+            set_rng_state(saved["rng"][min(fabric.global_rank, len(saved["rng"]) - 1)])
+            fabric.print(f"Resumed from {resume} at step {run.step}")
+        run.started = time.time()
+        if saved is None:
+            record_evaluation(fabric, run, files, cfg, model, optimizer, adapters, run.direct)
 
-    # --- the steps
-    batches = None
-    branches = loss_branches(cfg.loss)
-    refresh = cfg.auto.refresh_every if cfg.prompt_source == "auto" else 0
-    model.train()
-    progress = tqdm(total=cfg.num_steps, initial=run.step, desc="adapt", disable=not is_main, dynamic_ncols=True)
-    resume_command = f"python adaptation.py --resume {files.last_ckpt}"
-    stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
-                           "losing the steps since the last save)")
-    with stopper:
-        while run.step < cfg.num_steps:
-            if received := stop_requested(fabric, stopper):
-                save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)
-                progress.close()
-                # exit status 128 + the signal's number: the shell's convention for a process stopped by a signal
-                raise RunStopped(f"Stopped at step {run.step} of {cfg.num_steps} ({received.name}); saved "
-                                 f"{files.last_ckpt}. Continue with: {resume_command}", 128 + received)
-            if refresh and run.step - run.step % refresh != instances_from:  # the adapted model finds them again
-                instances_from = run.step - run.step % refresh
-                train_set.auto_instances, _ = find_instances(fabric, model, train_set, cfg, refresh_adapter,
-                                                             instances_from)
-                batches = None
-            if batches is None:
-                batches = training_batches(fabric, train_set, cfg, run.step)
-            batch = fabric.to_device(next(batches))
-            run.skipped_train.update(batch["skipped"])
-            outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
-            # with automatic instances there is no ground truth to measure the pseudo-labels against
-            loss, terms = loss_fn(outputs, cfg.loss, cfg.teacher.mode, image_size,
-                                  batch["masks"] if cfg.prompt_source == "labels" else None)
-            if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
-                raise FloatingPointError(
-                    f"The loss is not finite at step {run.step + 1} "
-                    f"({ {k: float(v.detach()) for k, v in terms.items()} }). The last good state is "
-                    f"{files.last_ckpt}; lower the learning rate (or use precision=32-true) and resume: "
-                    f"{resume_command} opt.learning_rate={cfg.opt.learning_rate / 10:g}")
-            set_optimizer_values(optimizer, learning_rate(cfg, run.step), cfg.opt.weight_decay)
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            optimizer.step()
-            model.update_teacher(cfg.teacher.ema_rate)
-            if "pseudo_label_iou" in terms:
-                run.pseudo_label_iou_sum += terms["pseudo_label_iou"].item()
-                run.pseudo_label_iou_count += 1
-            run.step += 1
-            progress.update(1)
-            if run.step % cfg.log_interval == 0:
-                values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-                progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-                fabric.log_dict({"train/lr": learning_rate(cfg, run.step),
-                                 **{f"train/{k}": v for k, v in values.items()}}, step=run.step)
-            if run.step % cfg.eval_interval == 0 or run.step == cfg.num_steps:
-                metrics = {**evaluate_at(fabric, model, eval_set, cfg, STUDENT, run.step),
-                           "pseudo_label_iou": interval_pseudo_label_iou(fabric, run)}
-                record_evaluation(fabric, run, files, cfg, model, optimizer, adapters, metrics)
-                model.train()
-            elif cfg.save_interval and run.step % cfg.save_interval == 0:
-                save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)
-    progress.close()
+        # --- the steps
+        batches = None
+        branches = loss_branches(cfg.loss)
+        refresh = cfg.auto.refresh_every if cfg.prompt_source == "auto" else 0
+        model.train()
+        progress = tqdm(total=cfg.num_steps, initial=run.step, desc="adapt", disable=not is_main, dynamic_ncols=True)
+        resume_command = f"python adaptation.py --resume {files.last_ckpt}"
+        stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
+                               "losing the steps since the last save)")
+        with stopper:
+            while run.step < cfg.num_steps:
+                if received := stop_requested(fabric, stopper):
+                    save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)
+                    progress.close()
+                    # exit status 128 + the signal's number: the shell's convention for a process stopped by a signal
+                    raise RunStopped(f"Stopped at step {run.step} of {cfg.num_steps} ({received.name}); saved "
+                                     f"{files.last_ckpt}. Continue with: {resume_command}", 128 + received)
+                if refresh and run.step - run.step % refresh != instances_from:  # the adapted model finds them again
+                    instances_from = run.step - run.step % refresh
+                    train_set.auto_instances, _ = find_instances(fabric, model, train_set, cfg, refresh_adapter,
+                                                                 instances_from)
+                    batches = None
+                if batches is None:
+                    batches = training_batches(fabric, train_set, cfg, run.step)
+                batch = fabric.to_device(next(batches))
+                run.skipped_train.update(batch["skipped"])
+                outputs = model(batch["images"], batch["images_strong"], batch["valid"], batch["prompts"], branches)
+                # with automatic instances there is no ground truth to measure the pseudo-labels against
+                loss, terms = loss_fn(outputs, cfg.loss, cfg.teacher.mode, image_size,
+                                      batch["masks"] if cfg.prompt_source == "labels" else None)
+                if not all_ranks_true(fabric, bool(torch.isfinite(loss))):
+                    raise FloatingPointError(
+                        f"The loss is not finite at step {run.step + 1} "
+                        f"({ {k: float(v.detach()) for k, v in terms.items()} }). The last good state is "
+                        f"{files.last_ckpt}; lower the learning rate (or use precision=32-true) and resume: "
+                        f"{resume_command} opt.learning_rate={cfg.opt.learning_rate / 10:g}")
+                set_optimizer_values(optimizer, learning_rate(cfg, run.step), cfg.opt.weight_decay)
+                optimizer.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                optimizer.step()
+                model.update_teacher(cfg.teacher.ema_rate)
+                if "pseudo_label_iou" in terms:
+                    run.pseudo_label_iou_sum += terms["pseudo_label_iou"].item()
+                    run.pseudo_label_iou_count += 1
+                run.step += 1
+                progress.update(1)
+                if run.step % cfg.log_interval == 0:
+                    values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+                    progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+                    fabric.log_dict({"train/lr": learning_rate(cfg, run.step),
+                                     **{f"train/{k}": v for k, v in values.items()}}, step=run.step)
+                if run.step % cfg.eval_interval == 0 or run.step == cfg.num_steps:
+                    metrics = {**evaluate_at(fabric, model, eval_set, cfg, STUDENT, run.step),
+                               "pseudo_label_iou": interval_pseudo_label_iou(fabric, run)}
+                    record_evaluation(fabric, run, files, cfg, model, optimizer, adapters, metrics)
+                    model.train()
+                elif cfg.save_interval and run.step % cfg.save_interval == 0:
+                    save_checkpoint(fabric, run, files, cfg, model, optimizer, adapters)
+        progress.close()
 
-    # --- the end
-    last, direct, best = run.history[-1], run.direct, run.best
-    fabric.print(f"Done. {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "
-                 f"Direct mIoU {direct['miou']:.4f} -> WeSAM (last, step {last['step']}) {last['miou']:.4f} "
-                 f"({100 * (last['miou'] - direct['miou']):+.2f} points); "
-                 f"best {best['miou']:.4f} at step {best['step']}. "
-                 f"Files in {files.out_dir}")
-    return {"direct": direct, "best": best, "last": last}
+        # --- the end
+        last, direct, best = run.history[-1], run.direct, run.best
+        fabric.print(f"Done. {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "
+                     f"Direct mIoU {direct['miou']:.4f} -> WeSAM (last, step {last['step']}) {last['miou']:.4f} "
+                     f"({100 * (last['miou'] - direct['miou']):+.2f} points); "
+                     f"best {best['miou']:.4f} at step {best['step']}. "
+                     f"Files in {files.out_dir}")
+        return {"direct": direct, "best": best, "last": last}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.resume:
-        cfg = resume_config(args.resume, args.overrides)
+        cfg = resume_config(args.resume, args.overrides, args.config)
     else:
         check_config_file(args.config)
         cfg = load_config(args.config, args.overrides)

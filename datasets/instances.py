@@ -92,6 +92,10 @@ class InstanceDataset(Dataset):
         """What identifies image `index` for the cache of automatic instances (its source, not its labels)."""
         return f"{type(self).__name__}:{self.records[index]!r}"
 
+    def image_identities(self) -> list[str]:
+        """image_identity of every image, in order."""
+        return [self.image_identity(index) for index in range(len(self))]
+
     def load_sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """What make_sample takes: `load`, or with automatic instances set the image and its
         instances N x H x W (the labels are not read)."""

@@ -54,7 +54,7 @@ def cache_key(model: WeSAM, dataset: InstanceDataset, auto: Any, pad: str, origi
     parts = {"version": CACHE_VERSION, "weights": anchor_digest(model), "pad": pad, "origin": origin,
              "pixel_normalize": model.pixel_normalize, "generator": generator_settings(auto), "top_k": auto.top_k,
              "multimask": auto.multimask,
-             "images": [dataset.image_identity(i) for i in range(len(dataset))]}
+             "images": dataset.image_identities()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

@@ -28,7 +28,9 @@ class RunState:
     this rank's steps since the last evaluation; `seconds` the wall time of the run's earlier parts
     (resumed runs), to which the time since `started` adds. `auto_instances` summarizes the anchor's
     automatic instances (prompt_source=auto); they are read again from their cache on resume, so
-    the checkpoint does not hold it.
+    the checkpoint does not hold it. `data` holds the image identities of the training and the
+    evaluated split when last saved (a resumed run compares them with the data it finds), and
+    `data_changes` the changes found so far.
     """
 
     step: int = 0
@@ -40,9 +42,11 @@ class RunState:
     pseudo_label_iou_sum: float = 0.0
     pseudo_label_iou_count: int = 0
     auto_instances: dict[str, Any] | None = None
+    data: dict[str, list[str]] = field(default_factory=dict)
+    data_changes: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time, compare=False)
 
-    # the keys of state_dict(): a checkpoint lacking one is not a run's
+    # the keys of state_dict() that every run's checkpoint has (data and data_changes came later)
     KEYS = ("step", "history", "direct", "best", "seconds", "skipped_train", "pseudo_label_iou")
 
     def elapsed(self) -> float:
@@ -52,7 +56,8 @@ class RunState:
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "history": self.history, "direct": self.direct, "best": self.best,
                 "seconds": self.elapsed(), "skipped_train": sorted(self.skipped_train),
-                "pseudo_label_iou": [self.pseudo_label_iou_sum, self.pseudo_label_iou_count]}
+                "pseudo_label_iou": [self.pseudo_label_iou_sum, self.pseudo_label_iou_count],
+                "data": self.data, "data_changes": self.data_changes}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> RunState:
@@ -63,7 +68,8 @@ class RunState:
         total, count = state["pseudo_label_iou"]
         return cls(step=state["step"], history=list(state["history"]), direct=state["direct"], best=state["best"],
                    seconds=state["seconds"], skipped_train=set(state["skipped_train"]),
-                   pseudo_label_iou_sum=total, pseudo_label_iou_count=int(count))
+                   pseudo_label_iou_sum=total, pseudo_label_iou_count=int(count),
+                   data=dict(state.get("data", {})), data_changes=list(state.get("data_changes", [])))
 
 
 def save_run(path: str | Path, run: RunState, **parts: Any) -> None:
@@ -158,4 +164,5 @@ class RunFiles:
             "dataset": cfg.dataset.name, "eval_split": cfg.dataset.eval_split, "prompt": cfg.prompt,
             "num_steps": cfg.num_steps, "seconds": round(run.elapsed(), 1), "direct": run.direct, "best": run.best,
             "last": metrics, "history": run.history, "skipped_images": skipped,
-            **({"auto_instances": run.auto_instances} if run.auto_instances else {})})
+            **({"auto_instances": run.auto_instances} if run.auto_instances else {}),
+            **({"data_changes": run.data_changes} if run.data_changes else {})})

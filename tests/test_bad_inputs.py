@@ -396,3 +396,71 @@ def test_adapter_files_are_plain(trained_run, tmp_path):
     save_file(load_file(str(adapter)), str(old_style), metadata={"model_type": '"vit_tiny"', "lora_rank": "4"})
     assert load_adapter(old_style)[1] == {"model_type": "vit_tiny", "lora_rank": 4}
     assert load_adapter(adapter)[1]["model_type"] == "vit_tiny" and load_adapter(adapter)[1]["lora_rank"] == 4
+
+
+# --- one run per folder; what --resume is given is applied or refused, never dropped; data changed under a run
+
+@pytest.mark.slow
+def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_first(tmp_path):
+    """Two runs started on one out_dir: the second stops before any work, naming the first, which
+    is left to finish alone (before, both ended 'Done' and the folder mixed their files)."""
+    run = tmp_path / "run"
+    overrides = [o for o in tiny_config_overrides(run) if not o.startswith(("num_steps", "eval_interval"))]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "WORLD_SIZE", "RANK"))}
+    first = subprocess.Popen([sys.executable, "adaptation.py", *overrides, "num_steps=100000", "eval_interval=50000"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 60
+        while not (run / "config.json").exists():
+            assert first.poll() is None and time.time() < deadline, "the first run did not start"
+            time.sleep(0.2)
+        config_before = (run / "config.json").read_bytes()
+        second = run_script("adaptation.py", *overrides, "num_steps=2", "prompt=point")
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert f"Error: '{run}' is in use by another run (process {first.pid} on " in second.stderr
+        assert (run / "config.json").read_bytes() == config_before, "the second run wrote nothing"
+    finally:
+        first.kill()
+        first.wait()
+    assert run_script("adaptation.py", "--resume", str(run / "checkpoints/last.ckpt"), "num_steps=2").returncode == 0, \
+        "a killed run leaves its folder free"
+
+
+def test_resume_applies_what_it_is_given_or_refuses_it(tiny_overrides, tmp_path, capsys):
+    """--resume applies the keys of config.json edited by hand, then --config, then key=value; a key
+    that cannot change is refused naming where it came from."""
+    run = tmp_path / "run"
+    adaptation.main(tiny_overrides + ["num_steps=2"])
+    ckpt = run / "checkpoints/last.ckpt"
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, lora={"rank": 8})))
+    code, message = cli(adaptation.main, ["--resume", str(ckpt)], capsys)
+    assert code == 1 and f"lora.rank cannot change when resuming ('{run / 'config.json'}' gives 8, the run has 4)" \
+        in message
+    (run / "config.json").write_text(json.dumps(dict(config, num_steps=3)))
+    adaptation.main(["--resume", str(ckpt)])
+    assert f"Resuming with num_steps=3 (the run had 2; from '{run / 'config.json'}')" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["last"]["step"] == 3
+    user_file = tmp_path / "more.py"
+    user_file.write_text("config = {'num_steps': 4, 'model': {'type': 'vit_tiny'}}\n")
+    adaptation.main(["--resume", str(ckpt), "--config", str(user_file)])
+    assert json.loads((run / "summary.json").read_text())["last"]["step"] == 4
+    assert json.loads((run / "config.json").read_text())["num_steps"] == 4
+    user_file.write_text("config = {'num_steps': 6, 'teacher': {'mode': 'ema'}}\n")
+    code, message = cli(adaptation.main, ["--resume", str(ckpt), "--config", str(user_file)], capsys)
+    assert code == 1 and f"teacher.mode cannot change when resuming (--config '{user_file}' gives 'ema'" in message
+    code, message = cli(adaptation.main, ["--resume", str(ckpt), "model.type=vit_b"], capsys)
+    assert code == 1 and "model.type cannot change when resuming (the command line gives 'vit_b'" in message
+
+
+def test_a_resumed_run_on_changed_data_says_so_and_records_it(tiny_overrides, tmp_path, capsys):
+    run = tmp_path / "run"
+    adaptation.main(tiny_overrides + ["num_steps=2"])
+    capsys.readouterr()
+    adaptation.main(["--resume", str(run / "checkpoints/last.ckpt"), "num_steps=4", "dataset.synthetic.num_test=3"])
+    out = capsys.readouterr().out
+    assert "Warning: the test split of synthetic changed since step 2 was saved: 1 of its 4 images are no longer " \
+           "there or changed, 0 are new (e.g. synthetic:" in out
+    assert "The evaluations so far were measured on the earlier images" in out
+    changes = json.loads((run / "summary.json").read_text())["data_changes"]
+    assert [(c["step"], c["split"]) for c in changes] == [(2, "test")]

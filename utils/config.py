@@ -198,6 +198,16 @@ def load_config(config_file: str | Path | None = None, overrides: Iterable[str] 
     return Box(cfg)
 
 
+def update_config(cfg: Mapping[str, Any], values: Mapping[str, Any], source: str) -> Box:
+    """A copy of the complete config `cfg` with the dotted `values` (from `source`) set, each checked
+    as a config file's key, and validated again."""
+    tree = copy.deepcopy(dict(Box(cfg).to_dict()))
+    for key, value in values.items():
+        _set(tree, key, value, source)
+    validate(tree)
+    return Box(tree)
+
+
 def apply_code_version(cfg: dict[str, Any], explicit: set[str]) -> None:
     """Set the keys of the authors' code version paper.code (configs/paper/versions.py) that are not
     in `explicit`, the keys the config file or the command line set."""
