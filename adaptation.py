@@ -25,11 +25,12 @@ from lightning_fabric.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import StepSampler, build_dataset, collate
+from datasets import DatasetSpec, StepSampler, build_dataset, collate
 from datasets.auto_prompts import cached_instances, describe, summarize
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
+from models.registry import sam_embedding_size
 from utils.checkpoint import STATE_KEYS, load_state, rng_state, save_adapter, save_state, set_rng_state, write_csv, write_json
 from utils.checks import (RunStopped, StopOnSignal, check_config_file, check_scored, check_train_split,
                           check_training_config, run_main, stop_requested)
@@ -111,9 +112,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor, cfg.opt.warmup_from_zero))
     model, optimizer = fabric.setup(model, optimizer)
 
-    train_set = build_dataset(cfg, "train")
+    data = DatasetSpec.from_config(cfg, image_size, sam_embedding_size(cfg.model.type))
+    train_set = build_dataset(data, "train")
     check_train_split(len(train_set), cfg)
-    eval_set = build_dataset(cfg, cfg.dataset.eval_split)
+    eval_set = build_dataset(data, cfg.dataset.eval_split)
     adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
     # prompt_source=auto refreshes its instances with the adapter that makes the pseudo-labels
     refresh_adapter = TEACHER if cfg.teacher.mode == "ema" else STUDENT
@@ -131,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def find_instances(at_step: int) -> dict[str, Any]:
         """prompt_source=auto: give the training split the instances found in everything mode by the
-        anchor (step 0), or by the adapted model at a refresh step; cached in out_dir/auto_instances/."""
+        anchor (step 0), or by the adapted model at a refresh step (a new training set that takes
+        them); cached in out_dir/auto_instances/."""
+        nonlocal train_set
         adapter, origin = (None, "anchor") if at_step == 0 else (refresh_adapter, f"{refresh_adapter} at step {at_step}")
         if at_step == 0:
             path = Path(cfg.auto.cache or out_dir / "auto_instances") / "anchor.json"
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         instances, record = cached_instances(path, model.module, train_set, cfg.auto,
                                              cfg.model.pad, adapter, origin, is_main, fabric.barrier,
                                              diagnostic=cfg.auto.diagnostic and at_step == 0, log=fabric.print)
-        train_set.auto_instances = instances
+        train_set = build_dataset(data, "train", auto_instances=instances)
         fabric.print(f"Automatic instances ({origin}): {describe(record)}")
         return summarize(record)
 

@@ -19,9 +19,10 @@ from typing import Any, Sequence
 
 from lightning_fabric import Fabric
 
-from datasets import InstanceDataset, build_dataset
+from datasets import DatasetSpec, InstanceDataset, build_dataset
 from models import build_wesam
 from models.lora import STUDENT
+from models.registry import sam_embedding_size, sam_image_size
 from models.wesam import WeSAM
 from utils.checkpoint import config_of, load_student_adapter, write_csv, write_json
 from utils.checks import check_config_file, check_scored, run_main
@@ -92,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
-    dataset = build_dataset(cfg, cfg.dataset.eval_split)
+    data = DatasetSpec.from_config(cfg, sam_image_size(cfg.model.type), sam_embedding_size(cfg.model.type))
+    dataset = build_dataset(data, cfg.dataset.eval_split)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
                        threshold=cfg.metric.threshold, region=cfg.metric.region)
     check_scored(metrics, cfg)

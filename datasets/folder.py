@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.files import (IMAGE_EXTENSIONS, ImageRecord, ImagesOnlyDataset, Layout, LabelMapDataset, MaskRecord,
-                            drop_empty_masks, interleave, labels_optional, mask_records, missing_labels, read_label_map)
+                            drop_empty_masks, interleave, mask_records, missing_labels, read_label_map)
 from datasets.instances import SampleError
+from datasets.spec import DatasetSpec
 
 TREE = """
 <root>/
@@ -32,13 +33,16 @@ split k:1 by dataset.interleave; or with one such pair of folders per split:
 class FolderDataset(LabelMapDataset):
     """Label-map masks, or folders of one mask file per instance."""
 
+    # custom masks are mostly drawn in labelling tools, which show the picture as displayed
+    EXIF_CONVENTION = "apply"
+
     def read_masks(self, record: MaskRecord) -> np.ndarray:
         if not record.mask.is_dir():
             return super().read_masks(record)
         files = sorted(p for p in record.mask.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise SampleError(f"mask folder '{record.mask}' holds no mask files")
-        masks = [read_label_map(path) != 0 for path in files]
+        masks = [read_label_map(path, self.apply_exif) != 0 for path in files]
         for path, mask in zip(files, masks):
             if mask.shape != masks[0].shape:
                 raise SampleError(f"instance mask '{path}' is {mask.shape[1]}x{mask.shape[0]} but '{files[0]}' is "
@@ -46,21 +50,21 @@ class FolderDataset(LabelMapDataset):
         return drop_empty_masks(np.stack(masks))[0]
 
 
-def build_folder(cfg, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
-    layout = Layout.at("folder", cfg.dataset.root, TREE)
+def build_folder(spec: DatasetSpec, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
+    layout = Layout.at("folder", spec.root, TREE)
     pooled = (layout.root / "images").is_dir()
     base = "." if pooled else split
     images = layout.files_by_stem(layout.folder(f"{base}/images"))
     mask_folder = layout.root / base / "masks"
     if not mask_folder.is_dir():
-        if not labels_optional(cfg, split):
-            raise missing_labels(layout, cfg, split, f"folder '{mask_folder}' not found")
+        if not spec.labels_optional(split):
+            raise missing_labels(layout, split, f"folder '{mask_folder}' not found")
         records = [ImageRecord(path) for path in images.values()]
-        return ImagesOnlyDataset(interleave(records, cfg.dataset.interleave, split) if pooled else records, layout,
-                                 split, **common)
+        return ImagesOnlyDataset(interleave(records, spec.interleave, split) if pooled else records, layout,
+                                 split, spec.exif, **common)
     masks = layout.files_by_stem(mask_folder)
     masks.update({path.name: path for path in mask_folder.iterdir() if path.is_dir()})
     records = mask_records(images, masks, mask_folder)
     if pooled:
-        records = interleave(records, cfg.dataset.interleave, split)
-    return FolderDataset(records, layout, split, **common)
+        records = interleave(records, spec.interleave, split)
+    return FolderDataset(records, layout, split, exif=spec.exif, **common)

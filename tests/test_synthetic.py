@@ -12,6 +12,7 @@ from datasets.prompts import boxes_from_masks
 from datasets.scenes import MIN_VISIBLE_FRACTION, SHAPES, box_prior_masks, render_scene, shape_mask
 from datasets.shifts import SHIFTS, apply_shift, scene_style
 from datasets.synthetic import SyntheticDataset
+from tests.ondisk import dataset_spec
 from utils.config import load_config
 
 
@@ -157,7 +158,7 @@ def test_build_dataset_for_each_prompt_type(tiny_overrides, prompt, coarse_as, k
     cfg = load_config(overrides=tiny_overrides + [f"prompt={prompt}", f"coarse_as={coarse_as}", "max_nums=2"])
     sizes = {"train": 6, "val": 3, "test": 4}
     for split, size in sizes.items():
-        dataset = build_dataset(cfg, split)
+        dataset = build_dataset(dataset_spec(cfg), split)
         assert isinstance(dataset, SyntheticDataset) and len(dataset) == size
         assert dataset.train == (split == "train")
         assert dataset.seed == cfg.seed and dataset.max_nums == (2 if split == "train" else 0)

@@ -21,9 +21,10 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import build_dataset  # noqa: E402
+from datasets import DatasetSpec, build_dataset  # noqa: E402
 from datasets.auto_prompts import cached_instances, describe, summarize  # noqa: E402
 from models import build_wesam  # noqa: E402
+from models.registry import sam_embedding_size, sam_image_size  # noqa: E402
 from utils.checks import run_main  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
@@ -35,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. auto.top_k=6")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, ["prompt_source=auto", *args.overrides])
-    dataset = build_dataset(cfg, args.split)
+    data = DatasetSpec.from_config(cfg, sam_image_size(cfg.model.type), sam_embedding_size(cfg.model.type))
+    dataset = build_dataset(data, args.split)
     name = "anchor.json" if args.split == "train" else f"anchor-{args.split}.json"
     _, record = cached_instances(Path(cfg.auto.cache or Path(cfg.out_dir) / "auto_instances") / name, build_wesam(cfg),
                                  dataset, cfg.auto, cfg.model.pad, diagnostic=True)

@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from configs.paper import config_file  # noqa: E402
 from configs.paper.results import (COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABLE_PROMPTS, TABLE_TITLES,  # noqa: E402
                                    paper_value)
-from datasets import DatasetLayoutError, UnusableDatasetError, build_dataset  # noqa: E402
+from datasets import DatasetLayoutError, DatasetSpec, UnusableDatasetError, build_dataset  # noqa: E402
 from models import CheckpointError  # noqa: E402
+from models.registry import sam_embedding_size, sam_image_size  # noqa: E402
 from utils.checkpoint import write_text  # noqa: E402
 from utils.config import ConfigError, load_config, parse_override  # noqa: E402
 from utils.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
@@ -171,7 +172,8 @@ def check_inputs(table: str, cells: list[Cell], configs: dict[Cell, Any]) -> Non
         checked.add(cfg.dataset.name)
         for split in dict.fromkeys(("train", cfg.dataset.eval_split)):
             try:
-                build_dataset(cfg, split)
+                build_dataset(DatasetSpec.from_config(cfg, sam_image_size(cfg.model.type),
+                                                      sam_embedding_size(cfg.model.type)), split)
             except DatasetLayoutError as error:
                 layout_errors.append(str(error))
                 break
