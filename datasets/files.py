@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BINARY_THRESHOLD = 127  # a grey mask pixel above this is foreground (the authors' binary GTs)
+MAX_GREY_SPREAD = 100  # channel spread above which a binary mask's pixel is a colour, not a lossy grey
 # PIL modes whose pixel values are labels as stored: grey, palette indices, 16- and 32-bit integers
 LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
 # PIL modes of greyscale images with more than 8 bits per pixel
@@ -165,9 +166,9 @@ def float_to_uint8(pixels: np.ndarray, path: Path) -> np.ndarray:
     """H x W float pixels -> uint8: values in 0-1 (how float images are usually stored) are scaled
     by 255, values in 0-255 kept; anything else (negative, above 255, NaN) has no agreed meaning
     and raises SampleError."""
-    finite = np.isfinite(pixels).all()
-    low, high = (float(pixels.min(initial=0)), float(pixels.max(initial=0))) if finite else (np.nan, np.nan)
-    if not (finite and low >= 0 and high <= 255):
+    finite = bool(np.isfinite(pixels).all())
+    low, high = (float(pixels.min()), float(pixels.max())) if finite and pixels.size else (np.nan, np.nan)
+    if not (low >= 0 and high <= 255):  # NaN fails both
         raise SampleError(f"image '{path}' is a float image with values in [{low:g}, {high:g}]; only 0-1 or 0-255 "
                           "can be read: rescale it to one of them, or save it as 8- or 16-bit")
     scale = 255.0 if high <= 1 else 1.0
@@ -191,11 +192,29 @@ def read_label_map(path: Path, apply_exif: bool = False, binary: bool = False) -
                                   "colours may merge); save it as 8-bit colour, or as a 16-bit grey label map")
             mask = oriented(mask, apply_exif)
             if binary:
-                grey = np.array(mask if mask.mode in LABEL_MODES else mask.convert("L"))
-                return (grey > BINARY_THRESHOLD).astype(np.uint8)
+                return binary_pixels(mask, path)
             return label_pixels(mask, path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SampleError(f"cannot read mask '{path}' ({error})") from error
+
+
+def binary_pixels(mask: Image.Image, path: Path) -> np.ndarray:
+    """H x W 0 / 1 of an opened binary mask: 1 where its grey (colour converted as PIL does, as the
+    authors' loaders read their ground truths) is above BINARY_THRESHOLD. A mask in clear colours
+    (a channel 100 above another; lossy grey masks stay far below) is refused with SampleError:
+    a red foreground is grey 76, which the threshold would make background."""
+    if mask.mode in LABEL_MODES:
+        return (np.array(mask) > BINARY_THRESHOLD).astype(np.uint8)
+    if mask.mode not in ("1", "L", "LA", "La"):
+        rgb = np.array(mask.convert("RGB")).astype(np.int16)
+        spread = rgb.max(axis=2) - rgb.min(axis=2)
+        if spread.max(initial=0) > MAX_GREY_SPREAD:
+            y, x = np.unravel_index(int(spread.argmax()), spread.shape)
+            raise SampleError(f"binary mask '{path}' is in colour (e.g. RGB {tuple(int(v) for v in rgb[y, x])} at "
+                              f"x={x}, y={y}); this loader reads masks as grey > {BINARY_THRESHOLD}, which would "
+                              "turn colours into background or foreground by their brightness: save it as a grey "
+                              "0 / 255 mask")
+    return (np.array(mask.convert("L")) > BINARY_THRESHOLD).astype(np.uint8)
 
 
 def label_pixels(mask: Image.Image, path: Path) -> np.ndarray:
@@ -339,7 +358,7 @@ class FileDataset(InstanceDataset):
             return
         found = "; ".join(f"{len(files)} {kind} file(s) of {len(self.records)} (e.g. '{files[0][0]}', "
                           f"{ORIENTATIONS[files[0][1]]} when displayed)" for kind, files in tagged.items() if files)
-        how = "as displayed (the tag applied)" if self.apply_exif else "as stored (the tag ignored)"
+        how = "as displayed, the tag applied" if self.apply_exif else "as stored, the tag ignored"
         why = (f"dataset.exif=auto: the {dataset} loader's convention" if exif == "auto" else f"dataset.exif={exif}")
         drawn = "on the picture as displayed" if self.apply_exif else "on the stored pixels"
         other = "ignore" if self.apply_exif else "apply"

@@ -87,11 +87,11 @@ class DatasetSpec:
 
     def sample_options(self, split: str) -> dict[str, Any]:
         """The keyword arguments of InstanceDataset for `split`: the training split is augmented."""
-        return dict(image_size=self.image_size, embedding_size=self.embedding_size, prompt=self.prompt,
-                    train=split == "train", seed=self.seed, num_points=self.num_points, coarse_as=self.coarse_as,
-                    max_nums=self.max_nums, pad=self.pad, flip=self.flip, strong=self.strong, views_at=self.views_at,
-                    keep_vanished=self.keep_vanished, point_negatives=self.point_negatives,
-                    coarse_polygon=self.coarse_polygon)
+        return {"image_size": self.image_size, "embedding_size": self.embedding_size, "prompt": self.prompt,
+                "train": split == "train", "seed": self.seed, "num_points": self.num_points,
+                "coarse_as": self.coarse_as, "max_nums": self.max_nums, "pad": self.pad, "flip": self.flip,
+                "strong": self.strong, "views_at": self.views_at, "keep_vanished": self.keep_vanished,
+                "point_negatives": self.point_negatives, "coarse_polygon": self.coarse_polygon}
 
     def labels_optional(self, split: str) -> bool:
         """Whether `split` may come without labels: the training split when its prompts come from the
