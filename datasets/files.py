@@ -268,8 +268,8 @@ def colour_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
     """H x W x 3 uint8 colour-coded instance mask -> H x W int32 labels: black is 0, every other
     colour one label (1, 2, ... in increasing RGB order). A mask whose edges were smoothed
     (anti-aliasing, lossy compression) has blended colours that would each become an instance: a
-    colour found only on edges between other colours (no pixel whose 4 neighbours share it) is
-    taken for one and the mask is refused with SampleError."""
+    colour with no pixel whose 4 neighbours share it (found only along edges, or an instance too
+    thin to have an inner pixel) is taken for one and the mask is refused with SampleError."""
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     values, labels = np.unique(codes, return_inverse=True)
     labels = labels.reshape(codes.shape).astype(np.int32)
@@ -283,10 +283,10 @@ def colour_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
         example = values[edge_only[0] - (1 if values[0] == 0 else 0)]
         raise SampleError(
             f"mask '{path}' is colour-coded (one colour per instance, black background) but {len(edge_only)} of its "
-            f"{len(values)} colours, e.g. RGB {((example >> 16) & 255, (example >> 8) & 255, example & 255)}, are "
-            "found only along edges between other colours: blended colours from anti-aliasing or lossy "
-            "compression, each of which would become an instance. Export the mask without smoothing as PNG, or "
-            "as a grey or palette label map")
+            f"{len(values)} colours, e.g. RGB {((example >> 16) & 255, (example >> 8) & 255, example & 255)}, have "
+            "no pixel whose 4 neighbours share it: blended colours along edges from anti-aliasing or lossy "
+            "compression, each of which would become an instance (or instances too thin for a colour-coded "
+            "mask). Export the mask without smoothing as PNG, or as a grey or palette label map")
     return labels
 
 
