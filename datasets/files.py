@@ -370,13 +370,15 @@ class FileDataset(InstanceDataset):
         return read_image(self.records[index].image, self.apply_exif)
 
     def image_identity(self, index: int) -> str:
-        """The image's path, size and modification time: a file replaced under the same name changes it."""
+        """The image's path, size and modification time: a file replaced under the same name changes it;
+        and whether its EXIF orientation turns the pixels read (dataset.exif)."""
         path = self.records[index].image
         try:
             stat = path.stat()
         except OSError:  # unreadable: loading it is reported as a skip
             return f"{path}:missing"
-        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        turned = ":displayed" if self.apply_exif and file_orientation(path) != 1 else ""
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}{turned}"
 
 
 class ImagesOnlyDataset(FileDataset):

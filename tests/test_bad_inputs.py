@@ -732,3 +732,18 @@ def test_predict_writes_masks_in_the_stored_orientation_and_says_so(tmp_path, ca
     predict.main(["--images", str(tmp_path / "images"), "--box", "2,2,20,40", "--out", str(tmp_path / "out"), *TINY])
     assert "aligned with the images' stored pixels (EXIF orientation tags are not applied" in capsys.readouterr().out
     assert np.array(Image.open(tmp_path / "out/photo.png")).shape == (50, 30)  # the stored 30-wide picture
+
+
+def test_automatic_instances_of_a_turned_photo_are_not_those_of_the_stored_one(tmp_path):
+    """The cache of automatic instances (keyed by image identity) tells the two readings apart."""
+    import warnings
+
+    from tests.ondisk import build
+
+    phone_folder(tmp_path, 40, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shown, stored = (build("folder", tmp_path, "val", "dataset.interleave=1", f"dataset.exif={exif}")
+                         for exif in ("apply", "ignore"))
+    assert shown.image_identity(0) != stored.image_identity(0)
+    assert stored.image_identity(0).endswith(str(stored.records[0].image.stat().st_mtime_ns))
