@@ -711,7 +711,8 @@ def test_coco_json_whose_annotations_are_all_dropped_says_why(tmp_path):
     from tests.ondisk import build
 
     write_raw_coco(tmp_path / "test.json", coco_folder(tmp_path), [annotation(1, 1, iscrowd=1)])
-    with pytest.raises(DatasetLayoutError, match=r"none of the 1 annotations of '.*test.json' is used: each is a crowd"):
+    with pytest.raises(DatasetLayoutError, match=r"none of the 1 annotations of '.*test.json' is used: each is a "
+                                                 r"crowd"):
         build("coco", tmp_path, "test", "dataset.coco.test=test.json")
 
 
