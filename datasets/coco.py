@@ -6,7 +6,8 @@ prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count
 `CocoRules` (config dataset.coco.crowd, max_masks, zero_size): by default crowd annotations,
 zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
 loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
-that counts are dropped.
+that counts are dropped. A json whose parts disagree is reported when read (check_coco); EXIF
+orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored pixels.
 """
 
 from __future__ import annotations

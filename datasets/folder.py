@@ -1,9 +1,10 @@
 """Custom data as folders of images and masks (`folder`).
 
 Each image images/<stem>.<ext> has either masks/<stem>.png, a label map with one instance per
-non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance), or a folder
-masks/<stem>/ with one PNG per instance (its non-zero pixels). Masks must be lossless (PNG):
-JPEG noise would add instances.
+non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance; a colour-coded
+PNG, one instance per colour on black), or a folder masks/<stem>/ with one PNG per instance (its
+non-zero pixels). Masks must be lossless (PNG): JPEG noise would add instances. EXIF orientation
+tags are applied by default (dataset.exif=auto), as labelling tools draw on the displayed picture.
 
 Splits: per-split folders <root>/<split>/{images,masks} when <root>/images does not exist; else
 the k:1 interleave (k = dataset.interleave) of the images sorted by name ("val" and "test" are
