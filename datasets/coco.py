@@ -188,9 +188,25 @@ class CocoDataset(FileDataset):
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
                  rules: CocoRules, exif: str = "auto", **common) -> None:
-        super().__init__(records, layout, split, exif, **common)
         self.annotation_file = annotation_file
         self.rules = rules
+        super().__init__(records, layout, split, exif, **common)
+
+    def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
+        """Warn (DataWarning, naming the json and the count) if images are not the size the json
+        gives them: their masks could not be scored (they are skipped when loaded)."""
+        wrong = [(record, size) for record, size in zip(self.records, sizes)
+                 if size is not None and record.width and record.height and size != (record.width, record.height)]
+        if not wrong:
+            return
+        record, (width, height) = wrong[0]
+        turned = (height, width) == (record.width, record.height)
+        exif = "applied" if self.apply_exif else "ignored"
+        hint = (f": turned by 90 degrees, as an EXIF orientation tag read the other way would do (dataset.exif: tags "
+                f"now {exif}; PREPARE.md, \"EXIF orientation\")") if turned else ""
+        warnings.warn(f"COCO json '{self.annotation_file}': {len(wrong)} of the {len(self.records)} images of the "
+                      f"{split} split are not the size it gives them (e.g. '{record.image}' is {width}x{height} as read, the "
+                      f"json says {record.width}x{record.height}{hint}); they are skipped when loaded.", DataWarning)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         record = self.records[index]

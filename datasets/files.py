@@ -32,6 +32,7 @@ ORIENTATION_TAG = 0x0112  # EXIF orientation
 # EXIF orientations other than 1 (as stored): how the picture is displayed
 ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
                 6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # those that swap width and height
 EXIF_CHOICES = ("auto", "apply", "ignore")  # dataset.exif; "auto": the loader's convention (PREPARE.md)
 
 
@@ -110,11 +111,23 @@ def exif_orientation(image: Image.Image) -> int:
 def file_orientation(path: Path) -> int:
     """The EXIF orientation of an image file (1 for a folder or a file that cannot be read: reading
     it is reported when it is loaded)."""
+    return file_header(path)[0]
+
+
+def file_header(path: Path) -> tuple[int, tuple[int, int] | None]:
+    """The EXIF orientation and the stored (width, height) of an image file, from its header; 1 and
+    None for a folder or a file that cannot be read (reading it is reported when it is loaded)."""
     try:
         with Image.open(path) as image:
-            return exif_orientation(image)
+            return exif_orientation(image), image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return 1
+        return 1, None
+
+
+def size_as_read(orientation: int, size: tuple[int, int], apply_exif: bool) -> tuple[int, int]:
+    """(width, height) of a stored image of `size` as read: turned when its orientation is applied and
+    swaps the axes (5 to 8)."""
+    return size[::-1] if apply_exif and orientation in SWAPPING_ORIENTATIONS else size
 
 
 def oriented(image: Image.Image, apply_exif: bool) -> Image.Image:
@@ -336,7 +349,7 @@ class FileDataset(InstanceDataset):
         self.records = records
         self.apply_exif = self.exif_applied(exif)
         if self.has_labels:
-            self.warn_orientation(layout.dataset, split, exif)
+            self.check_files(layout.dataset, split, exif)
 
     @classmethod
     def exif_applied(cls, exif: str) -> bool:
@@ -345,15 +358,29 @@ class FileDataset(InstanceDataset):
             raise ValueError(f"exif must be one of {', '.join(EXIF_CHOICES)}, got '{exif}'")
         return (cls.EXIF_CONVENTION if exif == "auto" else exif) == "apply"
 
-    def warn_orientation(self, dataset: str, split: str, exif: str) -> None:
-        """Warn if image or mask files of the records carry an EXIF orientation tag, saying how they
-        are read and which dataset.exif reads them the other way."""
+    def check_files(self, dataset: str, split: str, exif: str) -> None:
+        """Read the headers of the records' files: warn if image or mask files carry an EXIF
+        orientation tag, saying how they are read and which dataset.exif reads them the other way;
+        then `check_sizes`."""
         tagged: dict[str, list[tuple[Path, int]]] = {"image": [], "mask": []}
+        sizes = []
         for record in self.records:
             for kind, path in (("image", record.image), ("mask", getattr(record, "mask", None))):
-                orientation = file_orientation(path) if path is not None else 1
+                orientation, size = file_header(path) if path is not None else (1, None)
                 if orientation != 1:
                     tagged[kind].append((path, orientation))
+                if kind == "image":
+                    sizes.append(None if size is None else size_as_read(orientation, size, self.apply_exif))
+        self.warn_orientation(dataset, split, exif, tagged)
+        self.check_sizes(split, sizes)
+
+    def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
+        """Check the (width, height) of each record's image as read (None: unreadable) against what
+        the labels expect, before any work; loaders whose labels state a size override this."""
+
+    def warn_orientation(self, dataset: str, split: str, exif: str, tagged: dict[str, list[tuple[Path, int]]]) -> None:
+        """Warn if image or mask files (`tagged`: kind -> [(path, orientation)]) carry an EXIF
+        orientation tag."""
         if not (tagged["image"] or tagged["mask"]):
             return
         found = "; ".join(f"{len(files)} {kind} file(s) of {len(self.records)} (e.g. '{files[0][0]}', "

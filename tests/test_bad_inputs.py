@@ -748,3 +748,23 @@ def test_automatic_instances_of_a_turned_photo_are_not_those_of_the_stored_one(t
                          for exif in ("apply", "ignore"))
     assert shown.image_identity(0) != stored.image_identity(0)
     assert stored.image_identity(0).endswith(str(stored.records[0].image.stat().st_mtime_ns))
+
+
+def test_coco_images_not_of_the_json_size_are_named_before_any_work(tmp_path):
+    """Photos annotated as displayed, read as COCO's stored pixels: counted when the split is built."""
+    from datasets.files import DataWarning
+    from tests.ondisk import box_annotation, build, coco_image, write_coco_json
+
+    for i in (1, 2):
+        tagged_photo(tmp_path / f"images/{i}.png", np.zeros((40, 60, 3), np.uint8))  # displayed 60 wide
+    write_coco_json(tmp_path / "test.json", [coco_image(i, f"{i}.png", 40, 60) for i in (1, 2)],
+                    [box_annotation(i, 2, 3, 20, 30) for i in (1, 2)])
+    with pytest.warns(DataWarning) as caught:
+        dataset = build("coco", tmp_path, "test", "dataset.coco.test=test.json")
+    sizes = [str(w.message) for w in caught if "not the size" in str(w.message)]
+    assert len(sizes) == 1 and "2 of the 2 images of the test split" in sizes[0] and "is 40x60 as read" in sizes[0]
+    assert "the json says 60x40: turned by 90 degrees" in sizes[0] and "tags now ignored" in sizes[0]
+    with pytest.warns(DataWarning) as caught:
+        build("coco", tmp_path, "test", "dataset.coco.test=test.json", "dataset.exif=apply")
+    assert not any("not the size" in str(w.message) for w in caught)
+    assert len(dataset) == 2
