@@ -30,7 +30,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import InstanceDataset, StepSampler, build_dataset, collate
+from datasets import DatasetSpec, InstanceDataset, StepSampler, build_dataset, collate
 from datasets.auto_prompts import AutoInstances
 from engine.auto_instances import cached_instances, describe, summarize
 from engine.checks import check_config_file, check_scored, check_train_split, check_training_config, run_main
@@ -243,9 +243,10 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
         model, optimizer = fabric.setup(model, optimizer)
-        train_set = build_dataset(cfg, "train", **input_sizes(cfg.model.type))
+        spec = DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
+        train_set = build_dataset(spec, "train")
         check_train_split(len(train_set), cfg)
-        eval_set = build_dataset(cfg, cfg.dataset.eval_split, **input_sizes(cfg.model.type))
+        eval_set = build_dataset(spec, cfg.dataset.eval_split)
         data = {"train": train_set.image_identities(), cfg.dataset.eval_split: eval_set.image_identities()}
         for split, images in data.items():  # a resumed run on data that changed under it: said, and recorded
             if split in run.data and (change := split_changes(run.data[split], images)):
@@ -267,7 +268,8 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
             files.write_config(cfg.to_dict())
         instances_from = 0  # the step whose model found the training instances (prompt_source=auto)
         if cfg.prompt_source == "auto":
-            train_set.auto_instances, record = find_instances(fabric, model, train_set, cfg, None, 0)
+            instances, record = find_instances(fabric, model, train_set, cfg, None, 0)
+            train_set = build_dataset(spec, "train", auto_instances=instances)
             run.auto_instances = summarize(record)  # the anchor's instances: how many, their recall (summary.json)
 
         # --- Direct (a new run), or the saved run
@@ -308,8 +310,8 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
                                      f"{files.last_ckpt}. Continue with: {resume_command}", 128 + received)
                 if refresh and run.step - run.step % refresh != instances_from:  # the adapted model finds them again
                     instances_from = run.step - run.step % refresh
-                    train_set.auto_instances, _ = find_instances(fabric, model, train_set, cfg, refresh_adapter,
-                                                                 instances_from)
+                    instances, _ = find_instances(fabric, model, train_set, cfg, refresh_adapter, instances_from)
+                    train_set = build_dataset(spec, "train", auto_instances=instances)
                     batches = None
                 if batches is None:
                     batches = training_batches(fabric, train_set, cfg, run.step)

@@ -241,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             results.append(entry)
     if args.format == "rle":
         write_json(out / "masks.json", results)
-    print(f"Masks of {len({r['file_name'] for r in results})} image(s) written to {out}")
+    print(f"Masks of {len({r['file_name'] for r in results})} image(s) written to {out}, aligned with the images' "
+          "stored pixels (EXIF orientation tags are not applied, as COCO does)")
     return results
 
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from lightning_fabric import Fabric
 
-from datasets import InstanceDataset, build_dataset
+from datasets import DatasetSpec, InstanceDataset, build_dataset
 from engine.checks import check_config_file, check_scored, run_main
 from engine.evaluate import evaluate
 from engine.predictions import crop_to_region, per_image_scores, sample_logits
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
-    dataset = build_dataset(cfg, cfg.dataset.eval_split, **input_sizes(cfg.model.type))
+    dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), cfg.dataset.eval_split)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
                        threshold=cfg.metric.threshold, region=cfg.metric.region)
     check_scored(metrics, cfg)

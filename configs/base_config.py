@@ -70,6 +70,7 @@ base_config = {
             "max_objects": 6,  # at most this many objects per image
         },
         "eval_split": "test",  # split evaluated by adaptation.py and validate.py: "val" or "test"
+        "exif": "auto",  # EXIF orientation tags of images and masks: "apply" (masks drawn on the picture as displayed), "ignore" (on the stored pixels), "auto": the loader's convention (PREPARE.md, "EXIF orientation")
         "keep_vanished": False,  # evaluation keeps instances whose mask vanished in the resize (authors' code; each scores 1 if its prediction is empty too, else 0)
     },
     "model": {
@@ -143,6 +144,7 @@ CHOICES = {
     "loss.contrastive_masks": ["threshold", "raw"],
     "metric.region": ["image", "canvas"],
     "dataset.eval_split": ["val", "test"],
+    "dataset.exif": ["auto", "apply", "ignore"],
     "model.pad": ["bottom_right", "center"],
     "model.attention": ["sdpa", "sam"],
     "model.compile": ["off", "inductor", "aot_eager"],

@@ -7,18 +7,18 @@ from typing import Callable
 
 from datasets import camouflaged, coco, folder, medical, robotic, voc
 from datasets.files import DatasetLayoutError
-from datasets.instances import InstanceDataset, StepSampler, UnusableDatasetError, collate
+from datasets.instances import InstanceDataset, InstanceSource, StepSampler, UnusableDatasetError, collate
+from datasets.spec import DatasetSpec
 from datasets.synthetic import SyntheticDataset
 
 
-def _synthetic(cfg, split: str, **common) -> InstanceDataset:
-    synthetic = cfg.dataset.synthetic
-    sizes = {"train": synthetic.num_train, "val": synthetic.num_val, "test": synthetic.num_test}
-    return SyntheticDataset(split, sizes[split], scene_size=synthetic.image_size, max_objects=synthetic.max_objects,
-                            shift=synthetic.shift, **common)
+def _synthetic(spec: DatasetSpec, split: str, **common) -> InstanceDataset:
+    synthetic = spec.synthetic
+    return SyntheticDataset(split, synthetic.num_images(split), scene_size=synthetic.image_size,
+                            max_objects=synthetic.max_objects, shift=synthetic.shift, **common)
 
 
-# name -> builder(cfg, split, **common sample options) for split in "train", "val", "test"
+# name -> builder(spec, split, **InstanceDataset options) for split in "train", "val", "test"
 DATASETS: dict[str, Callable[..., InstanceDataset]] = {
     "synthetic": _synthetic,
     # the paper's datasets (PREPARE.md gives each layout)
@@ -38,19 +38,11 @@ DATASETS: dict[str, Callable[..., InstanceDataset]] = {
 }
 
 
-def build_dataset(cfg, split: str, image_size: int, embedding_size: int) -> InstanceDataset:
-    """The `split` ("train", "val" or "test") of the configured dataset; train gets augmentation.
-    `image_size` S and `embedding_size` h: the model's input side and image-embedding side
-    (models.registry.input_sizes)."""
-    train = split == "train"
-    return DATASETS[cfg.dataset.name](
-        cfg, split, image_size=image_size, prompt=cfg.prompt, train=train, seed=cfg.seed,
-        num_points=cfg.num_points, coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
-        flip=cfg.augment.flip, strong=cfg.augment.strong, views_at=cfg.augment.views_at,
-        embedding_size=embedding_size, keep_vanished=cfg.dataset.keep_vanished,
-        point_negatives=cfg.point_negatives, coarse_polygon=cfg.coarse_polygon,
-    )
+def build_dataset(spec: DatasetSpec, split: str, auto_instances: InstanceSource | None = None) -> InstanceDataset:
+    """The `split` ("train", "val" or "test") of the dataset of `spec`; train gets augmentation.
+    With `auto_instances` (prompt_source=auto) its samples take those instances instead of labels."""
+    return DATASETS[spec.name](spec, split, auto_instances=auto_instances, **spec.sample_options(split))
 
 
-__all__ = ["DATASETS", "DatasetLayoutError", "InstanceDataset", "StepSampler", "UnusableDatasetError", "build_dataset",
-           "collate"]
+__all__ = ["DATASETS", "DatasetLayoutError", "DatasetSpec", "InstanceDataset", "StepSampler", "UnusableDatasetError",
+           "build_dataset", "collate"]

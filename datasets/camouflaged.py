@@ -6,7 +6,8 @@ authors' decode of the thresholded mask. Masks are matched to images by file nam
 
 from __future__ import annotations
 
-from datasets.files import Layout, LabelMapDataset, interleave, labels_optional, mask_records
+from datasets.files import Layout, LabelMapDataset, interleave, mask_records
+from datasets.spec import DatasetSpec
 
 COD_INTERLEAVE = 4  # the authors' 4:1 split of the COD10K test set, also used for CHAMELEON
 
@@ -28,36 +29,36 @@ CHAMELEON_TREE = """
 """
 
 
-def _binary_dataset(layout: Layout, image_folder: str, mask_folder: str, split: str, k: int | None,
-                    drop_empty: bool = False, **common) -> LabelMapDataset:
+def _binary_dataset(layout: Layout, image_folder: str, mask_folder: str, spec: DatasetSpec, split: str,
+                    k: int | None, drop_empty: bool = False, **common) -> LabelMapDataset:
     """Images of image_folder with the binary masks of mask_folder; all of them, or their k:1 interleave."""
     images = layout.files_by_stem(layout.folder(image_folder))
     masks = layout.folder(mask_folder)
     records = mask_records(images, layout.files_by_stem(masks), masks)
     if k is not None:
         records = interleave(records, k, split)
-    return LabelMapDataset(records, layout, split, binary=True, drop_empty=drop_empty, **common)
+    return LabelMapDataset(records, layout, split, binary=True, drop_empty=drop_empty, exif=spec.exif, **common)
 
 
-def build_camo(cfg, split: str, **common) -> LabelMapDataset:
+def build_camo(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     """CAMO: the official train / test images ("val" is test). An image whose mask has another size
     is skipped when loaded (the authors drop them)."""
-    layout = Layout.at("camo", cfg.dataset.root, CAMO_TREE)
+    layout = Layout.at("camo", spec.root, CAMO_TREE)
     images = "Images/Train" if split == "train" else "Images/Test"
-    return _binary_dataset(layout, images, "GT", split, None, **common)
+    return _binary_dataset(layout, images, "GT", spec, split, None, **common)
 
 
-def build_cod10k(cfg, split: str, **common) -> LabelMapDataset:
+def build_cod10k(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     """COD10K-v2 test set, 4:1 interleave on sorted names ("val" and "test" are both the 1 part);
     images whose mask is empty are dropped (after the split)."""
-    layout = Layout.at("cod10k", cfg.dataset.root, COD10K_TREE)
-    return _binary_dataset(layout, "Test/Image", "Test/GT_Object", split, COD_INTERLEAVE,
-                           drop_empty=not labels_optional(cfg, split), **common)
+    layout = Layout.at("cod10k", spec.root, COD10K_TREE)
+    return _binary_dataset(layout, "Test/Image", "Test/GT_Object", spec, split, COD_INTERLEAVE,
+                           drop_empty=not spec.labels_optional(split), **common)
 
 
-def build_chameleon(cfg, split: str, **common) -> LabelMapDataset:
+def build_chameleon(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     """CHAMELEON. The authors have no loader for it (their tables report it), so it is split as
     COD10K: 4:1 interleave on sorted names ("val" and "test" are both the 1 part), empty masks dropped."""
-    layout = Layout.at("chameleon", cfg.dataset.root, CHAMELEON_TREE)
-    return _binary_dataset(layout, "Imgs", "GT", split, COD_INTERLEAVE, drop_empty=not labels_optional(cfg, split),
-                           **common)
+    layout = Layout.at("chameleon", spec.root, CHAMELEON_TREE)
+    return _binary_dataset(layout, "Imgs", "GT", spec, split, COD_INTERLEAVE,
+                           drop_empty=not spec.labels_optional(split), **common)

@@ -6,13 +6,15 @@ prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count
 `CocoRules` (config dataset.coco.crowd, max_masks, zero_size): by default crowd annotations,
 zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
 loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
-that counts are dropped.
+that counts are dropped. A json whose parts disagree is reported when read (check_coco); EXIF
+orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored pixels.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from datasets.files import (IMAGE_EXTENSIONS, FileDataset, ImageRecord, ImagesOnlyDataset, Layout, check_same_size,
-                            drop_empty_masks, interleave, labels_optional, missing_labels, read_image)
+from datasets.files import (IMAGE_EXTENSIONS, DataWarning, FileDataset, ImageRecord, ImagesOnlyDataset, Layout,
+                            check_same_size, drop_empty_masks, interleave, missing_labels, read_image)
 from datasets.instances import SampleError
+from datasets.spec import DatasetSpec
 
 COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
 
@@ -60,9 +63,8 @@ class CocoRules:
     zero_size: str = "drop"  # "drop" zero-size boxes and empty segmentations, or the "authors" rule
 
     @classmethod
-    def from_config(cls, cfg) -> CocoRules:
-        options = cfg.dataset.coco
-        return cls(options.crowd, options.max_masks, options.zero_size)
+    def from_spec(cls, spec: DatasetSpec) -> CocoRules:
+        return cls(spec.coco.crowd, spec.coco.max_masks, spec.coco.zero_size)
 
     def listed(self, annotation: dict[str, Any]) -> bool:
         """Whether an annotation is read at all (the checks that need no decoding)."""
@@ -87,24 +89,85 @@ class CocoRecord:
     annotations: tuple[dict[str, Any], ...]  # listed annotations (segmentation, bbox), in file order
 
 
-def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) -> list[CocoRecord]:
+@dataclass(frozen=True)
+class CocoJson:
+    """A COCO instances json read: its images as records, how many annotations it has and how many
+    of them the rules list."""
+
+    path: Path
+    records: list[CocoRecord]
+    num_annotations: int
+    num_listed: int
+
+
+def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) -> CocoJson:
     """Every image of a COCO instances json, sorted by id, with its annotations that `rules` list
-    (maybe none); images are image_folder / file_name."""
+    (maybe none); images are image_folder / file_name. Where the json's parts disagree, check_coco
+    raises or warns."""
     try:
         data = json.loads(path.read_text())
+        images, annotations = data["images"], data["annotations"]
+        check_coco(path, images, annotations, image_folder, layout)
         usable: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
-        for a in data["annotations"]:
+        for a in annotations:
             if rules.listed(a):
                 usable[a["image_id"]].append({"segmentation": a["segmentation"], "bbox": a["bbox"]})
-        return [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
-                           tuple(usable[image["id"]])) for image in sorted(data["images"], key=lambda i: i["id"])]
+        records = [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
+                              tuple(usable[image["id"]])) for image in sorted(images, key=lambda i: i["id"])]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise layout.error(f"'{path}' is not a COCO instances json ({type(error).__name__}: {error})") from error
+    return CocoJson(path, records, len(annotations), sum(len(record.annotations) for record in records))
 
 
-def annotated(records: list[CocoRecord]) -> list[CocoRecord]:
-    """The records with a usable annotation."""
-    return [record for record in records if record.annotations]
+def check_coco(path: Path, images: list[dict[str, Any]], annotations: list[dict[str, Any]], image_folder: Path,
+               layout: Layout) -> None:
+    """Raise DatasetLayoutError if image ids repeat (an annotation's image would be ambiguous); warn
+    (DataWarning, naming the json and the count) for annotations of no listed image, repeated
+    annotation ids, file names listed under several image ids, and image files that do not exist."""
+    ids = Counter(image["id"] for image in images)
+    repeated = [i for i, n in ids.items() if n > 1]
+    if repeated:
+        raise layout.error(f"'{path}' lists {len(repeated)} image id(s) more than once (e.g. id {repeated[0]}, "
+                           f"{ids[repeated[0]]} times): every image needs its own id, or its annotations are ambiguous")
+    problems = []
+    orphans = [a["image_id"] for a in annotations if a["image_id"] not in ids]
+    if orphans:
+        problems.append(f"{len(orphans)} of its {len(annotations)} annotations name an image id that is not among "
+                        f"its images (e.g. id {orphans[0]}); they are not used")
+    annotation_ids = Counter(a["id"] for a in annotations if "id" in a)
+    twice = [i for i, n in annotation_ids.items() if n > 1]
+    if twice:
+        problems.append(f"{len(twice)} annotation id(s) appear more than once (e.g. id {twice[0]}); every copy is "
+                        "an instance, scored again: remove the repeated annotations")
+    names = Counter(image["file_name"] for image in images)
+    shared = [name for name, n in names.items() if n > 1]
+    if shared:
+        problems.append(f"{len(shared)} file name(s) are listed under more than one image id (e.g. '{shared[0]}'); "
+                        "each of those images is loaded and scored once per id")
+    missing = [image["file_name"] for image in images if not (image_folder / image["file_name"]).is_file()]
+    if missing:
+        problems.append(f"{len(missing)} of its {len(images)} images have no file in '{image_folder}' (e.g. "
+                        f"'{missing[0]}'); they are skipped, with a warning, when loaded")
+    for problem in problems:
+        warnings.warn(f"COCO json '{path}': {problem}.", DataWarning)
+
+
+def annotated_split(coco: CocoJson, records: list[CocoRecord], layout: Layout, split: str) -> list[CocoRecord]:
+    """The records (of the json `coco`, given to `split`) with a usable annotation; none is an error
+    that says why: the json has no annotations, the rules list none, or the split got none."""
+    kept = [record for record in records if record.annotations]
+    if kept:
+        return kept
+    if coco.num_annotations == 0:
+        raise layout.error(f"'{coco.path}' has no annotations ({len(coco.records)} images, an empty 'annotations' "
+                           f"list), so the {split} split has nothing to score or train on; give it a json with "
+                           "annotations")
+    if coco.num_listed == 0:
+        raise layout.error(f"none of the {coco.num_annotations} annotations of '{coco.path}' is used: each is a "
+                           "crowd annotation (dataset.coco.crowd=False), has a zero-size box or no segmentation "
+                           "(dataset.coco.zero_size), or names no image of the json")
+    raise layout.error(f"the {split} split has no images: it gets {len(records)} of the {len(coco.records)} images "
+                       f"of '{coco.path}', none of them with a usable annotation")
 
 
 def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
@@ -124,14 +187,30 @@ class CocoDataset(FileDataset):
     """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
-                 rules: CocoRules, **common) -> None:
-        super().__init__(records, layout, split, **common)
+                 rules: CocoRules, exif: str = "auto", **common) -> None:
         self.annotation_file = annotation_file
         self.rules = rules
+        super().__init__(records, layout, split, exif, **common)
+
+    def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
+        """Warn (DataWarning, naming the json and the count) if images are not the size the json
+        gives them: their masks could not be scored (they are skipped when loaded)."""
+        wrong = [(record, size) for record, size in zip(self.records, sizes)
+                 if size is not None and record.width and record.height and size != (record.width, record.height)]
+        if not wrong:
+            return
+        record, (width, height) = wrong[0]
+        turned = (height, width) == (record.width, record.height)
+        exif = "applied" if self.apply_exif else "ignored"
+        hint = (f": turned by 90 degrees, as an EXIF orientation tag read the other way would do (dataset.exif: tags "
+                f"now {exif}; PREPARE.md, \"EXIF orientation\")") if turned else ""
+        warnings.warn(f"COCO json '{self.annotation_file}': {len(wrong)} of the {len(self.records)} images of the "
+                      f"{split} split are not the size it gives them (e.g. '{record.image}' is {width}x{height} as read, the "
+                      f"json says {record.width}x{record.height}{hint}); they are skipped when loaded.", DataWarning)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         record = self.records[index]
-        image = read_image(record.image)
+        image = read_image(record.image, self.apply_exif)
         height, width = record.height or image.shape[0], record.width or image.shape[1]
         source = f"annotations of image id {record.image_id} in '{self.annotation_file}'"
         masks, boxes = [], []
@@ -154,64 +233,65 @@ class CocoDataset(FileDataset):
         return (image, *drop_empty_masks(masks, boxes))
 
 
-def _coco2017_records(layout: Layout, split: str, image_folder: Path,
-                      rules: CocoRules) -> tuple[list[CocoRecord], Path]:
+def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path, **common) -> CocoDataset:
+    rules = CocoRules.from_spec(spec)
     annotation_file = layout.file("annotations/instances_val2017.json")
-    records = interleave(read_coco(annotation_file, layout, image_folder, rules), COCO2017_INTERLEAVE, split)
-    return annotated(records), annotation_file
+    coco = read_coco(annotation_file, layout, image_folder, rules)
+    records = annotated_split(coco, interleave(coco.records, COCO2017_INTERLEAVE, split), layout, split)
+    return CocoDataset(records, annotation_file, layout, split, rules, spec.exif, **common)
 
 
-def build_coco2017(cfg, split: str, **common) -> CocoDataset:
+def build_coco2017(spec: DatasetSpec, split: str, **common) -> CocoDataset:
     """COCO 2017 val: 6:1 interleave on sorted image ids ("val" and "test" are both the 1 part)."""
-    layout = Layout.at("coco2017", cfg.dataset.root, COCO2017_TREE)
-    rules = CocoRules.from_config(cfg)
-    records, annotation_file = _coco2017_records(layout, split, layout.folder("val2017"), rules)
-    return CocoDataset(records, annotation_file, layout, split, rules, **common)
+    layout = Layout.at("coco2017", spec.root, COCO2017_TREE)
+    return _coco2017_dataset(spec, split, layout, layout.folder("val2017"), **common)
 
 
-def build_coco_c(cfg, split: str, **common) -> CocoDataset:
+def build_coco_c(spec: DatasetSpec, split: str, **common) -> CocoDataset:
     """COCO-C: the coco2017 split and annotations, images from corruption/<dataset.corruption>/."""
-    layout = Layout.at("coco_c", cfg.dataset.root, COCO_C_TREE)
-    folder = layout.root / "corruption" / cfg.dataset.corruption
+    layout = Layout.at("coco_c", spec.root, COCO_C_TREE)
+    folder = layout.root / "corruption" / spec.corruption
     if not folder.is_dir():
         present = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
-        raise layout.error(f"folder '{folder}' not found (dataset.corruption={cfg.dataset.corruption!r}; "
+        raise layout.error(f"folder '{folder}' not found (dataset.corruption={spec.corruption!r}; "
                            f"corruptions present: {', '.join(present) or 'none'})")
-    rules = CocoRules.from_config(cfg)
-    records, annotation_file = _coco2017_records(layout, split, folder, rules)
-    return CocoDataset(records, annotation_file, layout, split, rules, **common)
+    return _coco2017_dataset(spec, split, layout, folder, **common)
 
 
-def coco_images_only(cfg, layout: Layout, image_folder: Path, rules: CocoRules, **common) -> ImagesOnlyDataset:
+def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rules: CocoRules,
+                     **common) -> ImagesOnlyDataset:
     """The training split without a json: the images of image_folder (sorted by name) that the
     val / test json do not list, or without those json the k part of the k:1 interleave."""
-    options = cfg.dataset.coco
+    options = spec.coco
     images = [path for path in sorted(image_folder.iterdir()) if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
-    evaluated = {record.image for name in ("val", "test") if options[name]
-                 for record in read_coco(layout.file(options[name]), layout, image_folder, rules)}
+    evaluated = {record.image for name in (options.val, options.test) if name
+                 for record in read_coco(layout.file(name), layout, image_folder, rules).records}
     if not (options.val or options.test):
-        images = interleave(images, cfg.dataset.interleave, "train")
+        images = interleave(images, spec.interleave, "train")
     return ImagesOnlyDataset([ImageRecord(path) for path in images if path not in evaluated], layout, "train",
-                             **common)
+                             spec.exif, **common)
 
 
-def build_coco(cfg, split: str, **common) -> CocoDataset | ImagesOnlyDataset:
+def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesOnlyDataset:
     """Custom COCO data: dataset.coco.<split> if set (the whole json is the split), else the k:1
     interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike).
-    With prompt_source=auto the training split may have no json (coco_images_only)."""
-    options = cfg.dataset.coco
-    rules = CocoRules.from_config(cfg)
-    layout = Layout.at("coco", cfg.dataset.root, CUSTOM_TREE)
+    With prompt_source=auto the training split may have no json (coco_images_only), or a json
+    without annotations (its images)."""
+    options = spec.coco
+    rules = CocoRules.from_spec(spec)
+    layout = Layout.at("coco", spec.root, CUSTOM_TREE)
     image_folder = layout.folder(options.images)
-    json_name = options[split] or options.annotations
+    json_name = options.split_json(split) or options.annotations
     if not (json_name and (layout.root / json_name).is_file()):
-        if labels_optional(cfg, split):
-            return coco_images_only(cfg, layout, image_folder, rules, **common)
+        if spec.labels_optional(split):
+            return coco_images_only(spec, layout, image_folder, rules, **common)
         problem = f"file '{layout.root / json_name}' not found" if json_name else \
             f"neither dataset.coco.{split} nor dataset.coco.annotations is set"
-        raise missing_labels(layout, cfg, split, problem)
+        raise missing_labels(layout, split, problem)
     annotation_file = layout.file(json_name)
-    records = read_coco(annotation_file, layout, image_folder, rules)
-    if not options[split]:
-        records = interleave(records, cfg.dataset.interleave, split)
-    return CocoDataset(annotated(records), annotation_file, layout, split, rules, **common)
+    coco = read_coco(annotation_file, layout, image_folder, rules)
+    records = coco.records if options.split_json(split) else interleave(coco.records, spec.interleave, split)
+    if spec.labels_optional(split) and coco.num_annotations == 0:
+        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.exif, **common)
+    return CocoDataset(annotated_split(coco, records, layout, split), annotation_file, layout, split, rules, spec.exif,
+                       **common)

@@ -9,12 +9,13 @@ quirks (which values are background, binary masks, ...).
 from __future__ import annotations
 
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from datasets.instances import InstanceDataset, SampleError
 
@@ -22,10 +23,17 @@ T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BINARY_THRESHOLD = 127  # a grey mask pixel above this is foreground (the authors' binary GTs)
+MAX_GREY_SPREAD = 100  # channel spread above which a binary mask's pixel is a colour, not a lossy grey
 # PIL modes whose pixel values are labels as stored: grey, palette indices, 16- and 32-bit integers
 LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
 # PIL modes of greyscale images with more than 8 bits per pixel
 WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
+ORIENTATION_TAG = 0x0112  # EXIF orientation
+# EXIF orientations other than 1 (as stored): how the picture is displayed
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
+                6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # those that swap width and height
+EXIF_CHOICES = ("auto", "apply", "ignore")  # dataset.exif; "auto": the loader's convention (PREPARE.md)
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -88,18 +96,73 @@ def interleave(items: Sequence[T], k: int, split: str) -> list[T]:
     return [item for i, item in enumerate(items) if (i % (k + 1) == k) == evaluation]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 RGB pixels as stored (EXIF orientation is not applied, so they stay aligned
-    with masks drawn on the stored pixels). Greyscale images of more than 8 bits (16-bit PNG and
-    TIFF, as microscopes write) are scaled from the range of their type to 0-255, where
-    convert("RGB") would clip them to white. Raises SampleError if the file cannot be read."""
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8, 1: as stored) of an opened image. A PNG whose EXIF comes after its
+    pixels reports it only once loaded (looking earlier would decode every PNG of a dataset scan)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    try:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError):  # a malformed EXIF block: the pixels are still readable
+        return 1
+    return orientation if orientation in ORIENTATIONS else 1
+
+
+def file_orientation(path: Path) -> int:
+    """The EXIF orientation of an image file (1 for a folder or a file that cannot be read: reading
+    it is reported when it is loaded)."""
+    return file_header(path)[0]
+
+
+def file_header(path: Path) -> tuple[int, tuple[int, int] | None]:
+    """The EXIF orientation and the stored (width, height) of an image file, from its header; 1 and
+    None for a folder or a file that cannot be read (reading it is reported when it is loaded)."""
     try:
         with Image.open(path) as image:
-            if image.mode in WIDE_GREY_MODES:
-                return np.repeat(wide_grey_to_uint8(np.array(image))[..., None], 3, axis=2)
-            return np.array(image.convert("RGB"))
+            return exif_orientation(image), image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1, None
+
+
+def size_as_read(orientation: int, size: tuple[int, int], apply_exif: bool) -> tuple[int, int]:
+    """(width, height) of a stored image of `size` as read: turned when its orientation is applied and
+    swaps the axes (5 to 8)."""
+    return size[::-1] if apply_exif and orientation in SWAPPING_ORIENTATIONS else size
+
+
+def oriented(image: Image.Image, apply_exif: bool) -> Image.Image:
+    """The image as displayed (its EXIF orientation applied) with `apply_exif`, else as stored."""
+    return ImageOps.exif_transpose(image) if apply_exif and exif_orientation(image) != 1 else image
+
+
+def read_image(path: Path, apply_exif: bool = False) -> np.ndarray:
+    """H x W x 3 uint8 RGB pixels of an image file of any mode PIL opens, as stored or with
+    `apply_exif` as displayed (see dataset.exif). Raises SampleError, naming the file and the
+    reason, if the file cannot be read or its mode cannot be made RGB."""
+    try:
+        with Image.open(path) as image:
+            return image_pixels(oriented(image, apply_exif), path)
+    except Image.UnidentifiedImageError as error:
+        raise SampleError(f"cannot read image '{path}' ({error}; PIL cannot open this format, e.g. a multi-channel "
+                          "float TIFF: save it as 8- or 16-bit PNG or TIFF)") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SampleError(f"cannot read image '{path}' ({error})") from error
+
+
+def image_pixels(image: Image.Image, path: Path) -> np.ndarray:
+    """H x W x 3 uint8 RGB of an opened image. 8-bit modes (grey, 1-bit, palette, with alpha, CMYK,
+    YCbCr...) convert as PIL does (alpha is dropped; PIL reads 16-bit colour files as their high
+    bytes); wider grey is scaled by the range of its type (wide_grey_to_uint8), where
+    convert("RGB") would clip it to white; float grey ("F") is taken as 0-1 or 0-255 (float_to_uint8)."""
+    if image.mode in WIDE_GREY_MODES:
+        return np.repeat(wide_grey_to_uint8(np.array(image))[..., None], 3, axis=2)
+    if image.mode == "F":
+        return np.repeat(float_to_uint8(np.array(image), path)[..., None], 3, axis=2)
+    try:
+        return np.array(image.convert("RGB"))
+    except ValueError as error:
+        raise SampleError(f"image '{path}' has PIL mode '{image.mode}', which cannot be converted to RGB "
+                          f"({error}); save it as 8-bit RGB or grey") from error
 
 
 def wide_grey_to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -112,21 +175,142 @@ def wide_grey_to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.round(pixels * (255.0 / top)).astype(np.uint8)
 
 
-def read_label_map(path: Path) -> np.ndarray:
-    """H x W mask or label map: grey, palette (as indices) and 16/32-bit PNGs as stored; colour
-    files are converted to grey and 1-bit files to 0 / 255. Raises SampleError if unreadable."""
+def float_to_uint8(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """H x W float pixels -> uint8: values in 0-1 (how float images are usually stored) are scaled
+    by 255, values in 0-255 kept; anything else (negative, above 255, NaN) has no agreed meaning
+    and raises SampleError."""
+    finite = bool(np.isfinite(pixels).all())
+    low, high = (float(pixels.min()), float(pixels.max())) if finite and pixels.size else (np.nan, np.nan)
+    if not (low >= 0 and high <= 255):  # NaN fails both
+        raise SampleError(f"image '{path}' is a float image with values in [{low:g}, {high:g}]; only 0-1 or 0-255 "
+                          "can be read: rescale it to one of them, or save it as 8- or 16-bit")
+    scale = 255.0 if high <= 1 else 1.0
+    return np.round(pixels * scale).astype(np.uint8)
+
+
+def read_label_map(path: Path, apply_exif: bool = False, binary: bool = False) -> np.ndarray:
+    """H x W integer label map of a mask file, as stored or with `apply_exif` as displayed.
+
+    Grey, palette (as indices) and 16/32-bit files are read as stored; 1-bit as 0 / 255; transparent
+    pixels (alpha 0, or a palette's transparent index) are 0, background. A colour file whose
+    pixels are all grey is read as grey; otherwise it is colour-coded (colour_labels: each colour
+    one label, black 0). With `binary` the map is 0 / 1, 1 where the file as grey (colour converted
+    as PIL does, as the authors' loaders read their binary ground truths) is above BINARY_THRESHOLD.
+    Raises SampleError, naming the file and the reason, if unreadable or refused.
+    """
     try:
         with Image.open(path) as mask:
-            return np.array(mask if mask.mode in LABEL_MODES else mask.convert("L"))
+            if not binary and mask.mode not in LABEL_MODES and wide_colour(mask):
+                raise SampleError(f"mask '{path}' is 16-bit colour, which PIL reads as 8 bits per channel (distinct "
+                                  "colours may merge); save it as 8-bit colour, or as a 16-bit grey label map")
+            mask = oriented(mask, apply_exif)
+            if binary:
+                return binary_pixels(mask, path)
+            return label_pixels(mask, path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SampleError(f"cannot read mask '{path}' ({error})") from error
+
+
+def binary_pixels(mask: Image.Image, path: Path) -> np.ndarray:
+    """H x W 0 / 1 of an opened binary mask: 1 where its grey (colour converted as PIL does, as the
+    authors' loaders read their ground truths) is above BINARY_THRESHOLD. A mask in clear colours
+    (a channel 100 above another; lossy grey masks stay far below) is refused with SampleError:
+    a red foreground is grey 76, which the threshold would make background."""
+    if mask.mode in LABEL_MODES:
+        return (np.array(mask) > BINARY_THRESHOLD).astype(np.uint8)
+    if mask.mode not in ("1", "L", "LA", "La"):
+        rgb = np.array(mask.convert("RGB")).astype(np.int16)
+        spread = rgb.max(axis=2) - rgb.min(axis=2)
+        if spread.max(initial=0) > MAX_GREY_SPREAD:
+            y, x = np.unravel_index(int(spread.argmax()), spread.shape)
+            raise SampleError(f"binary mask '{path}' is in colour (e.g. RGB {tuple(int(v) for v in rgb[y, x])} at "
+                              f"x={x}, y={y}); this loader reads masks as grey > {BINARY_THRESHOLD}, which would "
+                              "turn colours into background or foreground by their brightness: save it as a grey "
+                              "0 / 255 mask")
+    return (np.array(mask.convert("L")) > BINARY_THRESHOLD).astype(np.uint8)
+
+
+def label_pixels(mask: Image.Image, path: Path) -> np.ndarray:
+    """H x W labels of an opened mask file (see read_label_map)."""
+    mode = mask.mode
+    if mode in LABEL_MODES:
+        labels = np.array(mask)
+        if mode == "P":
+            labels[np.isin(labels, transparent_indices(mask))] = 0
+        return labels
+    if mode == "1":
+        return np.array(mask.convert("L"))
+    if mode in ("LA", "La", "PA"):
+        pixels = np.array(mask)
+        return np.where(pixels[..., 1] == 0, 0, pixels[..., 0]).astype(np.uint8)
+    if mode == "F":
+        raise SampleError(f"mask '{path}' is a float image; a mask holds integer labels: save it as 8- or 16-bit "
+                          "grey or palette PNG")
+    try:
+        rgba = np.array(mask.convert("RGBA"))
+    except ValueError as error:
+        raise SampleError(f"mask '{path}' has PIL mode '{mode}', which cannot be read as labels ({error}); save "
+                          "it as grey, palette or RGB PNG") from error
+    rgb, opaque = rgba[..., :3], rgba[..., 3] > 0
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return np.where(opaque, rgb[..., 0], 0).astype(np.uint8)
+    return colour_labels(np.where(opaque[..., None], rgb, 0), path)
+
+
+def wide_colour(image: Image.Image) -> bool:
+    """Whether an opened, not yet loaded colour file stores more than 8 bits per channel."""
+    for tile in image.tile:
+        rawmode = tile[3] if isinstance(tile[3], str) else tile[3][0] if tile[3] else ""
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
+def transparent_indices(mask: Image.Image) -> list[int]:
+    """The fully transparent palette indices of a "P" image (PIL's info["transparency"]: one index,
+    or the alpha of each index)."""
+    transparency = mask.info.get("transparency")
+    if isinstance(transparency, int):
+        return [transparency]
+    if isinstance(transparency, bytes):
+        return [index for index, alpha in enumerate(transparency) if alpha == 0]
+    return []
+
+
+def colour_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
+    """H x W x 3 uint8 colour-coded instance mask -> H x W int32 labels: black is 0, every other
+    colour one label (1, 2, ... in increasing RGB order). A mask whose edges were smoothed
+    (anti-aliasing, lossy compression) has blended colours that would each become an instance: a
+    colour with no pixel whose 4 neighbours share it (found only along edges, or an instance too
+    thin to have an inner pixel) is taken for one and the mask is refused with SampleError."""
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    values, labels = np.unique(codes, return_inverse=True)
+    labels = labels.reshape(codes.shape).astype(np.int32)
+    if values[0] != 0:
+        labels += 1  # no black: every colour is an instance
+    interior = np.zeros(codes.shape, bool)
+    interior[1:-1, 1:-1] = ((codes[1:-1, 1:-1] == codes[:-2, 1:-1]) & (codes[1:-1, 1:-1] == codes[2:, 1:-1])
+                            & (codes[1:-1, 1:-1] == codes[1:-1, :-2]) & (codes[1:-1, 1:-1] == codes[1:-1, 2:]))
+    edge_only = np.setdiff1d(np.unique(labels[labels > 0]), np.unique(labels[interior & (labels > 0)]))
+    if len(edge_only):
+        example = values[edge_only[0] - (1 if values[0] == 0 else 0)]
+        raise SampleError(
+            f"mask '{path}' is colour-coded (one colour per instance, black background) but {len(edge_only)} of its "
+            f"{len(values)} colours, e.g. RGB {((example >> 16) & 255, (example >> 8) & 255, example & 255)}, have "
+            "no pixel whose 4 neighbours share it: blended colours along edges from anti-aliasing or lossy "
+            "compression, each of which would become an instance (or instances too thin for a colour-coded "
+            "mask). Export the mask without smoothing as PNG, or as a grey or palette label map")
+    return labels
 
 
 def check_same_size(image: np.ndarray, image_path: Path, masks: np.ndarray, mask_path: Path | str) -> None:
     """Raise SampleError unless masks (N x H x W) have the size of image (H x W x 3)."""
     if masks.shape[1:] != image.shape[:2]:
+        turned = masks.shape[1:] == image.shape[1::-1]
+        hint = (" (it matches the image turned by 90 degrees: an EXIF orientation tag read by one tool and not the "
+                "other? See dataset.exif in PREPARE.md)") if turned else ""
         raise SampleError(f"mask '{mask_path}' is {masks.shape[2]}x{masks.shape[1]} but image '{image_path}' is "
-                          f"{image.shape[1]}x{image.shape[0]} (width x height)")
+                          f"{image.shape[1]}x{image.shape[0]} (width x height){hint}")
 
 
 def label_instances(labels: np.ndarray, background: Sequence[int] = (0,)) -> np.ndarray:
@@ -143,27 +327,85 @@ def drop_empty_masks(masks: np.ndarray, boxes: np.ndarray | None = None) -> tupl
     return masks[keep], None if boxes is None else boxes[keep]
 
 
-class FileDataset(InstanceDataset):
-    """A dataset read from disk: `records` describe one image each (its file is `record.image`);
-    an empty split is an error."""
+class DataWarning(UserWarning):
+    """The files of a dataset need a word before they are used (EXIF orientation tags, a COCO json
+    whose parts disagree...): the message names the file, the count and the option or the fix."""
 
-    def __init__(self, records: list, layout: Layout, split: str, **common) -> None:
+
+class FileDataset(InstanceDataset):
+    """A dataset read from disk: `records` describe one image each (its file is `record.image`, and
+    `record.mask` its mask file if it has one); an empty split is an error.
+
+    `exif` (dataset.exif) says whether EXIF orientation tags are applied to images and mask files:
+    "apply", "ignore", or "auto", the loader's convention `EXIF_CONVENTION`. A dataset with labels
+    looks for such tags when built and warns (DataWarning) if it finds any."""
+
+    EXIF_CONVENTION = "ignore"  # COCO's and the paper datasets': annotations follow the stored pixels
+
+    def __init__(self, records: list, layout: Layout, split: str, exif: str = "auto", **common) -> None:
         super().__init__(**common)
         if not records:
             raise layout.error(f"the {split} split has no images")
         self.records = records
+        self.apply_exif = self.exif_applied(exif)
+        if self.has_labels:
+            self.check_files(layout.dataset, split, exif)
+
+    @classmethod
+    def exif_applied(cls, exif: str) -> bool:
+        """Whether dataset.exif = `exif` applies orientation tags in this loader."""
+        if exif not in EXIF_CHOICES:
+            raise ValueError(f"exif must be one of {', '.join(EXIF_CHOICES)}, got '{exif}'")
+        return (cls.EXIF_CONVENTION if exif == "auto" else exif) == "apply"
+
+    def check_files(self, dataset: str, split: str, exif: str) -> None:
+        """Read the headers of the records' files: warn if image or mask files carry an EXIF
+        orientation tag, saying how they are read and which dataset.exif reads them the other way;
+        then `check_sizes`."""
+        tagged: dict[str, list[tuple[Path, int]]] = {"image": [], "mask": []}
+        sizes = []
+        for record in self.records:
+            for kind, path in (("image", record.image), ("mask", getattr(record, "mask", None))):
+                orientation, size = file_header(path) if path is not None else (1, None)
+                if orientation != 1:
+                    tagged[kind].append((path, orientation))
+                if kind == "image":
+                    sizes.append(None if size is None else size_as_read(orientation, size, self.apply_exif))
+        self.warn_orientation(dataset, split, exif, tagged)
+        self.check_sizes(split, sizes)
+
+    def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
+        """Check the (width, height) of each record's image as read (None: unreadable) against what
+        the labels expect, before any work; loaders whose labels state a size override this."""
+
+    def warn_orientation(self, dataset: str, split: str, exif: str, tagged: dict[str, list[tuple[Path, int]]]) -> None:
+        """Warn if image or mask files (`tagged`: kind -> [(path, orientation)]) carry an EXIF
+        orientation tag."""
+        if not (tagged["image"] or tagged["mask"]):
+            return
+        found = "; ".join(f"{len(files)} {kind} file(s) of {len(self.records)} (e.g. '{files[0][0]}', "
+                          f"{ORIENTATIONS[files[0][1]]} when displayed)" for kind, files in tagged.items() if files)
+        how = "as displayed, the tag applied" if self.apply_exif else "as stored, the tag ignored"
+        why = (f"dataset.exif=auto: the {dataset} loader's convention" if exif == "auto" else f"dataset.exif={exif}")
+        drawn = "on the picture as displayed" if self.apply_exif else "on the stored pixels"
+        other = "ignore" if self.apply_exif else "apply"
+        warnings.warn(f"Dataset '{dataset}' ({split} split): {found} carry an EXIF orientation tag. They are read "
+                      f"{how} ({why}), which is right for masks drawn {drawn}; if the masks were drawn the other way, "
+                      f"set dataset.exif={other} (PREPARE.md, \"EXIF orientation\").", DataWarning)
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self.records[index].image)
+        return read_image(self.records[index].image, self.apply_exif)
 
     def image_identity(self, index: int) -> str:
-        """The image's path, size and modification time: a file replaced under the same name changes it."""
+        """The image's path, size and modification time: a file replaced under the same name changes it;
+        and whether its EXIF orientation turns the pixels read (dataset.exif)."""
         path = self.records[index].image
         try:
             stat = path.stat()
         except OSError:  # unreadable: loading it is reported as a skip
             return f"{path}:missing"
-        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        turned = ":displayed" if self.apply_exif and file_orientation(path) != 1 else ""
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}{turned}"
 
 
 class ImagesOnlyDataset(FileDataset):
@@ -181,13 +423,7 @@ class ImageRecord:
     image: Path
 
 
-def labels_optional(cfg, split: str) -> bool:
-    """Whether the `split` of the configured dataset may come without labels: the training split
-    when its prompts come from the automatic instances (prompt_source=auto)."""
-    return split == "train" and cfg.prompt_source == "auto"
-
-
-def missing_labels(layout: Layout, cfg, split: str, what: str) -> DatasetLayoutError:
+def missing_labels(layout: Layout, split: str, what: str) -> DatasetLayoutError:
     """The error of a split without labels (`what` names what is missing) where they are needed."""
     if split == "train":
         need = ("the training prompts (prompt_source=labels) come from them; set prompt_source=auto to adapt "
@@ -223,22 +459,20 @@ class LabelMapDataset(FileDataset):
     not read, prompt_source=auto)."""
 
     def __init__(self, records: list[MaskRecord], layout: Layout, split: str, binary: bool = False,
-                 drop_empty: bool = False, **common) -> None:
+                 drop_empty: bool = False, exif: str = "auto", **common) -> None:
         self.binary = binary
+        self.apply_exif = self.exif_applied(exif)  # read_masks needs it now
         if drop_empty:
             records = [r for r in records if self._has_instances(r)]
-        super().__init__(records, layout, split, **common)
+        super().__init__(records, layout, split, exif, **common)
 
     def read_masks(self, record: MaskRecord) -> np.ndarray:
         """N x H x W bool instances of a record's mask file."""
-        labels = read_label_map(record.mask)
-        if self.binary:
-            labels = (labels > BINARY_THRESHOLD).astype(np.uint8)
-        return label_instances(labels, record.background)
+        return label_instances(read_label_map(record.mask, self.apply_exif, self.binary), record.background)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, None]:
         record = self.records[index]
-        image = read_image(record.image)
+        image = read_image(record.image, self.apply_exif)
         masks = self.read_masks(record)
         check_same_size(image, record.image, masks, record.mask)
         return image, masks, None

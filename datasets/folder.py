@@ -1,9 +1,10 @@
 """Custom data as folders of images and masks (`folder`).
 
 Each image images/<stem>.<ext> has either masks/<stem>.png, a label map with one instance per
-non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance), or a folder
-masks/<stem>/ with one PNG per instance (its non-zero pixels). Masks must be lossless (PNG):
-JPEG noise would add instances.
+non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance; a colour-coded
+PNG, one instance per colour on black), or a folder masks/<stem>/ with one PNG per instance (its
+non-zero pixels). Masks must be lossless (PNG): JPEG noise would add instances. EXIF orientation
+tags are applied by default (dataset.exif=auto), as labelling tools draw on the displayed picture.
 
 Splits: per-split folders <root>/<split>/{images,masks} when <root>/images does not exist; else
 the k:1 interleave (k = dataset.interleave) of the images sorted by name ("val" and "test" are
@@ -15,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.files import (IMAGE_EXTENSIONS, ImageRecord, ImagesOnlyDataset, Layout, LabelMapDataset, MaskRecord,
-                            drop_empty_masks, interleave, labels_optional, mask_records, missing_labels, read_label_map)
+                            drop_empty_masks, interleave, mask_records, missing_labels, read_label_map)
 from datasets.instances import SampleError
+from datasets.spec import DatasetSpec
 
 TREE = """
 <root>/
@@ -32,13 +34,16 @@ split k:1 by dataset.interleave; or with one such pair of folders per split:
 class FolderDataset(LabelMapDataset):
     """Label-map masks, or folders of one mask file per instance."""
 
+    # custom masks are mostly drawn in labelling tools, which show the picture as displayed
+    EXIF_CONVENTION = "apply"
+
     def read_masks(self, record: MaskRecord) -> np.ndarray:
         if not record.mask.is_dir():
             return super().read_masks(record)
         files = sorted(p for p in record.mask.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise SampleError(f"mask folder '{record.mask}' holds no mask files")
-        masks = [read_label_map(path) != 0 for path in files]
+        masks = [read_label_map(path, self.apply_exif) != 0 for path in files]
         for path, mask in zip(files, masks):
             if mask.shape != masks[0].shape:
                 raise SampleError(f"instance mask '{path}' is {mask.shape[1]}x{mask.shape[0]} but '{files[0]}' is "
@@ -46,21 +51,21 @@ class FolderDataset(LabelMapDataset):
         return drop_empty_masks(np.stack(masks))[0]
 
 
-def build_folder(cfg, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
-    layout = Layout.at("folder", cfg.dataset.root, TREE)
+def build_folder(spec: DatasetSpec, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
+    layout = Layout.at("folder", spec.root, TREE)
     pooled = (layout.root / "images").is_dir()
     base = "." if pooled else split
     images = layout.files_by_stem(layout.folder(f"{base}/images"))
     mask_folder = layout.root / base / "masks"
     if not mask_folder.is_dir():
-        if not labels_optional(cfg, split):
-            raise missing_labels(layout, cfg, split, f"folder '{mask_folder}' not found")
+        if not spec.labels_optional(split):
+            raise missing_labels(layout, split, f"folder '{mask_folder}' not found")
         records = [ImageRecord(path) for path in images.values()]
-        return ImagesOnlyDataset(interleave(records, cfg.dataset.interleave, split) if pooled else records, layout,
-                                 split, **common)
+        return ImagesOnlyDataset(interleave(records, spec.interleave, split) if pooled else records, layout,
+                                 split, spec.exif, **common)
     masks = layout.files_by_stem(mask_folder)
     masks.update({path.name: path for path in mask_folder.iterdir() if path.is_dir()})
     records = mask_records(images, masks, mask_folder)
     if pooled:
-        records = interleave(records, cfg.dataset.interleave, split)
-    return FolderDataset(records, layout, split, **common)
+        records = interleave(records, spec.interleave, split)
+    return FolderDataset(records, layout, split, exif=spec.exif, **common)

@@ -14,7 +14,7 @@ A sample (one image, N instances, input size S, K points):
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +38,13 @@ class UnusableDatasetError(RuntimeError):
     """Every image of a dataset split was skipped."""
 
 
+class InstanceSource(Protocol):
+    """Instances that replace an image's labels (prompt_source=auto: the automatic instances)."""
+
+    def masks(self, index: int, height: int, width: int) -> np.ndarray:
+        """N x height x width bool instances of image `index`."""
+
+
 def sample_seed(*keys: int) -> int:
     """A 32-bit seed determined by integer keys (base seed, epoch, position...)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
@@ -57,7 +64,8 @@ class InstanceDataset(Dataset):
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
                  strong: bool = True, embedding_size: int | None = None, views_at: str = "input",
-                 keep_vanished: bool = False, point_negatives: str = "image", coarse_polygon: str = "largest") -> None:
+                 keep_vanished: bool = False, point_negatives: str = "image", coarse_polygon: str = "largest",
+                 auto_instances: InstanceSource | None = None) -> None:
         self.image_size = image_size
         self.mask_input_size = 4 * (embedding_size or image_size // 16)
         self.prompt = prompt
@@ -78,7 +86,7 @@ class InstanceDataset(Dataset):
         # the authors' coarse box is made at native size and then moves with the image like a box prompt
         self.native_coarse_boxes = prompt == "coarse" and coarse_as == "box" and coarse_polygon == "authors"
         # prompt_source=auto: the automatic instances (datasets/auto_prompts.py) that replace the labels
-        self.auto_instances = None
+        self.auto_instances = auto_instances
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Image H x W x 3 uint8 RGB, masks N x H x W bool, boxes N x 4 XYXY (None: from masks)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.files import Layout, LabelMapDataset, MaskRecord, drop_empty_masks, interleave
+from datasets.spec import DatasetSpec
 
 KVASIR_INTERLEAVE = 5  # the authors' 5:1 split, in the order of kavsir_bboxes.json's keys
 
@@ -57,10 +58,10 @@ class KvasirDataset(LabelMapDataset):
         return masks_in_boxes(super().read_masks(record).any(axis=0), record.boxes)
 
 
-def build_kvasir(cfg, split: str, **common) -> KvasirDataset:
+def build_kvasir(spec: DatasetSpec, split: str, **common) -> KvasirDataset:
     """Kvasir-SEG: 5:1 interleave in the key order of kavsir_bboxes.json ("val" and "test" are
     both the 1 part)."""
-    layout = Layout.at("kvasir", cfg.dataset.root, KVASIR_TREE)
+    layout = Layout.at("kvasir", spec.root, KVASIR_TREE)
     images, masks = layout.folder("images"), layout.folder("masks")
     path = layout.file("kavsir_bboxes.json")
     try:
@@ -71,16 +72,17 @@ def build_kvasir(cfg, split: str, **common) -> KvasirDataset:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise layout.error(f"'{path}' does not have the kavsir_bboxes.json format "
                            f"({type(error).__name__}: {error})") from error
-    return KvasirDataset(interleave(records, KVASIR_INTERLEAVE, split), layout, split, binary=True, **common)
+    return KvasirDataset(interleave(records, KVASIR_INTERLEAVE, split), layout, split, binary=True, exif=spec.exif,
+                         **common)
 
 
-def build_isic2016(cfg, split: str, **common) -> LabelMapDataset:
+def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     """ISIC 2016 (ISBI 2016 Part 1): the official training (900) and test (379) images; "val" is test.
 
     The CSVs are read as the authors' pandas call: gbk text, the first line a header, columns 1
     and 2 (0-based; column 0 is pandas' index) the image and mask paths relative to the root.
     """
-    layout = Layout.at("isic2016", cfg.dataset.root, ISIC_TREE)
+    layout = Layout.at("isic2016", spec.root, ISIC_TREE)
     path = layout.file(ISIC_CSV[split])
     try:
         with path.open(encoding="gbk", newline="") as handle:
@@ -94,4 +96,4 @@ def build_isic2016(cfg, split: str, **common) -> LabelMapDataset:
         if len(row) < 3:
             raise layout.error(f"line {line} of '{path}' has {len(row)} columns; expected index, image path, mask path")
         records.append(MaskRecord(layout.root / row[1], layout.root / row[2]))
-    return LabelMapDataset(records, layout, split, binary=True, **common)
+    return LabelMapDataset(records, layout, split, binary=True, exif=spec.exif, **common)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, labels_optional, mask_records
+from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, mask_records
+from datasets.spec import DatasetSpec
 
 ROBOTIC_INTERLEAVE = 6
 
@@ -32,22 +33,22 @@ def robotic_background(relative: Path) -> tuple[int, ...]:
     return (0, 1, 2) if "table" in relative.as_posix() else (0, 1)
 
 
-def build_ocid(cfg, split: str, **common) -> LabelMapDataset:
-    layout = Layout.at("ocid", cfg.dataset.root, OCID_TREE)
+def build_ocid(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+    layout = Layout.at("ocid", spec.root, OCID_TREE)
     images = sorted(layout.root.glob("**/*seq*/rgb/*.png"))
     if not images:
         raise layout.error(f"no images matching '{layout.root}/**/*seq*/rgb/*.png'")
     records = [MaskRecord(image, image.parent.parent / "label" / image.name,
                           robotic_background(image.relative_to(layout.root))) for image in images]
     return LabelMapDataset(interleave(records, ROBOTIC_INTERLEAVE, split), layout, split,
-                           drop_empty=not labels_optional(cfg, split), **common)
+                           drop_empty=not spec.labels_optional(split), exif=spec.exif, **common)
 
 
-def build_osd(cfg, split: str, **common) -> LabelMapDataset:
-    layout = Layout.at("osd", cfg.dataset.root, OSD_TREE)
+def build_osd(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+    layout = Layout.at("osd", spec.root, OSD_TREE)
     images = layout.files_by_stem(layout.folder("image_color"))
     masks = layout.folder("annotation")
     records = mask_records(images, layout.files_by_stem(masks), masks)
     records = [replace(r, background=robotic_background(r.mask.relative_to(layout.root))) for r in records]
-    return LabelMapDataset(interleave(records, cfg.dataset.interleave, split), layout, split,
-                           drop_empty=not labels_optional(cfg, split), **common)
+    return LabelMapDataset(interleave(records, spec.interleave, split), layout, split,
+                           drop_empty=not spec.labels_optional(split), exif=spec.exif, **common)

@@ -9,6 +9,7 @@ part); the official VOC train/val lists are not used.
 from __future__ import annotations
 
 from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave
+from datasets.spec import DatasetSpec
 
 VOC_INTERLEAVE = 6
 BACKGROUND = (0, 255)
@@ -29,10 +30,10 @@ def voc2012_folder(layout: Layout) -> str:
     raise layout.error(f"no VOCdevkit/VOC2012/SegmentationObject folder below '{layout.root}'")
 
 
-def build_voc2012(cfg, split: str, **common) -> LabelMapDataset:
-    layout = Layout.at("voc2012", cfg.dataset.root, TREE)
+def build_voc2012(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+    layout = Layout.at("voc2012", spec.root, TREE)
     base = voc2012_folder(layout)
     images = layout.folder(f"{base}/JPEGImages")
     masks = layout.files_by_stem(layout.folder(f"{base}/SegmentationObject"), (".png",))
     records = [MaskRecord(images / f"{stem}.jpg", mask, BACKGROUND) for stem, mask in masks.items()]
-    return LabelMapDataset(interleave(records, VOC_INTERLEAVE, split), layout, split, **common)
+    return LabelMapDataset(interleave(records, VOC_INTERLEAVE, split), layout, split, exif=spec.exif, **common)

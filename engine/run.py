@@ -46,8 +46,9 @@ class RunState:
     data_changes: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time, compare=False)
 
-    # the keys of state_dict() that every run's checkpoint has (data and data_changes came later)
+    # the keys of state_dict() that every run's checkpoint has, and those that came later (optional)
     KEYS = ("step", "history", "direct", "best", "seconds", "skipped_train", "pseudo_label_iou")
+    LATER_KEYS = ("data", "data_changes")
 
     def elapsed(self) -> float:
         """Wall time of the run so far, over every resumed part."""

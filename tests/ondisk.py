@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from datasets import build_dataset
+from datasets import DatasetSpec, build_dataset
 from datasets.instances import InstanceDataset
 from models.registry import input_sizes
 from utils.config import load_config
@@ -18,11 +18,16 @@ from utils.config import load_config
 HEIGHT, WIDTH = 40, 60
 
 
+def dataset_spec(cfg) -> DatasetSpec:
+    """The spec of the configured dataset for the configured model, as the scripts make it."""
+    return DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
+
+
 def build(name: str, root: Path | str, split: str, *overrides: str) -> InstanceDataset:
     """The `split` of dataset `name` at `root`, built from a config as adaptation.py does."""
     cfg = load_config(overrides=[f"dataset.name={name}", f"dataset.root={root}", "accelerator=cpu", "model.type=vit_tiny",
                                  "model.checkpoint=", *overrides])
-    return build_dataset(cfg, split, **input_sizes(cfg.model.type))
+    return build_dataset(dataset_spec(cfg), split)
 
 
 def split_sizes(name: str, root: Path | str, *overrides: str) -> dict[str, int]:

@@ -464,3 +464,375 @@ def test_a_resumed_run_on_changed_data_says_so_and_records_it(tiny_overrides, tm
     assert "The evaluations so far were measured on the earlier images" in out
     changes = json.loads((run / "summary.json").read_text())["data_changes"]
     assert [(c["step"], c["split"]) for c in changes] == [(2, "test")]
+
+
+# --- data as users store it (issue 25): every case reads right, or says which file and why
+
+def tagged_photo(path: Path, displayed: np.ndarray, orientation: int = 6) -> None:
+    """Save `displayed` (H x W x 3) as a phone does: stored pixels turned so that EXIF `orientation`
+    (6: shown rotated 90 degrees clockwise) displays it."""
+    stored = np.ascontiguousarray(np.rot90(displayed, k=1)) if orientation == 6 else displayed
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(stored).save(path, exif=exif)
+
+
+def phone_folder(root: Path, height: int = 48, width: int = 72) -> tuple[np.ndarray, np.ndarray]:
+    """A folder dataset (one pooled pair of folders, interleave 1) of one phone photo whose mask was
+    drawn on the picture as displayed; returns the displayed picture and its mask."""
+    mask = np.zeros((height, width), np.uint8)
+    mask[5:20, 10:30] = 1
+    displayed = np.repeat(np.where(mask > 0, 230, 20).astype(np.uint8)[..., None], 3, axis=2)  # the object shows
+    for stem in ("a", "b"):
+        tagged_photo(root / "images" / f"{stem}.jpg", displayed)
+        write_mask(root / "masks" / f"{stem}.png", mask)
+    return displayed, mask
+
+
+def test_exif_phone_photos_are_read_as_displayed_by_the_folder_loader(tmp_path):
+    from datasets.files import DataWarning
+    from tests.ondisk import build
+
+    displayed, mask = phone_folder(tmp_path)
+    with pytest.warns(DataWarning, match=r"(?s)1 image file\(s\) of 1 .*rotated 90 degrees clockwise.*"
+                                         r"folder loader's convention.*dataset.exif=ignore"):
+        dataset = build("folder", tmp_path, "val", "dataset.interleave=1")
+    image, masks, _ = dataset.load(0)
+    assert image.shape == displayed.shape
+    assert image[mask > 0].mean() > 200 and image[mask == 0].mean() < 50  # JPEG: close pixels, exact geometry
+    np.testing.assert_array_equal(masks, mask[None].astype(bool))
+
+
+def test_exif_ignored_says_so_when_the_sizes_disagree(tmp_path):
+    from datasets.files import DataWarning
+    from datasets.instances import SkippedImageWarning
+    from tests.ondisk import build
+
+    phone_folder(tmp_path)
+    with pytest.warns(DataWarning, match=r"as stored, the tag ignored \(dataset.exif=ignore\).*dataset.exif=apply"):
+        dataset = build("folder", tmp_path, "val", "dataset.interleave=1", "dataset.exif=ignore")
+    with pytest.warns(SkippedImageWarning, match=r"mask '.*png' is 72x48 but image '.*jpg' is 48x72 .*turned by "
+                                                 r"90 degrees: an EXIF orientation tag.*dataset.exif"):
+        assert dataset[0]["skipped"] == [0]
+
+
+def test_exif_on_square_photos_is_still_named(tmp_path):
+    """Square photos give no size mismatch: the warning when the dataset is built is what tells."""
+    from datasets.files import DataWarning
+    from tests.ondisk import build
+
+    phone_folder(tmp_path, 40, 40)
+    with pytest.warns(DataWarning, match=r"1 image file\(s\) of 1.*set dataset.exif=apply"):
+        build("folder", tmp_path, "val", "dataset.interleave=1", "dataset.exif=ignore")
+
+
+def test_exif_coco_follows_the_stored_pixels_and_says_so(tmp_path):
+    from datasets.files import DataWarning
+    from tests.ondisk import box_annotation, build, coco_image, write_coco_json
+
+    displayed = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    tagged_photo(tmp_path / "images/a.png", displayed)
+    write_coco_json(tmp_path / "annotations.json", [coco_image(1, "a.png", 40, 40)], [box_annotation(1, 2, 3, 20, 30)])
+    with pytest.warns(DataWarning, match=r"coco loader's convention.*drawn on the stored pixels.*dataset.exif=apply"):
+        dataset = build("coco", tmp_path, "val", "dataset.coco.val=annotations.json")
+    np.testing.assert_array_equal(dataset.load(0)[0], np.rot90(displayed, k=1))
+    with pytest.warns(DataWarning, match=r"\(dataset.exif=apply\)"):
+        dataset = build("coco", tmp_path, "val", "dataset.coco.val=annotations.json", "dataset.exif=apply")
+    np.testing.assert_array_equal(dataset.load(0)[0], displayed)
+
+
+def test_exif_tag_on_a_mask_file_turns_it_too(tmp_path):
+    """Masks saved with the photo's tag (stored like the photo) line up once both are displayed."""
+    from datasets.files import DataWarning
+    from tests.ondisk import build
+
+    displayed = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    mask = np.zeros((30, 50), np.uint8)
+    mask[2:9, 20:45] = 255
+    for stem in ("a", "b"):
+        tagged_photo(tmp_path / "images" / f"{stem}.png", displayed)
+        tagged_photo(tmp_path / "masks" / f"{stem}.png", np.repeat(mask[..., None], 3, axis=2))
+    with pytest.warns(DataWarning, match=r"1 image file\(s\) of 1 .*; 1 mask file\(s\) of 1"):
+        dataset = build("folder", tmp_path, "val", "dataset.interleave=1")
+    image, masks, _ = dataset.load(0)
+    np.testing.assert_array_equal(image, displayed)
+    np.testing.assert_array_equal(masks, mask[None] > 0)
+
+
+def pil_image(mode: str, grey: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """An image of PIL `mode` holding the uint8 `grey` picture (H x W), and the RGB pixels it must read as."""
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    if mode == "1":
+        return Image.fromarray(grey > 127), np.where(rgb > 127, 255, 0).astype(np.uint8)
+    if mode in ("L", "LA", "RGBA", "P"):
+        return Image.fromarray(grey).convert(mode), rgb
+    if mode == "I;16":
+        return Image.fromarray(grey.astype(np.uint16) * 257), rgb
+    if mode == "I":
+        return Image.fromarray(grey.astype(np.int32) * 257, "I"), rgb
+    if mode == "F 0-1":
+        return Image.fromarray(grey.astype(np.float32) / 255), rgb
+    if mode == "F 0-255":
+        return Image.fromarray(grey.astype(np.float32)), rgb
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize("mode, suffix", [("1", ".png"), ("L", ".png"), ("LA", ".png"), ("P", ".png"),
+                                          ("RGBA", ".png"), ("I;16", ".png"), ("I", ".tif"), ("F 0-1", ".tif"),
+                                          ("F 0-255", ".tif")])
+def test_every_image_mode_reads_as_its_picture(tmp_path, mode, suffix):
+    from datasets.files import read_image
+
+    grey = np.random.default_rng(0).integers(0, 256, (12, 20)).astype(np.uint8)
+    image, expected = pil_image(mode, grey)
+    path = tmp_path / f"picture{suffix}"
+    image.save(path)
+    with Image.open(path) as saved:
+        assert saved.mode == mode.split()[0]
+    np.testing.assert_array_equal(read_image(path), expected)
+
+
+def test_16_bit_colour_images_keep_their_range(tmp_path):
+    import cv2
+
+    from datasets.files import read_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (10, 14, 3)).astype(np.uint16)
+    for suffix in (".png", ".tif"):
+        path = tmp_path / f"wide{suffix}"
+        cv2.imwrite(str(path), (rgb * 257)[..., ::-1])  # cv2 writes BGR
+        np.testing.assert_array_equal(read_image(path), rgb)
+
+
+def test_unreadable_image_modes_are_refused_by_name(tmp_path):
+    import cv2
+
+    from datasets.files import read_image
+    from datasets.instances import SampleError
+
+    hdr = tmp_path / "hdr.tif"
+    Image.fromarray(np.full((4, 4), 1000.0, np.float32)).save(hdr)
+    with pytest.raises(SampleError, match=r"image '.*hdr.tif' is a float image with values in \[1000, 1000\]"):
+        read_image(hdr)
+    colour_float = tmp_path / "colour_float.tif"
+    cv2.imwrite(str(colour_float), np.random.default_rng(0).random((4, 4, 3)).astype(np.float32))
+    with pytest.raises(SampleError, match=r"cannot read image '.*colour_float.tif' .*multi-channel float TIFF"):
+        read_image(colour_float)
+
+
+def colour_instances(height: int = 30, width: int = 40) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A colour-coded instance mask: red, green (as dark as grey 76) and a dark red on black."""
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rects = {(255, 0, 0): (2, 2, 15, 12), (0, 130, 0): (18, 2, 35, 12), (10, 0, 0): (5, 16, 30, 27)}
+    masks = []
+    for colour, (x1, y1, x2, y2) in rects.items():
+        rgb[y1:y2, x1:x2] = colour
+        mask = np.zeros((height, width), bool)
+        mask[y1:y2, x1:x2] = True
+        masks.append(mask)
+    return rgb, masks
+
+
+def test_colour_coded_masks_give_one_instance_per_colour(tmp_path):
+    from tests.ondisk import build, write_image
+
+    rgb, expected = colour_instances()
+    (tmp_path / "masks").mkdir()
+    for stem in ("a", "b"):
+        write_image(tmp_path / "images" / f"{stem}.png", height=30, width=40)
+        Image.fromarray(rgb).save(tmp_path / "masks" / f"{stem}.png")
+    masks = build("folder", tmp_path, "val", "dataset.interleave=1").load(0)[1]
+    assert len(masks) == 3  # red and green no longer merge, dark red no longer vanishes
+    assert sorted(m.sum() for m in masks) == sorted(m.sum() for m in expected)
+    for mask in expected:
+        assert any(np.array_equal(mask, m) for m in masks)
+
+
+def test_anti_aliased_colour_masks_are_refused_not_split(tmp_path):
+    import cv2
+
+    from datasets.files import read_label_map
+    from datasets.instances import SampleError
+
+    rgb, _ = colour_instances()
+    smooth = cv2.GaussianBlur(rgb, (3, 3), 0)  # the blended edges a drawing tool's export leaves
+    path = tmp_path / "smooth.png"
+    Image.fromarray(smooth).save(path)
+    with pytest.raises(SampleError, match=r"mask '.*smooth.png' is colour-coded .* no pixel whose 4 neighbours "
+                                          r"share it: blended colours along edges from anti-aliasing or lossy"):
+        read_label_map(path)
+    jpeg = tmp_path / "lossy.jpg"
+    Image.fromarray(rgb).save(jpeg, quality=80)
+    with pytest.raises(SampleError, match="blended colours along edges"):
+        read_label_map(jpeg)
+
+
+def test_label_files_of_every_kind(tmp_path):
+    """Grey saved as RGB, palette with a transparent index, grey + alpha, 1-bit, 16-bit colour, float."""
+    import cv2
+
+    from datasets.files import read_label_map
+    from datasets.instances import SampleError
+
+    labels = np.zeros((10, 12), np.uint8)
+    labels[1:4, 1:5], labels[5:9, 6:11] = 3, 7
+    Image.fromarray(np.repeat(labels[..., None], 3, axis=2)).save(tmp_path / "grey_as_rgb.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey_as_rgb.png"), labels)
+
+    indices = np.where(labels == 0, 9, labels).astype(np.uint8)  # index 9, transparent, is the background
+    palette = Image.fromarray(indices, "P")
+    palette.putpalette(list(np.random.default_rng(0).integers(0, 256, 768)))
+    palette.save(tmp_path / "palette.png", transparency=9)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "palette.png"), labels)
+
+    alpha = np.where(labels > 0, 255, 0).astype(np.uint8)
+    Image.fromarray(np.stack([np.where(labels > 0, labels, 200), alpha], axis=2).astype(np.uint8), "LA").save(
+        tmp_path / "grey_alpha.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey_alpha.png"), labels)
+
+    Image.fromarray(labels > 0).save(tmp_path / "one_bit.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "one_bit.png"), np.where(labels > 0, 255, 0))
+
+    cv2.imwrite(str(tmp_path / "wide_colour.png"), np.repeat(labels[..., None], 3, axis=2).astype(np.uint16) * 999)
+    with pytest.raises(SampleError, match=r"mask '.*wide_colour.png' is 16-bit colour"):
+        read_label_map(tmp_path / "wide_colour.png")
+    Image.fromarray(labels.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(SampleError, match=r"mask '.*float.tif' is a float image"):
+        read_label_map(tmp_path / "float.tif")
+
+
+def test_binary_masks_in_colour_are_refused(tmp_path):
+    from datasets.instances import SkippedImageWarning
+    from tests.ondisk import build, write_image
+
+    rgb, _ = colour_instances()
+    write_image(tmp_path / "Images/Test/a.jpg", height=30, width=40)
+    (tmp_path / "GT").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "GT/a.png")  # red is grey 76: background by the > 127 threshold
+    dataset = build("camo", tmp_path, "test")
+    with pytest.warns(SkippedImageWarning, match=r"binary mask '.*a.png' is in colour \(e.g. RGB \(255, 0, 0\)"):
+        assert dataset[0]["skipped"] == [0]
+
+
+def write_raw_coco(path: Path, images: list[dict], annotations: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1}]}))
+
+
+def coco_folder(root: Path, count: int = 3) -> list[dict]:
+    from tests.ondisk import coco_image, write_image
+
+    for i in range(1, count + 1):
+        write_image(root / "images" / f"{i}.png", seed=i)
+    return [coco_image(i, f"{i}.png") for i in range(1, count + 1)]
+
+
+def annotation(annotation_id: int, image_id: int, **extra) -> dict:
+    from tests.ondisk import box_annotation
+
+    return {"id": annotation_id, "iscrowd": 0, "category_id": 1, **box_annotation(image_id, 2, 2, 20, 20), **extra}
+
+
+def test_coco_json_whose_parts_disagree_is_named_with_counts(tmp_path):
+    from datasets.files import DataWarning
+    from tests.ondisk import build
+
+    images = coco_folder(tmp_path)
+    images.append({"id": 4, "file_name": "gone.png", "height": 40, "width": 60})
+    images.append({"id": 5, "file_name": "1.png", "height": 40, "width": 60})
+    annotations = [annotation(1, 1), annotation(2, 2), annotation(2, 3), annotation(4, 99), annotation(5, 98)]
+    write_raw_coco(tmp_path / "annotations.json", images, annotations)
+    with pytest.warns(DataWarning) as caught:
+        dataset = build("coco", tmp_path, "val", "dataset.coco.val=annotations.json")
+    messages = "\n".join(str(w.message) for w in caught)
+    assert messages.count(str(tmp_path / "annotations.json")) == 4
+    assert "2 of its 5 annotations name an image id that is not among its images (e.g. id 99)" in messages
+    assert "1 annotation id(s) appear more than once (e.g. id 2)" in messages
+    assert "1 file name(s) are listed under more than one image id (e.g. '1.png')" in messages
+    assert "1 of its 5 images have no file" in messages and "'gone.png'" in messages
+    assert len(dataset) == 3  # the ids with an annotation of their own: 1, 2, 3
+
+
+def test_coco_json_with_repeated_image_ids_stops(tmp_path):
+    from datasets import DatasetLayoutError
+    from tests.ondisk import build
+
+    images = coco_folder(tmp_path, 2)
+    images[1]["id"] = 1
+    write_raw_coco(tmp_path / "annotations.json", images, [annotation(1, 1)])
+    with pytest.raises(DatasetLayoutError, match=r"lists 1 image id\(s\) more than once \(e.g. id 1, 2 times\)"):
+        build("coco", tmp_path, "val", "dataset.coco.val=annotations.json")
+
+
+def test_coco_json_without_annotations_says_so(tmp_path, capsys):
+    images = coco_folder(tmp_path)
+    write_raw_coco(tmp_path / "test.json", images, [])
+    overrides = ["dataset.name=coco", f"dataset.root={tmp_path}", "dataset.coco.test=test.json", *TINY]
+    code, message = cli(validate.main, overrides, capsys)
+    assert code == 1 and f"'{tmp_path / 'test.json'}' has no annotations (3 images" in message
+    assert "Traceback" not in message
+
+
+def test_coco_json_whose_annotations_are_all_dropped_says_why(tmp_path):
+    from datasets import DatasetLayoutError
+    from tests.ondisk import build
+
+    write_raw_coco(tmp_path / "test.json", coco_folder(tmp_path), [annotation(1, 1, iscrowd=1)])
+    with pytest.raises(DatasetLayoutError, match=r"none of the 1 annotations of '.*test.json' is used: each is a "
+                                                 r"crowd"):
+        build("coco", tmp_path, "test", "dataset.coco.test=test.json")
+
+
+def test_coco_training_json_without_annotations_is_images_only_with_auto_prompts(tmp_path):
+    from datasets.files import ImagesOnlyDataset
+    from tests.ondisk import build
+
+    write_raw_coco(tmp_path / "train.json", coco_folder(tmp_path), [])
+    dataset = build("coco", tmp_path, "train", "dataset.coco.train=train.json", "prompt_source=auto")
+    assert isinstance(dataset, ImagesOnlyDataset) and len(dataset) == 3
+
+
+def test_predict_writes_masks_in_the_stored_orientation_and_says_so(tmp_path, capsys):
+    import predict
+
+    displayed = np.random.default_rng(2).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    tagged_photo(tmp_path / "images/photo.png", displayed)
+    predict.main(["--images", str(tmp_path / "images"), "--box", "2,2,20,40", "--out", str(tmp_path / "out"), *TINY])
+    assert "aligned with the images' stored pixels (EXIF orientation tags are not applied" in capsys.readouterr().out
+    assert np.array(Image.open(tmp_path / "out/photo.png")).shape == (50, 30)  # the stored 30-wide picture
+
+
+def test_automatic_instances_of_a_turned_photo_are_not_those_of_the_stored_one(tmp_path):
+    """The cache of automatic instances (keyed by image identity) tells the two readings apart."""
+    import warnings
+
+    from tests.ondisk import build
+
+    phone_folder(tmp_path, 40, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shown, stored = (build("folder", tmp_path, "val", "dataset.interleave=1", f"dataset.exif={exif}")
+                         for exif in ("apply", "ignore"))
+    assert shown.image_identity(0) != stored.image_identity(0)
+    assert stored.image_identity(0).endswith(str(stored.records[0].image.stat().st_mtime_ns))
+
+
+def test_coco_images_not_of_the_json_size_are_named_before_any_work(tmp_path):
+    """Photos annotated as displayed, read as COCO's stored pixels: counted when the split is built."""
+    from datasets.files import DataWarning
+    from tests.ondisk import box_annotation, build, coco_image, write_coco_json
+
+    for i in (1, 2):
+        tagged_photo(tmp_path / f"images/{i}.png", np.zeros((40, 60, 3), np.uint8))  # displayed 60 wide
+    write_coco_json(tmp_path / "test.json", [coco_image(i, f"{i}.png", 40, 60) for i in (1, 2)],
+                    [box_annotation(i, 2, 3, 20, 30) for i in (1, 2)])
+    with pytest.warns(DataWarning) as caught:
+        dataset = build("coco", tmp_path, "test", "dataset.coco.test=test.json")
+    sizes = [str(w.message) for w in caught if "not the size" in str(w.message)]
+    assert len(sizes) == 1 and "2 of the 2 images of the test split" in sizes[0] and "is 40x60 as read" in sizes[0]
+    assert "the json says 60x40: turned by 90 degrees" in sizes[0] and "tags now ignored" in sizes[0]
+    with pytest.warns(DataWarning) as caught:
+        build("coco", tmp_path, "test", "dataset.coco.test=test.json", "dataset.exif=apply")
+    assert not any("not the size" in str(w.message) for w in caught)
+    assert len(dataset) == 2

@@ -11,6 +11,7 @@ import pytest
 
 import adaptation
 from datasets import DatasetLayoutError, StepSampler, UnusableDatasetError
+from datasets.files import DataWarning
 from datasets.instances import SkippedImageWarning
 from tests.ondisk import (box_annotation, build, coco_image, compressed_rle, labels, split_sizes, write_coco_json,
                           write_corrupt, write_image, write_mask)
@@ -85,7 +86,9 @@ def test_coco_errors_name_the_missing_or_malformed_json(tmp_path):
 
 def test_coco_image_and_annotation_size_mismatch_is_skipped(tmp_path):
     write_coco(tmp_path, taller=(3,), corrupt=(6,))
-    test = build("coco", tmp_path, "test", "dataset.interleave=2")
+    with pytest.warns(DataWarning, match=r"1 of the 2 images of the test split are not the size it gives them "
+                                         r"\(e.g. '.*3.png' is 60x40 as read, the json says 60x41\)"):
+        test = build("coco", tmp_path, "test", "dataset.interleave=2")
     with pytest.warns(SkippedImageWarning, match=r"annotations of image id 3 .* is 60x41 but image"):
         assert test[0]["skipped"] == [0]
     with pytest.warns(SkippedImageWarning, match=r"cannot read image '.*6.jpg'"):

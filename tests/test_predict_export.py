@@ -20,8 +20,7 @@ from datasets import build_dataset
 from models import build_sam, build_wesam
 from models.adapters import save_adapter
 from models.lora import STUDENT, adapter_state_dict, load_adapter_state_dict, merged_state_dict
-from models.registry import input_sizes
-from tests.ondisk import box_annotation, coco_image, write_coco_json, write_image
+from tests.ondisk import box_annotation, coco_image, dataset_spec, write_coco_json, write_image
 from tools import export
 from utils.config import load_config
 from utils.metrics import instance_scores
@@ -69,8 +68,7 @@ def test_predict_equals_validate_and_per_image(coco_data, tmp_path):
     masks = predict.main(["--ckpt", adapter, "--images", str(data / "images"), "--coco", str(data / "test.json"),
                           "--out", str(tmp_path / "pred"), "--format", "rle", *overrides])
     # predict.py's masks, scored against the ground truth, give validate.py's numbers
-    cfg = load_config(overrides=overrides)
-    dataset = build_dataset(cfg, "test", **input_sizes(cfg.model.type))
+    dataset = build_dataset(dataset_spec(load_config(overrides=overrides)), "test")
     with per_image.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["instances"]) for r in rows] == [1, 2, 3]

@@ -21,13 +21,15 @@ def a_run() -> RunState:
     direct = {"step": 0, "miou": 0.5, "f1": 0.6, "area_ratio": 1.0, "skipped_images": 0}
     later = {**direct, "step": 2, "miou": 0.625, "pseudo_label_iou": 0.75}
     return RunState(step=3, history=[direct, later], direct=direct, best=later, seconds=12.5,
-                    skipped_train={4, 1}, pseudo_label_iou_sum=1.5, pseudo_label_iou_count=2)
+                    skipped_train={4, 1}, pseudo_label_iou_sum=1.5, pseudo_label_iou_count=2,
+                    data={"train": ["a.png", "b.png"], "test": ["c.png"]},
+                    data_changes=[{"step": 2, "split": "test", "change": "1 of its 2 images are new"}])
 
 
 def test_state_dict_round_trip():
     run = a_run()
     state = run.state_dict()
-    assert set(state) == set(RunState.KEYS)
+    assert set(state) == {*RunState.KEYS, *RunState.LATER_KEYS}
     assert state["skipped_train"] == [1, 4] and state["pseudo_label_iou"] == [1.5, 2]
     assert state["seconds"] >= 12.5
     again = RunState.from_state_dict(state)

@@ -17,7 +17,7 @@ from datasets import build_dataset
 from datasets.prompts import boxes_from_masks
 from models import WeSAM, build_sam
 from models.lora import STUDENT
-from models.registry import input_sizes
+from tests.ondisk import dataset_spec
 from utils.config import load_config
 
 # (height, width, PIL mode): the tiny SAM's input is 256, so these scale up, down, or not at all
@@ -52,7 +52,7 @@ def folder(tmp_path_factory) -> Path:
 def dataset(root: Path, prompt: str):
     cfg = load_config(overrides=["dataset.name=folder", f"dataset.root={root}", "accelerator=cpu", "model.type=vit_tiny",
                                  "model.checkpoint=", f"prompt={prompt}"])
-    return build_dataset(cfg, "test", **input_sizes(cfg.model.type))
+    return build_dataset(dataset_spec(cfg), "test")
 
 
 @pytest.fixture(scope="module")

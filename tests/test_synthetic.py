@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import build_dataset
+from datasets import DatasetSpec, build_dataset
 from datasets.prompts import boxes_from_masks
 from datasets.scenes import MIN_VISIBLE_FRACTION, SHAPES, box_prior_masks, render_scene, shape_mask
 from datasets.shifts import SHIFTS, apply_shift, scene_style
 from datasets.synthetic import SyntheticDataset
-from models.registry import input_sizes
+from tests.ondisk import dataset_spec
 from utils.config import load_config
 
 
@@ -158,7 +158,7 @@ def test_build_dataset_for_each_prompt_type(tiny_overrides, prompt, coarse_as, k
     cfg = load_config(overrides=tiny_overrides + [f"prompt={prompt}", f"coarse_as={coarse_as}", "max_nums=2"])
     sizes = {"train": 6, "val": 3, "test": 4}
     for split, size in sizes.items():
-        dataset = build_dataset(cfg, split, **input_sizes(cfg.model.type))
+        dataset = build_dataset(dataset_spec(cfg), split)
         assert isinstance(dataset, SyntheticDataset) and len(dataset) == size
         assert dataset.train == (split == "train")
         assert dataset.seed == cfg.seed and dataset.max_nums == (2 if split == "train" else 0)
@@ -177,3 +177,54 @@ def test_build_dataset_for_each_prompt_type(tiny_overrides, prompt, coarse_as, k
             assert prompts["points"].shape == (n, 10, 2) and prompts["point_labels"].shape == (n, 10)
         if "mask_inputs" in prompts:
             assert prompts["mask_inputs"].shape == (n, 1, 64, 64)
+
+
+def test_dataset_spec_is_made_once_from_the_config(tiny_overrides):
+    import dataclasses
+
+    cfg = load_config(overrides=tiny_overrides + ["prompt=point", "dataset.coco.crowd=true", "augment.flip=false"])
+    spec = DatasetSpec.from_config(cfg, 256, 16)
+    assert (spec.name, spec.image_size, spec.embedding_size, spec.prompt) == ("synthetic", 256, 16, "point")
+    assert spec.coco.crowd and not spec.flip and spec.synthetic.num_images("val") == 3 and spec.exif == "auto"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.prompt = "box"
+
+
+def test_the_default_dataset_is_what_the_config_fields_gave(tiny_overrides):
+    """The embedded default's samples are those of SyntheticDataset built from the config fields one
+    by one, as build_dataset did before the spec."""
+    cfg = load_config(overrides=tiny_overrides)
+    for split, size in (("train", 6), ("test", 4)):
+        dataset = build_dataset(dataset_spec(cfg), split)
+        by_hand = SyntheticDataset(split, size, scene_size=96, max_objects=cfg.dataset.synthetic.max_objects,
+                                   shift="camouflage", image_size=256, embedding_size=16, prompt=cfg.prompt,
+                                   train=split == "train", seed=cfg.seed, num_points=cfg.num_points,
+                                   coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
+                                   flip=cfg.augment.flip, strong=cfg.augment.strong, views_at=cfg.augment.views_at,
+                                   keep_vanished=cfg.dataset.keep_vanished, point_negatives=cfg.point_negatives,
+                                   coarse_polygon=cfg.coarse_polygon)
+        item = (1, 77) if split == "train" else 1
+        ours, theirs = dataset[item], by_hand[item]
+        assert ours.keys() == theirs.keys()
+        for key in ("image", "valid", "masks"):
+            assert torch.equal(ours[key], theirs[key])
+        assert ours["prompts"].keys() == theirs["prompts"].keys()
+        assert all(torch.equal(ours["prompts"][k], theirs["prompts"][k]) for k in ours["prompts"])
+
+
+def test_automatic_instances_are_given_at_construction(tiny_overrides):
+    class OneSquare:
+        def masks(self, index: int, height: int, width: int) -> np.ndarray:
+            mask = np.zeros((1, height, width), bool)
+            mask[0, 10:40, 20:50] = True
+            return mask
+
+    spec = dataset_spec(load_config(overrides=tiny_overrides + ["prompt_source=auto"]))
+    labelled, automatic = build_dataset(spec, "test"), build_dataset(spec, "test", auto_instances=OneSquare())
+    assert labelled.auto_instances is None
+    sample = automatic[0]
+    assert sample["masks"].shape[0] == 1
+    np.testing.assert_array_equal(sample["image"].numpy(), labelled[0]["image"].numpy())
+    # 96 px scene -> 256 px input: the square's box scales by 8 / 3
+    np.testing.assert_allclose(sample["prompts"]["boxes"].numpy(), [[20 * 8 / 3, 10 * 8 / 3, 50 * 8 / 3, 40 * 8 / 3]],
+                               rtol=1e-6)

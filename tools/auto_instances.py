@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import build_dataset  # noqa: E402
+from datasets import DatasetSpec, build_dataset  # noqa: E402
 from engine.auto_instances import cached_instances, describe, summarize  # noqa: E402
 from engine.checks import run_main  # noqa: E402
 from engine.run import set_process_options  # noqa: E402
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, ["prompt_source=auto", *args.overrides])
     set_process_options(cfg)
-    dataset = build_dataset(cfg, args.split, **input_sizes(cfg.model.type))
+    dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), args.split)
     name = "anchor.json" if args.split == "train" else f"anchor-{args.split}.json"
     _, record = cached_instances(Path(cfg.auto.cache or Path(cfg.out_dir) / "auto_instances") / name, build_wesam(cfg),
                                  dataset, cfg.auto, cfg.model.pad, diagnostic=True)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.paper import config_file  # noqa: E402
 from configs.paper.results import COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABLE_PROMPTS, TABLE_TITLES, paper_value  # noqa: E402
-from datasets import DatasetLayoutError, UnusableDatasetError, build_dataset  # noqa: E402
+from datasets import DatasetLayoutError, DatasetSpec, UnusableDatasetError, build_dataset  # noqa: E402
 from models import CheckpointError  # noqa: E402
 from models.registry import input_sizes  # noqa: E402
 from tools.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
@@ -171,7 +171,7 @@ def check_inputs(table: str, cells: list[Cell], configs: dict[Cell, Any]) -> Non
         checked.add(cfg.dataset.name)
         for split in dict.fromkeys(("train", cfg.dataset.eval_split)):
             try:
-                build_dataset(cfg, split, **input_sizes(cfg.model.type))
+                build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), split)
             except DatasetLayoutError as error:
                 layout_errors.append(str(error))
                 break

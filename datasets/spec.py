@@ -1,0 +1,99 @@
+"""What a dataset is built from: one frozen spec made once from the config and the model's sizes,
+so that the loaders read no config and never import the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CocoOptions:
+    """COCO-format datasets (config dataset.coco): where the custom `coco` loader finds its files,
+    and which annotations count (datasets/coco.py, CocoRules)."""
+
+    images: str = "images"
+    annotations: str = "annotations.json"
+    train: str = ""
+    val: str = ""
+    test: str = ""
+    crowd: bool = False
+    max_masks: int = 0
+    zero_size: str = "drop"
+
+    def split_json(self, split: str) -> str:
+        """The json of `split` ("train", "val", "test") given on its own, or ""."""
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """The synthetic scenes of the embedded default (config dataset.synthetic)."""
+
+    shift: str = "camouflage"
+    image_size: int = 128
+    num_train: int = 64
+    num_val: int = 16
+    num_test: int = 32
+    max_objects: int = 6
+
+    def num_images(self, split: str) -> int:
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the datasets need: which dataset and where (name, root, its options) and how
+    samples are made (input size S = image_size, prompts, augmentation). See configs/base_config.py
+    for each field's meaning; `embedding_size` is the side of the model's image embedding."""
+
+    name: str
+    image_size: int
+    embedding_size: int
+    root: str = ""
+    corruption: str = "gaussian_noise"
+    interleave: int = 6
+    exif: str = "auto"
+    keep_vanished: bool = False
+    coco: CocoOptions = CocoOptions()
+    synthetic: SyntheticOptions = SyntheticOptions()
+    prompt: str = "box"
+    prompt_source: str = "labels"
+    seed: int = 0
+    num_points: int = 5
+    coarse_as: str = "box"
+    coarse_polygon: str = "largest"
+    point_negatives: str = "image"
+    max_nums: int = 0
+    pad: str = "bottom_right"
+    flip: bool = True
+    strong: bool = True
+    views_at: str = "input"
+
+    @classmethod
+    def from_config(cls, cfg, image_size: int, embedding_size: int) -> DatasetSpec:
+        """The spec of the configured dataset for a model of input side `image_size` and embedding
+        side `embedding_size` (models/registry.py: sam_image_size, sam_embedding_size)."""
+        data = cfg.dataset
+        return cls(
+            name=data.name, image_size=image_size, embedding_size=embedding_size, root=data.root,
+            corruption=data.corruption, interleave=data.interleave, exif=data.exif, keep_vanished=data.keep_vanished,
+            coco=CocoOptions(**dict(data.coco)), synthetic=SyntheticOptions(**dict(data.synthetic)),
+            prompt=cfg.prompt, prompt_source=cfg.prompt_source, seed=cfg.seed, num_points=cfg.num_points,
+            coarse_as=cfg.coarse_as, coarse_polygon=cfg.coarse_polygon, point_negatives=cfg.point_negatives,
+            max_nums=cfg.max_nums, pad=cfg.model.pad, flip=cfg.augment.flip, strong=cfg.augment.strong,
+            views_at=cfg.augment.views_at,
+        )
+
+    def sample_options(self, split: str) -> dict[str, Any]:
+        """The keyword arguments of InstanceDataset for `split`: the training split is augmented."""
+        return {"image_size": self.image_size, "embedding_size": self.embedding_size, "prompt": self.prompt,
+                "train": split == "train", "seed": self.seed, "num_points": self.num_points,
+                "coarse_as": self.coarse_as, "max_nums": self.max_nums, "pad": self.pad, "flip": self.flip,
+                "strong": self.strong, "views_at": self.views_at, "keep_vanished": self.keep_vanished,
+                "point_negatives": self.point_negatives, "coarse_polygon": self.coarse_polygon}
+
+    def labels_optional(self, split: str) -> bool:
+        """Whether `split` may come without labels: the training split when its prompts come from the
+        automatic instances (prompt_source=auto)."""
+        return split == "train" and self.prompt_source == "auto"
