@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from models.lora import STUDENT, load_adapter_state_dict
 from models.registry import CheckpointError
+from utils.paths import OutputPathError, writing
 
 # Keys every training state of adaptation.py holds (a foreign file lacks them).
 STATE_KEYS = ("config", "step", "lora", "optimizer", "scheduler", "rng")
@@ -30,7 +31,7 @@ STATE_KEYS = ("config", "step", "lora", "optimizer", "scheduler", "rng")
 FULL_DISK_BYTES = 2**20
 
 
-class DiskFullError(OSError):
+class DiskFullError(OutputPathError):
     """A file could not be written for lack of space; the previous file at its path is intact."""
 
 
@@ -43,20 +44,22 @@ def _file_mode() -> int:
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """write(tmp) then rename tmp to path. On failure tmp is removed and `path` is untouched; a full
-    disk raises DiskFullError naming the file and the free space."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    disk raises DiskFullError naming the file and the free space, another OSError OutputPathError."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except Exception as error:  # re-raised as it is unless the disk is full
+    except Exception as error:  # an OSError becomes a message; anything else is re-raised as it is, but a full disk
         # torch's writer reports a full disk as a RuntimeError without errno ("unexpected pos ...") and
         # safetensors as its own error: tell it by the space left while the partial file holds its share
         full = getattr(error, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
         tmp.unlink(missing_ok=True)
         if not full:
-            raise
+            with writing(path):
+                raise
         free = shutil.disk_usage(path.parent).free
         disk_full = DiskFullError(f"No space left on the disk of '{path.parent}' while writing '{path.name}' "
                                   f"({free / 2**20:.2f} MiB free); the previous "
