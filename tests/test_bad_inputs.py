@@ -30,7 +30,7 @@ from models import build_sam
 from models.lora import adapter_state_dict
 from tests.conftest import ROOT, tiny_config_overrides
 from tests.ondisk import write_image, write_mask
-from utils import checks
+from utils import paths
 from utils.checkpoint import load_state, save_adapter
 from utils.checks import run_main
 
@@ -180,7 +180,7 @@ def test_out_dir_on_a_read_only_file_system(tiny_overrides, tmp_path, capsys, mo
     if os.geteuid() == 0:  # root writes through permissions: simulate the file system's answer
         def read_only(*args, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system")
-        monkeypatch.setattr(checks.tempfile, "TemporaryFile", read_only)
+        monkeypatch.setattr(paths.tempfile, "TemporaryFile", read_only)
     else:
         (tmp_path / "run").mkdir()
         (tmp_path / "run").chmod(0o555)
