@@ -14,8 +14,16 @@ import torch
 from box import Box
 
 from configs.base_config import CHOICES, RANGES, base_config
-from utils.config import (DEFAULT_CONFIG_FILE, INTERVAL, REPO_ROOT, ConfigError, check_range, flatten, load_config,
-                          parse_override)
+from utils.config import (
+    DEFAULT_CONFIG_FILE,
+    INTERVAL,
+    REPO_ROOT,
+    ConfigError,
+    check_range,
+    flatten,
+    load_config,
+    parse_override,
+)
 
 
 def merged(tree: dict, update: dict) -> dict:

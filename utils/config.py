@@ -168,7 +168,8 @@ def check_range(key: str, value: Any, interval: str, in_list: bool = False) -> N
     if not inside:
         shown = f"{value:g}" if isinstance(value, float) else repr(value)
         subject = f"holds {shown}; each of its numbers" if in_list else f"is {shown}; it"
-        raise ConfigError(f"Config key '{key}' {subject} must be {in_words(interval)} (configs/base_config.py, RANGES).")
+        raise ConfigError(f"Config key '{key}' {subject} must be {in_words(interval)} "
+                          "(configs/base_config.py, RANGES).")
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
