@@ -176,10 +176,10 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
             names = {image["id"]: Path(image["file_name"]).name for image in coco["images"]}
             entries: dict[str, tuple[list, list | None]] = {name: ([], []) for name in names.values()}
             for annotation in coco["annotations"]:
-                entry = entries[names[annotation["image_id"]]]
-                entry[0].append((annotation["bbox"], f"The boxes of '{names[annotation['image_id']]}' in --coco "
-                                                     f"'{args.coco}': the bbox of annotation {annotation.get('id', '?')}"))
-                entry[1].append((annotation["image_id"], annotation.get("category_id", 1)))
+                name = names[annotation["image_id"]]
+                source = f"The boxes of '{name}' in --coco '{args.coco}': the bbox of annotation {annotation.get('id')}"
+                entries[name][0].append((annotation["bbox"], source))
+                entries[name][1].append((annotation["image_id"], annotation.get("category_id", 1)))
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"--coco '{args.coco}' is not a COCO instances json (images, annotations with "
                               f"bbox; {type(error).__name__}: {error}).") from None

@@ -28,6 +28,7 @@ from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
 from utils.checkpoint import config_of, load_student_adapter, save_state  # noqa: E402
 from utils.checks import check_config_file, run_main  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.paths import check_output  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,12 +43,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
+    out = check_output(args.out, "--out")
     config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
-    out = Path(args.out)
     save_state(out, merged_state_dict(model.sam))
     loader = (f'segment_anything.sam_model_registry["{cfg.model.type}"](checkpoint="{out}")'
               if cfg.model.type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{cfg.model.type}", "{out}")')

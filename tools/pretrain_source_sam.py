@@ -43,8 +43,10 @@ from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E4
 from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embedding_size, sam_image_size  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.checkpoint import load_state, save_state, write_csv, write_json  # noqa: E402
+from utils.checks import run_main  # noqa: E402
 from utils.evaluate import evaluate  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
+from utils.paths import check_output  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
 POINT_PROMPT_FRACTION = 0.4  # images whose instances get 5 + 5 points instead of a box
@@ -198,11 +200,12 @@ def export(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.export:
+        check_output(args.export, "--export")
         export(args)
         return {}
+    out = check_output(args.out, "--out", "folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
     ckpt_path = out / "last.ckpt"
     fabric = Fabric(accelerator=args.accelerator, devices=args.devices, precision=args.precision,
                     strategy="ddp" if args.devices > 1 else "auto")
@@ -302,4 +305,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,9 +28,12 @@ def _reason(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def check_output(path: str | Path, option: str, kind: str = "file") -> Path:
+def check_output(path: str | Path, option: str, kind: str = "file", instead: str | None = None) -> Path:
     """Raise OutputPathError naming `option` unless `path` can be written as a `kind` ("file" or
-    "folder"); return it as a Path. Nothing is left behind: the write test's file vanishes on close."""
+    "folder"), and telling to change the option `instead` (default: `option`) where the path
+    derives from another one; return it as a Path. Nothing is left behind: the write test's file
+    vanishes on close."""
+    another = _another(instead or option)
     text = str(path)
     if not text:
         raise OutputPathError(f"{option} is empty; give the path of a {kind}.")
@@ -42,20 +45,20 @@ def check_output(path: str | Path, option: str, kind: str = "file") -> Path:
             raise OutputPathError(f"{option} '{path}' is a folder, not a file; give the path of a file "
                                   "(inside that folder, for example).")
         if kind == "folder" and path.exists() and not path.is_dir():
-            raise OutputPathError(f"{option} '{path}' is a file, not a folder; choose another {_another(option)}.")
+            raise OutputPathError(f"{option} '{path}' is a file, not a folder; choose another {another}.")
         ancestor = path if path.is_dir() else path.parent
         while not ancestor.exists() and ancestor != ancestor.parent:
             ancestor = ancestor.parent
         if not ancestor.is_dir():
             raise OutputPathError(f"{option} '{path}' lies below '{ancestor}', which is a file, not a folder; "
-                                  f"choose another {_another(option)}.")
+                                  f"choose another {another}.")
         with tempfile.TemporaryFile(dir=ancestor):
             pass
     except OutputPathError:
         raise
     except OSError as error:  # a folder that cannot be written or searched, a read-only file system
         raise OutputPathError(f"{option} '{path}' cannot be written ({_reason(error)}); choose a writable "
-                              f"{_another(option)}.") from None
+                              f"{another}.") from None
     return path
 
 
