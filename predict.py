@@ -9,6 +9,9 @@ Prompts, in pixels of the original image:
   --points x,y[,x,y...]    one object's positive points, for every image (repeat for more objects)
   --boxes-json FILE        {"<image file name>": [[x1, y1, x2, y2], ...], ...}
   --coco FILE              a COCO instances json: each annotation's bbox is a prompt
+Each is checked before any work, the same way: finite numbers, boxes with x1 < x2 and y1 < y2 that
+overlap the image (a box partly outside it is kept: SAM takes coordinates beyond the border),
+points inside the image.
 Writes to DIR, for each image: <stem>.png (label map: 0 background, i for the i-th prompt's mask;
 a later mask covers an earlier one) or, with --format rle, one masks.json of COCO RLE records
 (with --coco: image_id and category_id of each annotation, a COCO results file); and
@@ -46,14 +49,17 @@ from utils.predictions import sample_outputs
 from utils.visualize import overlay
 
 
-def numbers(values: str | Sequence[Any], source: str) -> list[float]:
-    """The numbers of a prompt: comma-separated text (--box, --points) or a JSON list; ConfigError
-    naming `source` for anything but finite numbers (a string, a bool, NaN, an infinity)."""
-    if isinstance(values, str):
-        try:
-            values = [float(v) for v in values.split(",")]
-        except ValueError:
-            raise ConfigError(f"{source} is not numbers separated by commas.") from None
+def comma_numbers(text: str, source: str) -> list[float]:
+    """The numbers of --box or --points text, '1,2.5,3'; ConfigError naming `source` for another text."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{source} is not numbers separated by commas.") from None
+
+
+def numbers(values: Any, source: str) -> list[float]:
+    """The numbers of a prompt (from comma_numbers or a JSON file); ConfigError naming `source` for
+    anything but a list of finite numbers (a string, a bool, null, NaN, an infinity)."""
     if not isinstance(values, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"{source} is not a list of numbers: {str(values)[:80]}")
@@ -62,7 +68,7 @@ def numbers(values: str | Sequence[Any], source: str) -> list[float]:
     return [float(v) for v in values]
 
 
-def checked_box(values: str | Sequence[Any], source: str, image: Path, size: tuple[int, int] | None,
+def checked_box(values: Any, source: str, image: Path, size: tuple[int, int] | None,
                 xywh: bool = False) -> list[float]:
     """[x1, y1, x2, y2] of a box prompt given as x1,y1,x2,y2 (or COCO's x,y,w,h when `xywh`) in
     pixels of `image` (width x height `size`, None when unknown). ConfigError naming `source` unless
@@ -83,10 +89,12 @@ def checked_box(values: str | Sequence[Any], source: str, image: Path, size: tup
     return box
 
 
-def checked_points(text: str, source: str, image: Path, size: tuple[int, int] | None) -> list[tuple[float, float]]:
-    """The (x, y) points of --points text in pixels of `image` (width x height `size`, None when
-    unknown); ConfigError naming `source` unless they are pairs of finite numbers inside the image."""
-    values = numbers(text, source)
+def checked_points(values: Any, source: str, image: Path,
+                   size: tuple[int, int] | None) -> list[tuple[float, float]]:
+    """The (x, y) points of a points prompt x1,y1,x2,y2... in pixels of `image` (width x height
+    `size`, None when unknown); ConfigError naming `source` unless they are pairs of finite numbers
+    inside the image (its border included)."""
+    values = numbers(values, source)
     if len(values) % 2:
         raise ConfigError(f"{source} has {len(values)} number(s); points are pairs x,y.")
     points = list(zip(values[::2], values[1::2]))
@@ -155,9 +163,12 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
         for path in files:
             size = stored_size(path)
             if args.box:
-                boxes, groups = [checked_box(text, f"--box '{text}'", path, size) for text in args.box], None
+                boxes = [checked_box(comma_numbers(text, f"--box '{text}'"), f"--box '{text}'", path, size)
+                         for text in args.box]
+                groups = None
             else:
-                objects = [checked_points(text, f"--points '{text}'", path, size) for text in args.points]
+                objects = [checked_points(comma_numbers(text, f"--points '{text}'"), f"--points '{text}'", path, size)
+                           for text in args.points]
                 boxes = [[x, y, x, y] for points in objects for x, y in points]
                 groups = np.split(np.arange(len(boxes)), np.cumsum([len(points) for points in objects])[:-1])
             records.append({"path": path, "boxes": np.array(boxes, np.float32), "groups": groups, "ids": None})
