@@ -16,7 +16,6 @@ import torch
 
 from datasets import UnusableDatasetError
 from models import CheckpointError
-from utils.checkpoint import DiskFullError
 from utils.config import DEFAULT_CONFIG_FILE, ConfigError
 from utils.paths import OutputPathError, check_output
 
@@ -29,8 +28,9 @@ class RunStopped(Exception):
         self.exit_code = exit_code
 
 
-EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, DiskFullError,
-                   OutputPathError, FloatingPointError)
+# OutputPathError includes DiskFullError (utils/checkpoint.py)
+EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, OutputPathError,
+                   FloatingPointError)
 
 
 def run_main(main: Callable[[], Any]) -> None:
