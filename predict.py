@@ -11,7 +11,7 @@ Prompts, in pixels of the original image:
   --coco FILE              a COCO instances json: each annotation's bbox is a prompt
 Each is checked before any work, the same way: finite numbers, boxes with x1 < x2 and y1 < y2 that
 overlap the image (a box partly outside it is kept: SAM takes coordinates beyond the border),
-points inside the image.
+points inside the image. A value starting with '-' needs '=': --box=-5,0,40,30.
 Writes to DIR, for each image: <stem>.png (label map: 0 background, i for the i-th prompt's mask;
 a later mask covers an earlier one) or, with --format rle, one masks.json of COCO RLE records
 (with --coco: image_id and category_id of each annotation, a COCO results file); and

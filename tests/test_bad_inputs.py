@@ -680,3 +680,15 @@ def test_missing_parent_folders_are_no_mistake(tmp_path):
     assert paths.check_output(tmp_path / "a", "out_dir", "folder") == tmp_path / "a"
     with pytest.raises(paths.OutputPathError, match="--out is empty"):
         paths.check_output("", "--out")
+
+
+def test_benchmark_shift_checks_every_cell_before_the_first_run(tmp_path, capsys, monkeypatch):
+    """A seed outside its range stops the benchmark before any run, not at that seed's first cell."""
+    from tests.conftest import load_tool
+
+    module = load_tool("benchmark_shift")
+    monkeypatch.setattr(module, "run_all", lambda args: pytest.fail("work started"))
+    code, message = cli(module.main, ["--seeds", "0,-1", "--runs", str(tmp_path / "runs"), "--out",
+                                      str(tmp_path / "results"), *TINY], capsys)
+    assert code == 1 and "Config key 'seed' is -1; it must be in [0, 2147483647]" in message
+    assert not (tmp_path / "runs").exists()

@@ -36,6 +36,7 @@ import platform
 import sys
 import time
 from collections import defaultdict
+from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -249,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
     out = check_output(args.out, "--out", "folder")
     check_output(args.runs, "--runs", "folder")
-    for domain in args.domains:  # a bad key or a missing domain config fails here, before any run
-        load_config(domain_config(args, domain), args.overrides)
+    for domain, prompt, method, seed in product(args.domains, args.prompts, args.methods, args.seeds):
+        # a bad key or value, or a missing domain config, fails here, before any run
+        load_config(domain_config(args, domain), cell_overrides(args, domain, prompt, method, seed))
     results = run_all(args)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
