@@ -9,6 +9,9 @@ Prompts, in pixels of the original image:
   --points x,y[,x,y...]    one object's positive points, for every image (repeat for more objects)
   --boxes-json FILE        {"<image file name>": [[x1, y1, x2, y2], ...], ...}
   --coco FILE              a COCO instances json: each annotation's bbox is a prompt
+Each is checked before any work, the same way: finite numbers, boxes with x1 < x2 and y1 < y2 that
+overlap the image (a box partly outside it is kept: SAM takes coordinates beyond the border),
+points inside the image. A value starting with '-' needs '=': --box=-5,0,40,30.
 Writes to DIR, for each image: <stem>.png (label map: 0 background, i for the i-th prompt's mask;
 a later mask covers an earlier one) or, with --format rle, one masks.json of COCO RLE records
 (with --coco: image_id and category_id of each annotation, a COCO results file); and
@@ -24,7 +27,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -43,23 +46,64 @@ from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.registry import sam_embedding_size, sam_image_size
 from utils.config import ConfigError, config_of, load_config
-from utils.files import write_json
+from utils.files import check_output, writing, write_json
 from utils.visualize import overlay
 
 
-def numbers(count: int | None, name: str) -> Callable[[str], list[float]]:
-    """argparse type: comma-separated numbers (`count` of them, or pairs when None)."""
-    def parse(text: str) -> list[float]:
-        try:
-            values = [float(v) for v in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} takes numbers separated by commas, got '{text}'") from None
-        if (count and len(values) != count) or (not count and (not values or len(values) % 2)):
-            raise argparse.ArgumentTypeError(f"{name} takes {count or 'pairs of'} numbers, got '{text}'")
-        if count == 4 and (values[2] < values[0] or values[3] < values[1]):
-            raise argparse.ArgumentTypeError(f"{name} is x1,y1,x2,y2 with x2 >= x1 and y2 >= y1, got '{text}'")
-        return values
-    return parse
+def comma_numbers(text: str, source: str) -> list[float]:
+    """The numbers of --box or --points text, '1,2.5,3'; ConfigError naming `source` for another text."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{source} is not numbers separated by commas.") from None
+
+
+def numbers(values: Any, source: str) -> list[float]:
+    """The numbers of a prompt (from comma_numbers or a JSON file); ConfigError naming `source` for
+    anything but a list of finite numbers (a string, a bool, null, NaN, an infinity)."""
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{source} is not a list of numbers: {str(values)[:80]}")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{source} holds a number that is not finite (NaN or an infinity): {str(values)[:80]}")
+    return [float(v) for v in values]
+
+
+def checked_box(values: Any, source: str, image: Path, size: tuple[int, int] | None,
+                xywh: bool = False) -> list[float]:
+    """[x1, y1, x2, y2] of a box prompt given as x1,y1,x2,y2 (or COCO's x,y,w,h when `xywh`) in
+    pixels of `image` (width x height `size`, None when unknown). ConfigError naming `source` unless
+    it is four finite numbers, x1 < x2 and y1 < y2, and the box overlaps the image (a box partly
+    outside the image is kept as it is: SAM takes coordinates beyond the border)."""
+    box = numbers(values, source)
+    layout = "x, y, width, height" if xywh else "x1, y1, x2, y2"
+    if len(box) != 4:
+        raise ConfigError(f"{source} has {len(box)} number(s); a box is 4: {layout}.")
+    if xywh:
+        box = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+    x1, y1, x2, y2 = box
+    if not (x1 < x2 and y1 < y2):
+        rule = "width and height more than 0" if xywh else "x1 < x2 and y1 < y2"
+        raise ConfigError(f"{source} is an empty box: {layout} needs {rule}. Give a single point with --points.")
+    if size and not (x1 < size[0] and x2 > 0 and y1 < size[1] and y2 > 0):
+        raise ConfigError(f"{source} lies outside the image '{image.name}' ({size[0]} x {size[1]} pixels).")
+    return box
+
+
+def checked_points(values: Any, source: str, image: Path,
+                   size: tuple[int, int] | None) -> list[tuple[float, float]]:
+    """The (x, y) points of a points prompt x1,y1,x2,y2... in pixels of `image` (width x height
+    `size`, None when unknown); ConfigError naming `source` unless they are pairs of finite numbers
+    inside the image (its border included)."""
+    values = numbers(values, source)
+    if len(values) % 2:
+        raise ConfigError(f"{source} has {len(values)} number(s); points are pairs x,y.")
+    points = list(zip(values[::2], values[1::2]))
+    outside = [(x, y) for x, y in points if size and not (0 <= x <= size[0] and 0 <= y <= size[1])]
+    if outside:
+        raise ConfigError(f"{source}: the point {outside[0][0]:g},{outside[0][1]:g} lies outside the image "
+                          f"'{image.name}' ({size[0]} x {size[1]} pixels).")
+    return points
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -69,8 +113,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                          "else configs/config.py)")
     parser.add_argument("--images", required=True, help="an image file or a folder of images")
     prompts = parser.add_mutually_exclusive_group(required=True)
-    prompts.add_argument("--box", type=numbers(4, "--box"), action="append", help="x1,y1,x2,y2 (repeatable)")
-    prompts.add_argument("--points", type=numbers(None, "--points"), action="append",
+    prompts.add_argument("--box", action="append", help="x1,y1,x2,y2 (repeatable)")
+    prompts.add_argument("--points", action="append",
                          help="x,y[,x,y...]: positive points of one object (repeatable)")
     prompts.add_argument("--boxes-json", help='{"<image file name>": [[x1, y1, x2, y2], ...]}')
     prompts.add_argument("--coco", help="COCO instances json whose annotation bboxes are the prompts")
@@ -101,34 +145,53 @@ def read_json(path: str) -> Any:
         raise ConfigError(f"Prompt file '{path}' is not valid JSON ({error}).") from None
 
 
+def stored_size(path: Path) -> tuple[int, int] | None:
+    """Width and height of an image file as read_image reads it (its pixels as stored), from its
+    header; None when it cannot be read (the dataset's warning names it when it comes to it)."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
     """Per image: {"path", "boxes": N x 4 XYXY (a point is a box of size 0), "groups": the
-    rows of `boxes` of each object when prompted by points, "ids": COCO (image_id, category_id)}."""
-    records = []
+    rows of `boxes` of each object when prompted by points, "ids": COCO (image_id, category_id)}.
+    Every prompt, however given, is checked by checked_box or checked_points before any work."""
     if args.box or args.points:
-        objects = args.box or args.points
-        boxes = [[x, y, x, y] for points in objects for x, y in zip(points[::2], points[1::2])] if args.points \
-            else objects
-        sizes = [len(points) // 2 for points in args.points] if args.points else None
-        groups = np.split(np.arange(len(boxes)), np.cumsum(sizes)[:-1]) if sizes else None
-        return [{"path": f, "boxes": np.array(boxes, np.float32), "groups": groups, "ids": None} for f in files]
+        records = []
+        for path in files:
+            size = stored_size(path)
+            if args.box:
+                boxes = [checked_box(comma_numbers(text, f"--box '{text}'"), f"--box '{text}'", path, size)
+                         for text in args.box]
+                groups = None
+            else:
+                objects = [checked_points(comma_numbers(text, f"--points '{text}'"), f"--points '{text}'", path, size)
+                           for text in args.points]
+                boxes = [[x, y, x, y] for points in objects for x, y in points]
+                groups = np.split(np.arange(len(boxes)), np.cumsum([len(points) for points in objects])[:-1])
+            records.append({"path": path, "boxes": np.array(boxes, np.float32), "groups": groups, "ids": None})
+        return records
     by_name = {f.name: f for f in files}
     if args.boxes_json:
         table = read_json(args.boxes_json)
         if not isinstance(table, dict) or not all(isinstance(boxes, list) for boxes in table.values()):
             raise ConfigError(f"--boxes-json '{args.boxes_json}' must map image file names to lists of "
                               "[x1, y1, x2, y2] boxes.")
-        entries = {name: (boxes, None) for name, boxes in table.items()}
+        entries = {name: ([(box, f"The boxes of '{name}' in --boxes-json '{args.boxes_json}': box {i}")
+                           for i, box in enumerate(boxes)], None) for name, boxes in table.items()}
     else:
         coco = read_json(args.coco)
         try:
             names = {image["id"]: Path(image["file_name"]).name for image in coco["images"]}
             entries: dict[str, tuple[list, list | None]] = {name: ([], []) for name in names.values()}
             for annotation in coco["annotations"]:
-                x, y, w, h = annotation["bbox"]
-                entry = entries[names[annotation["image_id"]]]
-                entry[0].append([x, y, x + w, y + h])
-                entry[1].append((annotation["image_id"], annotation.get("category_id", 1)))
+                name = names[annotation["image_id"]]
+                source = f"The boxes of '{name}' in --coco '{args.coco}': the bbox of annotation {annotation.get('id')}"
+                entries[name][0].append((annotation["bbox"], source))
+                entries[name][1].append((annotation["image_id"], annotation.get("category_id", 1)))
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"--coco '{args.coco}' is not a COCO instances json (images, annotations with "
                               f"bbox; {type(error).__name__}: {error}).") from None
@@ -139,16 +202,13 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
     if unknown:
         print(f"Warning: {len(unknown)} image(s) of the prompt file are not in --images (e.g. '{unknown[0]}'); "
               "predicting the others.", file=sys.stderr)
+    records = []
     for name, (boxes, ids) in entries.items():
-        if name not in by_name:
+        if name not in by_name or not boxes:
             continue
-        try:
-            boxes = np.array(boxes, np.float32).reshape(-1, 4)
-        except (ValueError, TypeError):
-            raise ConfigError(f"The boxes of '{name}' in {args.boxes_json or args.coco} are not a list of "
-                              f"[x1, y1, x2, y2]: {str(boxes)[:80]}") from None
-        if len(boxes):
-            records.append({"path": by_name[name], "boxes": boxes, "groups": None, "ids": ids})
+        size = stored_size(by_name[name])
+        boxes = [checked_box(box, source, by_name[name], size, xywh=args.coco is not None) for box, source in boxes]
+        records.append({"path": by_name[name], "boxes": np.array(boxes, np.float32), "groups": None, "ids": ids})
     return sorted(records, key=lambda r: r["path"])
 
 
@@ -198,8 +258,15 @@ def label_map(masks: np.ndarray) -> np.ndarray:
     return labels
 
 
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write H x W (x 3) pixels as a PNG file; a failed write ends in a message (OutputPathError)."""
+    with writing(path):
+        Image.fromarray(pixels).save(path)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    out = check_output(args.out, "--out", "folder")
     config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
@@ -214,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     model = model.to(device).eval()
     dataset = PromptedImages(records, image_size=sam_image_size(cfg.model.type), seed=cfg.seed,
                              pad=cfg.model.pad, embedding_size=sam_embedding_size(cfg.model.type))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     for index in tqdm(range(len(dataset)), desc="predict", dynamic_ncols=True):
         record = records[index]
@@ -229,9 +296,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if logits.shape[-2:] != image.shape[:2]:  # back to the original size, as SamPredictor's postprocessing
             logits = F.interpolate(logits[None], image.shape[:2], mode="bilinear", align_corners=False)[0]
         masks = (logits > cfg.metric.threshold).cpu().numpy()  # the evaluation's threshold (metric.threshold)
-        Image.fromarray(overlay(image, masks)).save(out / f"{record['path'].stem}_overlay.png")
+        save_png(overlay(image, masks), out / f"{record['path'].stem}_overlay.png")
         if args.format == "png":
-            Image.fromarray(label_map(masks)).save(out / f"{record['path'].stem}.png")
+            save_png(label_map(masks), out / f"{record['path'].stem}.png")
         for i, (mask, score) in enumerate(zip(masks, scores.tolist())):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             entry = {"file_name": record["path"].name, "instance": i, "score": score,

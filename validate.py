@@ -30,7 +30,7 @@ from models.lora import STUDENT
 from models.registry import input_sizes
 from models.wesam import WeSAM
 from utils.config import ConfigError, config_of, load_config
-from utils.files import write_csv, write_json
+from utils.files import check_output, writing, write_csv, write_json
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -58,6 +58,11 @@ def per_image_rows(model: WeSAM, dataset: InstanceDataset, adapted: bool, metric
     return rows
 
 
+def visualize_folder(out: str) -> Path:
+    """The folder of --visualize's pictures: beside the --out JSON, named after it."""
+    return Path(out).with_name(f"{Path(out).stem}-visualize")
+
+
 def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]], count: int, folder: Path,
               threshold: float = 0.0) -> None:
     """Pictures of the ceil(count / 2) images of largest gain and the floor(count / 2) of largest loss."""
@@ -74,8 +79,9 @@ def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]]
                   (f"adapted: mIoU {row['miou']:.3f}", (sample_logits(model, sample, STUDENT) > threshold).cpu().numpy()),
                   ("ground truth", crop_to_region(sample["masks"], sample["valid"], "image").numpy())]
         name = f"{rank:02d}_{'gain' if row in gains else 'loss'}{100 * row['gain']:+.1f}_image{row['index']}.png"
-        save_comparison(folder / name, f"{row['image']}: {100 * row['gain']:+.1f} mIoU points", image,
-                        sample["prompts"], (top, left), panels)
+        with writing(folder / name):
+            save_comparison(folder / name, f"{row['image']}: {100 * row['gain']:+.1f} mIoU points", image,
+                            sample["prompts"], (top, left), panels)
     print(f"Wrote {len(gains) + len(losses)} pictures (largest gains, then largest losses) to {folder}")
 
 
@@ -84,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.visualize and not (args.ckpt and args.out):
         raise ConfigError("--visualize compares an adapter with Direct and writes beside the JSON: "
                           "give --ckpt FILE and --out FILE.json too.")
+    if args.visualize < 0:
+        raise ConfigError(f"--visualize takes a number of images, 0 or more; got {args.visualize}.")
+    for path, option in ((args.out, "--out"), (args.per_image, "--per-image")):
+        if path is not None:
+            check_output(path, option)
+    if args.visualize:
+        check_output(visualize_folder(args.out), "--visualize's folder", "folder", instead="--out")
     config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
@@ -116,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fields = ["index", "image", "instances", "miou", "f1"] + (["direct_miou", "direct_f1", "gain"] if adapter else [])
             write_csv(args.per_image, rows, fields)
         if args.visualize:
-            out = Path(args.out)
-            visualize(model, dataset, rows, args.visualize, out.with_name(f"{out.stem}-visualize"), cfg.metric.threshold)
+            visualize(model, dataset, rows, args.visualize, visualize_folder(args.out), cfg.metric.threshold)
     return result
 
 

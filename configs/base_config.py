@@ -151,3 +151,56 @@ CHOICES = {
     "teacher.mode": ["shared", "ema"],
     "loss.target": ["teacher", "ground_truth"],
 }
+
+# The interval of every numeric key (of each number of a list-valued key), written as in
+# mathematics: "[" and "]" include the bound, "(" and ")" exclude it; inf means unbounded. Every
+# number must also be finite. utils/config.py checks them before any work.
+RANGES = {
+    "seed": "[0, 2147483647]",  # 31 bits: the seed plus a rank is still a valid NumPy and torch seed
+    "devices": "[1, inf)",
+    "num_nodes": "[1, inf)",
+    "num_workers": "[0, inf)",
+    "batch_size": "[1, inf)",
+    "val_batch_size": "[1, inf)",
+    "num_steps": "[1, inf)",
+    "eval_interval": "[1, inf)",
+    "save_interval": "[0, inf)",
+    "log_interval": "[1, inf)",
+    "max_nums": "[1, inf)",
+    "num_points": "[1, inf)",
+    "auto.points_per_side": "[1, inf)",
+    "auto.points_per_batch": "[1, inf)",
+    "auto.pred_iou_thresh": "[0, 1]",
+    "auto.stability_score_thresh": "[0, 1]",
+    "auto.box_nms_thresh": "[0, 1]",
+    "auto.min_mask_region_area": "[0, inf)",
+    "auto.top_k": "[1, inf)",
+    "auto.refresh_every": "[0, inf)",
+    "paper.train_images": "[0, inf)",
+    "dataset.interleave": "[1, inf)",
+    "dataset.coco.max_masks": "[0, inf)",
+    "dataset.synthetic.image_size": "[32, inf)",  # the image corruptions' smallest side (datasets/corruptions.py)
+    "dataset.synthetic.num_train": "[0, inf)",
+    "dataset.synthetic.num_val": "[0, inf)",
+    "dataset.synthetic.num_test": "[0, inf)",
+    "dataset.synthetic.max_objects": "[1, inf)",
+    "lora.rank": "[1, inf)",
+    "teacher.ema_rate": "[0, 1)",
+    "opt.learning_rate": "(0, 1]",  # above 1 is a typo: the paper uses 1e-4 (ViT-B), the embedded default 4e-3
+    "opt.weight_decay": "[0, inf)",
+    "opt.warmup_steps": "[0, inf)",
+    "opt.decay_steps": "[0, inf)",
+    "opt.decay_factor": "[0, inf)",
+    "loss.focal": "[0, inf)",
+    "loss.dice": "[0, inf)",
+    "loss.iou": "[0, inf)",
+    "loss.anchor": "[0, inf)",
+    "loss.contrastive": "[0, inf)",
+    "loss.focal_alpha": "[0, inf)",
+    "loss.focal_gamma": "[0, inf)",
+    "loss.dice_smooth": "(0, inf)",  # 0 divides 0 by 0 where a mask and its target are both empty
+    "loss.temperature": "(0, inf)",  # divides the similarities
+    "loss.iou_threshold": "(-inf, inf)",  # a logit
+    "loss.iou_empty": "[0, 1]",  # an IoU
+    "metric.threshold": "(-inf, inf)",  # a logit
+}

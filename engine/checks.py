@@ -7,10 +7,7 @@ ours and keeps its traceback.
 
 from __future__ import annotations
 
-import errno
-import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,12 +17,10 @@ from datasets import UnusableDatasetError
 from engine.signals import RunStopped
 from models import CheckpointError
 from utils.config import DEFAULT_CONFIG_FILE, ConfigError
-from utils.files import DiskFullError
+from utils.files import OutputPathError, check_output
 
-# An Adam learning rate above this is a typo (the paper uses 1e-4, the embedded default 4e-3).
-MAX_LEARNING_RATE = 1.0
-
-EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, DiskFullError,
+# OutputPathError includes DiskFullError
+EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, OutputPathError,
                    FloatingPointError)
 
 
@@ -60,23 +55,15 @@ def check_config_file(path: str | Path | None) -> None:
 
 
 def check_training_config(cfg: Any) -> None:
-    """Value checks of a training run that utils/config.py's type checks cannot make: the
-    optimisation values, the accelerator and out_dir. Raise ConfigError before any work."""
-    lr = cfg.opt.learning_rate
-    if not (math.isfinite(lr) and 0 < lr <= MAX_LEARNING_RATE):
-        raise ConfigError(f"Config key 'opt.learning_rate' is {lr:g}; it must be in (0, {MAX_LEARNING_RATE:g}] "
-                          "(the paper uses 1e-4 for ViT-B, the embedded default 4e-3).")
-    for key in ("weight_decay", "decay_factor"):
-        value = cfg.opt[key]
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"Config key 'opt.{key}' is {value:g}; it must be 0 or more.")
-    if cfg.opt.warmup_steps < 0:
-        raise ConfigError(f"Config key 'opt.warmup_steps' is {cfg.opt.warmup_steps}; it must be 0 or more.")
+    """Checks of a training run that utils/config.py's schema cannot make (value ranges are
+    there): the target of the loss, the accelerator and the output folders. Raise before any work."""
     if cfg.prompt_source == "auto" and cfg.loss.target == "ground_truth":
         raise ConfigError("loss.target=ground_truth trains on labels, but prompt_source=auto reads none; use "
                           "loss.target=teacher, or prompt_source=labels.")
     check_accelerator(cfg)
-    check_out_dir(Path(cfg.out_dir))
+    check_output(cfg.out_dir, "out_dir", "folder")
+    if cfg.prompt_source == "auto" and cfg.auto.cache:
+        check_output(cfg.auto.cache, "auto.cache", "folder")
 
 
 def check_accelerator(cfg: Any) -> None:
@@ -90,20 +77,6 @@ def check_accelerator(cfg: Any) -> None:
                           "Use accelerator=cpu (or auto), or see INSTALL.md for a CUDA install.")
     if gpus and cfg.devices > gpus:
         raise ConfigError(f"devices={cfg.devices} but {gpus} CUDA GPU(s) are visible; set devices={gpus} or less.")
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """out_dir must be a folder that can be created and written to."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir '{out_dir}' is a file, not a folder; choose another out_dir=...")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as error:
-        reason = "the file system is read-only" if error.errno == errno.EROFS else (error.strerror or str(error))
-        raise ConfigError(f"out_dir '{out_dir}' cannot be written ({reason}); choose a writable out_dir=...") \
-            from None
 
 
 def check_train_split(num_images: int, cfg: Any) -> None:

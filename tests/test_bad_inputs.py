@@ -26,7 +26,6 @@ from safetensors.torch import save_file
 
 import adaptation
 import validate
-from engine import checks
 from engine.checks import run_main
 from losses.wesam_loss import wesam_loss
 from models import build_sam
@@ -34,6 +33,7 @@ from models.adapters import read_checkpoint, save_adapter
 from models.lora import adapter_state_dict
 from tests.conftest import ROOT, tiny_config_overrides
 from tests.ondisk import write_image, write_mask
+from utils import files
 from utils.config import load_config
 
 TINY = ["model.type=vit_tiny", "model.checkpoint=", "accelerator=cpu"]
@@ -182,7 +182,7 @@ def test_out_dir_on_a_read_only_file_system(tiny_overrides, tmp_path, capsys, mo
     if os.geteuid() == 0:  # root writes through permissions: simulate the file system's answer
         def read_only(*args, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system")
-        monkeypatch.setattr(checks.tempfile, "TemporaryFile", read_only)
+        monkeypatch.setattr(files.tempfile, "TemporaryFile", read_only)
     else:
         (tmp_path / "run").mkdir()
         (tmp_path / "run").chmod(0o555)
@@ -836,3 +836,297 @@ def test_coco_images_not_of_the_json_size_are_named_before_any_work(tmp_path):
         build("coco", tmp_path, "test", "dataset.coco.test=test.json", "dataset.exif=apply")
     assert not any("not the size" in str(w.message) for w in caught)
     assert len(dataset) == 2
+
+
+# --- output paths, config ranges and prompts: every mistake is stopped before any work (issue 25)
+
+def forbid_work(monkeypatch, *modules) -> None:
+    """Make building a model or a dataset in `modules` fail the test: the check must come first."""
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the mistake was caught")
+
+    for module in modules:
+        for name in ("build_wesam", "build_dataset", "build_sam_at_size", "Fabric"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, work)
+
+
+def path_mistake(kind: str, tmp_path: Path, expected: str) -> Path:
+    """An output path of the given kind of mistake, for an output that should be an `expected`
+    ("file" or "folder")."""
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "a_folder").mkdir(exist_ok=True)
+    return {"other_kind": tmp_path / ("a_folder" if expected == "file" else "a_file"),
+            "below_a_file": tmp_path / "a_file" / "sub" / ("out.json" if expected == "file" else "out"),
+            "trailing_slash": Path(f"{tmp_path / 'new'}/")}[kind]
+
+
+PATH_MESSAGES = {"other_kind": ("is a folder, not a file", "is a file, not a folder"),
+                 "below_a_file": ("which is a file, not a folder",) * 2,
+                 "trailing_slash": ("ends with '/'",) * 2}
+
+
+def script_args(script: str, option: str, path: str, tmp_path: Path) -> list[str]:
+    """A command line of `script` that is right but for `option`'s path."""
+    write_image(tmp_path / "images/a.png")
+    if script == "predict":
+        return ["--images", str(tmp_path / "images"), "--box", "1,1,20,20", "--out", path, *TINY]
+    if script == "export":
+        return ["--ckpt", str(tmp_path / "adapter.safetensors"), "--out", path, *TINY]
+    return [option, path, *TINY]  # validate --out / --per-image
+
+
+SCRIPT_OUTPUTS = [("predict", "--out", "folder"), ("export", "--out", "file"), ("validate", "--out", "file"),
+                  ("validate", "--per-image", "file")]
+
+
+@pytest.mark.parametrize("script, option, expected, kind", [
+    (*output, kind) for output in SCRIPT_OUTPUTS
+    for kind in ("other_kind", "below_a_file") + (("trailing_slash",) if output[2] == "file" else ())])
+def test_script_output_path_mistakes(tmp_path, capsys, monkeypatch, script, option, expected, kind):
+    import predict
+    from tools import export
+
+    module = {"predict": predict, "export": export, "validate": validate}[script]
+    forbid_work(monkeypatch, module)
+    path = path_mistake(kind, tmp_path, expected)
+    given = f"{path}/" if kind == "trailing_slash" else str(path)
+    code, message = cli(module.main, script_args(script, option, given, tmp_path), capsys)
+    assert code == 1 and message.startswith(f"Error: {option} '")
+    assert PATH_MESSAGES[kind][expected == "folder"] in message
+    assert "Traceback" not in message and (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_validate_visualize_folder_is_a_file(tmp_path, capsys, monkeypatch):
+    forbid_work(monkeypatch, validate)
+    (tmp_path / "metrics-visualize").write_text("keep me")
+    code, message = cli(validate.main, ["--ckpt", str(tmp_path / "adapter.safetensors"), "--out",
+                                        str(tmp_path / "metrics.json"), "--visualize", "2", *TINY], capsys)
+    assert code == 1 and message.startswith(f"Error: --visualize's folder '{tmp_path / 'metrics-visualize'}' is a file")
+    assert "choose another --out" in message and (tmp_path / "metrics-visualize").read_text() == "keep me"
+
+
+def test_output_in_a_folder_that_cannot_be_written(tmp_path, capsys, monkeypatch):
+    """A read-only folder (or file system): the message names the option and the reason."""
+    import predict
+
+    if os.geteuid() == 0:  # root writes through permissions: simulate the file system's answer
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+        monkeypatch.setattr(files.tempfile, "TemporaryFile", read_only)
+    else:
+        (tmp_path / "locked").mkdir()
+        (tmp_path / "locked").chmod(0o555)
+    forbid_work(monkeypatch, predict, validate)
+    target = tmp_path / "locked"
+    code, message = cli(validate.main, ["--per-image", str(target / "rows.csv"), *TINY], capsys)
+    assert code == 1 and f"--per-image '{target / 'rows.csv'}' cannot be written (" in message
+    assert "choose a writable --per-image" in message
+    write_image(tmp_path / "images/a.png")
+    code, message = cli(predict.main, ["--images", str(tmp_path / "images"), "--box", "1,1,9,9",
+                                       "--out", str(target / "masks"), *TINY], capsys)
+    assert code == 1 and f"--out '{target / 'masks'}' cannot be written (" in message
+
+
+@pytest.mark.parametrize("key, kind", [("out_dir", "below_a_file"), ("auto.cache", "other_kind"),
+                                       ("auto.cache", "below_a_file")])
+def test_adaptation_output_folders(tiny_overrides, tmp_path, capsys, monkeypatch, key, kind):
+    forbid_work(monkeypatch, adaptation)
+    path = path_mistake(kind, tmp_path, "folder")
+    overrides = [o for o in tiny_overrides if not o.startswith(f"{key}=")] + [f"{key}={path}", "prompt_source=auto"]
+    code, message = cli(adaptation.main, overrides, capsys)
+    assert code == 1 and message.startswith(f"Error: {key} '{path}'") and f"choose another {key}=..." in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tool, argv, option, expected", [
+    ("benchmark_speed", ["--model", "vit_tiny", "--size", "64", "--device", "cpu"], "--out", "file"),
+    ("benchmark_shift", [], "--out", "folder"),
+    ("benchmark_shift", [], "--runs", "folder"),
+    ("paper_table", ["--table", "camouflaged"], "--out", "file"),
+    ("paper_table", ["--table", "camouflaged"], "--runs", "folder"),
+    ("pretrain_source_sam", [], "--out", "folder"),
+    ("pretrain_source_sam", [], "--export", "file"),
+])
+@pytest.mark.parametrize("kind", ["other_kind", "below_a_file"])
+def test_tool_output_path_mistakes(tmp_path, capsys, monkeypatch, tool, argv, option, expected, kind):
+    from tests.conftest import load_tool
+
+    module = load_tool(tool)
+    forbid_work(monkeypatch, module)
+    if tool == "paper_table":
+        monkeypatch.setattr(module, "plan", lambda args: pytest.fail("work started"))
+    if tool == "benchmark_shift":
+        monkeypatch.setattr(module, "run_all", lambda args: pytest.fail("work started"))
+    path = path_mistake(kind, tmp_path, expected)
+    code, message = cli(module.main, [*argv, option, str(path)], capsys)
+    assert code == 1 and message.startswith(f"Error: {option} '{path}'")
+    assert PATH_MESSAGES[kind][expected == "folder"] in message and (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_auto_instances_cache_below_a_file(tmp_path, capsys, monkeypatch):
+    from tests.conftest import load_tool
+
+    module = load_tool("auto_instances")
+    forbid_work(monkeypatch, module)
+    path = path_mistake("below_a_file", tmp_path, "folder")
+    code, message = cli(module.main, [f"auto.cache={path}", *TINY], capsys)
+    assert code == 1 and "The cache file" in message and "which is a file" in message
+    assert "choose another auto.cache=..." in message
+
+
+def test_make_coco_c_output_below_a_file(tmp_path):
+    write_image(tmp_path / "images/a.jpg")
+    (tmp_path / "root").write_text("keep me")
+    result = run_script("tools/make_coco_c.py", "--root", str(tmp_path / "root"), "--images", str(tmp_path / "images"),
+                        "--corruptions", "fog")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --root's output folder")
+    assert "which is a file, not a folder; choose another --root" in result.stderr
+
+
+def test_a_write_that_fails_late_is_a_message(tmp_path, capsys, monkeypatch):
+    """validate.py's --per-image path is taken by a folder while the evaluation runs: the check
+    passed, the write fails, and the message names the file (no traceback)."""
+    import engine.evaluate
+
+    per_image = tmp_path / "rows.csv"
+    real_evaluate = validate.evaluate
+
+    def evaluate_then_block(*args, **kwargs):
+        per_image.mkdir()
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "evaluate", evaluate_then_block)
+    assert engine.evaluate.evaluate is real_evaluate
+    overrides = TINY + ["dataset.synthetic.num_test=2", "dataset.synthetic.image_size=64"]
+    code, message = cli(validate.main, ["--per-image", str(per_image), *overrides], capsys)
+    assert code == 1 and message.startswith(f"Error: Could not write '{per_image}' (")
+
+
+def test_a_png_that_cannot_be_written_is_a_message(tmp_path):
+    import predict
+
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(files.OutputPathError, match=f"Could not write '{tmp_path / 'taken.png'}'"):
+        predict.save_png(np.zeros((4, 4), np.uint8), tmp_path / "taken.png")
+
+
+@pytest.mark.parametrize("script", ["adaptation", "validate", "predict", "export", "auto_instances"])
+@pytest.mark.parametrize("override, expected", [
+    ("seed=-1", "'seed' is -1; it must be in [0, 2147483647]"),
+    ("loss.temperature=0", "'loss.temperature' is 0; it must be more than 0"),
+    ("opt.learning_rate=2.0", "'opt.learning_rate' is 2; it must be in (0, 1]"),
+    ("auto.box_nms_thresh=1.5", "'auto.box_nms_thresh' is 1.5; it must be in [0, 1]"),
+    ("opt.decay_steps=[10,-1]", "'opt.decay_steps' holds -1; each of its numbers must be 0 or more"),
+])
+def test_config_values_outside_their_range_stop_every_script(tmp_path, capsys, monkeypatch, script, override,
+                                                              expected):
+    import predict
+    from tests.conftest import load_tool
+
+    modules = {"adaptation": adaptation, "validate": validate, "predict": predict}
+    module = modules.get(script) or load_tool(script)
+    forbid_work(monkeypatch, module)
+    write_image(tmp_path / "images/a.png")
+    argv = {"adaptation": [f"out_dir={tmp_path / 'run'}"], "validate": [],
+            "predict": ["--images", str(tmp_path / "images"), "--box", "1,1,9,9", "--out", str(tmp_path / "out")],
+            "export": ["--ckpt", str(tmp_path / "adapter.safetensors"), "--out", str(tmp_path / "merged.pth")],
+            "auto_instances": [f"out_dir={tmp_path / 'run'}"]}[script]
+    code, message = cli(module.main, [*argv, *TINY, override], capsys)
+    assert code == 1 and f"Error: Config key {expected}" in message
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_non_finite_value_in_a_saved_config_json(tmp_path, capsys):
+    """A run's config.json given to validate.py can hold NaN (Python's json writes and reads it)."""
+    config = tmp_path / "config.json"
+    config.write_text('{"metric": {"threshold": NaN}}')
+    code, message = cli(validate.main, ["--config", str(config), *TINY], capsys)
+    assert code == 1 and "Config key 'metric.threshold' is nan; it must be a finite number" in message
+
+
+# Each prompt mistake, however the prompt is given: (the arguments, the file's content, what the message says).
+# Images are 60 x 40 pixels (write_image's default).
+PROMPT_MISTAKES = {
+    "box_nan": (["--box", "nan,0,5,5"], None, "--box 'nan,0,5,5' holds a number that is not finite"),
+    "box_inf": (["--box", "0,0,inf,5"], None, "--box '0,0,inf,5' holds a number that is not finite"),
+    "box_text": (["--box", "a,b,c,d"], None, "--box 'a,b,c,d' is not numbers separated by commas"),
+    "box_three": (["--box", "1,2,3"], None, "--box '1,2,3' has 3 number(s); a box is 4: x1, y1, x2, y2"),
+    "box_five": (["--box", "1,2,3,4,5"], None, "has 5 number(s); a box is 4"),
+    "box_flat_x": (["--box", "5,0,5,10"], None, "--box '5,0,5,10' is an empty box: x1, y1, x2, y2 needs x1 < x2"),
+    "box_swapped_x": (["--box", "10,0,5,10"], None, "is an empty box"),
+    "box_swapped_y": (["--box", "0,10,5,2"], None, "is an empty box"),
+    "box_right_of_image": (["--box", "70,0,90,10"], None, "--box '70,0,90,10' lies outside the image 'a.png' "
+                                                        "(60 x 40 pixels)"),
+    "box_above_image": (["--box", "0,-30,10,-5"], None, "lies outside the image 'a.png'"),
+    "second_box": (["--box", "0,0,5,5", "--box", "0,0,5"], None, "--box '0,0,5' has 3 number(s)"),
+    "points_nan": (["--points", "nan,1"], None, "--points 'nan,1' holds a number that is not finite"),
+    "points_odd": (["--points", "1,2,3"], None, "--points '1,2,3' has 3 number(s); points are pairs x,y"),
+    "points_text": (["--points", "x,1"], None, "--points 'x,1' is not numbers separated by commas"),
+    "points_outside": (["--points", "5,5,61,10"], None, "--points '5,5,61,10': the point 61,10 lies outside"),
+    "points_negative": (["--points=-1,5"], None, "the point -1,5 lies outside the image 'a.png'"),
+    "json_nan": (["--boxes-json"], '{"a.png": [[NaN, 0, 5, 5]]}', "box 0 holds a number that is not finite"),
+    "json_infinity": (["--boxes-json"], '{"a.png": [[0, 0, 5, 5], [0, 0, Infinity, 5]]}',
+                      "box 1 holds a number that is not finite"),
+    "json_string": (["--boxes-json"], '{"a.png": [["1", 2, 3, 4]]}', "box 0 is not a list of numbers"),
+    "json_bool": (["--boxes-json"], '{"a.png": [[true, 0, 5, 5]]}', "box 0 is not a list of numbers"),
+    "json_null": (["--boxes-json"], '{"a.png": [null]}', "box 0 is not a list of numbers"),
+    "json_short": (["--boxes-json"], '{"a.png": [[0, 0, 5]]}', "box 0 has 3 number(s); a box is 4"),
+    "json_flat": (["--boxes-json"], '{"a.png": [[0, 5, 10, 5]]}', "box 0 is an empty box"),
+    "json_swapped": (["--boxes-json"], '{"a.png": [[10, 0, 5, 5]]}', "box 0 is an empty box"),
+    "json_outside": (["--boxes-json"], '{"a.png": [[100, 100, 200, 200]]}', "box 0 lies outside the image 'a.png'"),
+    "coco_zero_width": (["--coco"], [[0, 0, 0, 5]], "the bbox of annotation 1 is an empty box: x, y, width, height "
+                                                    "needs width and height more than 0"),
+    "coco_negative_height": (["--coco"], [[0, 0, 5, -3]], "the bbox of annotation 1 is an empty box"),
+    "coco_nan": (["--coco"], [[0, 0, 5, 5], [float("nan"), 0, 5, 5]], "the bbox of annotation 2 holds a number"),
+    "coco_text": (["--coco"], ["0,0,5,5"], "the bbox of annotation 1 is not a list of numbers"),
+    "coco_outside": (["--coco"], [[60, 0, 5, 5]], "the bbox of annotation 1 lies outside the image 'a.png'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROMPT_MISTAKES))
+def test_every_way_of_giving_prompts_is_checked_alike(tmp_path, capsys, monkeypatch, case):
+    import predict
+
+    forbid_work(monkeypatch, predict)
+    write_image(tmp_path / "images/a.png")
+    argv, content, expected = PROMPT_MISTAKES[case]
+    if argv == ["--boxes-json"]:
+        (tmp_path / "boxes.json").write_text(content)
+        argv = ["--boxes-json", str(tmp_path / "boxes.json")]
+    elif argv == ["--coco"]:
+        annotations = [{"id": i + 1, "image_id": 1, "bbox": bbox} for i, bbox in enumerate(content)]
+        (tmp_path / "coco.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                                        "annotations": annotations}))
+        argv = ["--coco", str(tmp_path / "coco.json")]
+    code, message = cli(predict.main, ["--images", str(tmp_path / "images"), *argv, "--out", str(tmp_path / "out"),
+                                       *TINY], capsys)
+    assert code == 1 and expected in message and "Traceback" not in message
+    if content is not None:  # the file and the image are named
+        assert "The boxes of 'a.png' in" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_parent_folders_are_no_mistake(tmp_path):
+    """The check creates nothing; the writer creates the missing folders."""
+    path = files.check_output(tmp_path / "a/b/metrics.json", "--out")
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
+    files.write_json(path, {"miou": 0.5})
+    assert json.loads(path.read_text()) == {"miou": 0.5}
+    assert files.check_output(tmp_path / "a/b/metrics.json", "--out") == path, "an existing file is overwritten"
+    assert files.check_output(tmp_path / "a", "out_dir", "folder") == tmp_path / "a"
+    with pytest.raises(files.OutputPathError, match="--out is empty"):
+        files.check_output("", "--out")
+
+
+def test_benchmark_shift_checks_every_cell_before_the_first_run(tmp_path, capsys, monkeypatch):
+    """A seed outside its range stops the benchmark before any run, not at that seed's first cell."""
+    from tests.conftest import load_tool
+
+    module = load_tool("benchmark_shift")
+    monkeypatch.setattr(module, "run_all", lambda args: pytest.fail("work started"))
+    code, message = cli(module.main, ["--seeds", "0,-1", "--runs", str(tmp_path / "runs"), "--out",
+                                      str(tmp_path / "results"), *TINY], capsys)
+    assert code == 1 and "Config key 'seed' is -1; it must be in [0, 2147483647]" in message
+    assert not (tmp_path / "runs").exists()

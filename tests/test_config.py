@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 import runpy
 from pathlib import Path
 
@@ -11,8 +13,17 @@ import pytest
 import torch
 from box import Box
 
-from configs.base_config import CHOICES, base_config
-from utils.config import DEFAULT_CONFIG_FILE, REPO_ROOT, ConfigError, flatten, load_config, parse_override
+from configs.base_config import CHOICES, RANGES, base_config
+from utils.config import (
+    DEFAULT_CONFIG_FILE,
+    INTERVAL,
+    REPO_ROOT,
+    ConfigError,
+    check_range,
+    flatten,
+    load_config,
+    parse_override,
+)
 
 
 def merged(tree: dict, update: dict) -> dict:
@@ -196,19 +207,19 @@ def test_setting_a_section_to_a_value_raises(override):
 def test_nested_dict_in_config_file_is_merged_key_by_key(tmp_path):
     path = write_python_config(
         tmp_path / "nested.py",
-        "config = {'opt': {'learning_rate': 3}, 'dataset': {'synthetic': {'num_train': 5}}, 'prompt': 'point'}\n",
+        "config = {'opt': {'decay_factor': 3}, 'dataset': {'synthetic': {'num_train': 5}}, 'prompt': 'point'}\n",
     )
     cfg = load_config(path)
-    assert cfg.opt.learning_rate == 3.0 and isinstance(cfg.opt.learning_rate, float)
+    assert cfg.opt.decay_factor == 3.0 and isinstance(cfg.opt.decay_factor, float)
     assert cfg.dataset.synthetic.num_train == 5
     assert cfg.prompt == "point"
     # the sibling keys keep their defaults
     for key, default in base_config["opt"].items():
-        if key != "learning_rate":
+        if key != "decay_factor":
             assert cfg.opt[key] == default
     assert cfg.dataset.synthetic.shift == base_config["dataset"]["synthetic"]["shift"]
     assert cfg.dataset.name == base_config["dataset"]["name"]
-    expected = merged(base_config, {"opt": {"learning_rate": 3.0}, "dataset": {"synthetic": {"num_train": 5}},
+    expected = merged(base_config, {"opt": {"decay_factor": 3.0}, "dataset": {"synthetic": {"num_train": 5}},
                                     "prompt": "point"})
     assert cfg.to_dict() == expected
 
@@ -297,22 +308,88 @@ def test_other_precision_combinations_are_accepted(overrides):
     assert (cfg.precision, cfg.accelerator) == tuple(o.split("=")[1] for o in overrides)
 
 
-@pytest.mark.parametrize("key", ["num_steps", "batch_size", "eval_interval", "max_nums", "lora.rank", "devices"])
-def test_counts_below_one_raise(key):
-    with pytest.raises(ConfigError, match=f"'{key}' must be at least 1; got 0"):
-        load_config(overrides=[f"{key}=0"])
+def numeric_keys() -> dict[str, object]:
+    """The keys of base_config whose value is a number or a list of numbers, with their defaults."""
+    def numeric(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return {key: value for key, value in flatten(base_config).items()
+            if numeric(value) or (isinstance(value, list) and value and all(numeric(v) for v in value))}
 
 
-@pytest.mark.parametrize("key", ["num_workers", "save_interval"])
-def test_negative_counts_raise(key):
-    with pytest.raises(ConfigError, match=f"'{key}' must be 0 or more"):
-        load_config(overrides=[f"{key}=-1"])
+def bounds(interval: str) -> tuple[str, float, float, str]:
+    opening, low, high, closing = INTERVAL.fullmatch(interval).groups()
+    return opening, float(low), float(high), closing
 
 
-@pytest.mark.parametrize("rate", ["1.0", "1", "-0.1", "1.5"])
-def test_ema_rate_outside_unit_interval_raises(rate):
-    with pytest.raises(ConfigError, match="'teacher.ema_rate' must be in \\[0, 1\\)"):
-        load_config(overrides=[f"teacher.ema_rate={rate}"])
+def test_every_numeric_key_has_a_range_that_holds_its_default():
+    assert set(RANGES) == set(numeric_keys()), "RANGES covers exactly the numeric keys of base_config"
+    for key, default in numeric_keys().items():
+        opening, low, high, closing = bounds(RANGES[key])  # a well-formed interval
+        assert low < high, key
+        for value in default if isinstance(default, list) else [default]:
+            check_range(key, value, RANGES[key])
+
+
+def outside(key: str) -> list[object]:
+    """Values just outside the range of `key`: below or at its lower bound, above or at its upper bound."""
+    opening, low, high, closing = bounds(RANGES[key])
+    step = 1 if isinstance(numeric_keys()[key], (int, list)) else 0.5
+    values = []
+    if math.isfinite(low):
+        values.append(low - step if opening == "[" else low)
+    if math.isfinite(high):
+        values.append(high + step if closing == "]" else high)
+    return [int(v) if step == 1 else v for v in values]
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_each_bound_of_each_range_is_enforced(key):
+    """The value just past each finite bound (the bound itself where it is open) is refused, naming the key."""
+    for value in outside(key):
+        given = [100, value] if isinstance(numeric_keys()[key], list) else value
+        with pytest.raises(ConfigError, match=f"Config key '{re.escape(key)}' (is|holds) "):
+            load_config(user_config={key: given})
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("seed=-1", "'seed' is -1; it must be in [0, 2147483647]"),
+    ("seed=2147483648", "'seed' is 2147483648; it must be in [0, 2147483647]"),
+    ("num_steps=0", "'num_steps' is 0; it must be 1 or more"),
+    ("num_workers=-1", "'num_workers' is -1; it must be 0 or more"),
+    ("loss.temperature=0", "'loss.temperature' is 0; it must be more than 0"),
+    ("loss.dice_smooth=0.0", "'loss.dice_smooth' is 0; it must be more than 0"),
+    ("opt.learning_rate=0", "'opt.learning_rate' is 0; it must be in (0, 1]"),
+    ("opt.learning_rate=1.5", "'opt.learning_rate' is 1.5; it must be in (0, 1]"),
+    ("teacher.ema_rate=1.0", "'teacher.ema_rate' is 1; it must be in [0, 1)"),
+    ("teacher.ema_rate=-0.1", "'teacher.ema_rate' is -0.1; it must be in [0, 1)"),
+    ("auto.pred_iou_thresh=1.01", "'auto.pred_iou_thresh' is 1.01; it must be in [0, 1]"),
+    ("dataset.synthetic.image_size=16", "'dataset.synthetic.image_size' is 16; it must be 32 or more"),
+    ("opt.decay_steps=[100,-5]", "'opt.decay_steps' holds -5; each of its numbers must be 0 or more"),
+    ("opt.decay_steps=[100,'x']", "'opt.decay_steps' holds 'x'; each of its numbers must be 0 or more"),
+])
+def test_value_outside_its_range_raises_naming_the_key_and_the_range(override, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("key", ["metric.threshold", "loss.iou_threshold", "opt.weight_decay", "loss.focal"])
+def test_non_finite_numbers_are_refused_even_where_the_range_is_unbounded(tmp_path, key, value):
+    """JSON configs (a run's config.json) and Python files can hold NaN and infinities."""
+    config = tmp_path / "config.json"
+    section, name = key.split(".")
+    config.write_text(json.dumps({section: {name: value}}))
+    with pytest.raises(ConfigError, match=f"Config key '{re.escape(key)}' is {value:g}; it must be"):
+        load_config(config)
+
+
+@pytest.mark.parametrize("override", ["seed=0", "seed=2147483647", "teacher.ema_rate=0", "auto.pred_iou_thresh=1",
+                                      "auto.box_nms_thresh=0", "opt.learning_rate=1", "metric.threshold=-3.5",
+                                      "loss.iou_threshold=2", "save_interval=0", "opt.decay_steps=[]"])
+def test_values_on_a_closed_bound_or_inside_are_accepted(override):
+    key, value = parse_override(override)
+    assert flatten(load_config(overrides=[override]))[key] == value
 
 
 def test_user_config_dict_is_used_instead_of_a_file(tmp_path):

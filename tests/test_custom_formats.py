@@ -53,7 +53,7 @@ def test_coco_splits_one_json_by_the_configured_interleave(tmp_path):
 
 
 def test_interleave_must_be_positive():
-    with pytest.raises(ConfigError, match="'dataset.interleave' must be at least 1"):
+    with pytest.raises(ConfigError, match="'dataset.interleave' is 0; it must be 1 or more"):
         load_config(overrides=["dataset.interleave=0"])
 
 

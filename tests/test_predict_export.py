@@ -172,3 +172,17 @@ def test_merged_vit_b_loads_in_the_official_registry(tmp_path):
     with torch.no_grad():
         for ours, theirs in zip(adapted.sam.image_encoder.blocks, official.image_encoder.blocks):
             torch.testing.assert_close(ours.attn.qkv(tokens), theirs.attn.qkv(tokens), atol=1e-4, rtol=0)
+
+
+def test_prompts_partly_outside_the_image_and_points_on_its_border_are_used(tmp_path):
+    """A detector's box may overrun the image: it is kept as given (SAM takes coordinates beyond
+    the border) and gives a mask; a point on the border is inside."""
+    write_image(tmp_path / "images/a.png", height=HEIGHT, width=WIDTH)
+    common = ["--images", str(tmp_path / "images"), "--format", "rle", *TINY]
+    boxes = predict.main(common + ["--out", str(tmp_path / "boxes"), "--box=-20,-10,60,50",
+                                   "--box", f"200,150,{WIDTH + 40},{HEIGHT + 30}"])
+    points = predict.main(common + ["--out", str(tmp_path / "points"), "--points", f"0,0,{WIDTH},{HEIGHT}"])
+    assert [m["instance"] for m in boxes] == [0, 1] and [m["instance"] for m in points] == [0]
+    for entry in boxes + points:
+        assert tuple(decode(entry["segmentation"]).shape) == (HEIGHT, WIDTH)
+    assert (tmp_path / "boxes/a_overlay.png").is_file() and (tmp_path / "points/masks.json").is_file()

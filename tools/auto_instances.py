@@ -28,6 +28,7 @@ from engine.run import set_process_options  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.registry import input_sizes  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.files import check_output  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -38,10 +39,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, ["prompt_source=auto", *args.overrides])
     set_process_options(cfg)
-    dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), args.split)
     name = "anchor.json" if args.split == "train" else f"anchor-{args.split}.json"
-    _, record = cached_instances(Path(cfg.auto.cache or Path(cfg.out_dir) / "auto_instances") / name, build_wesam(cfg),
-                                 dataset, cfg.auto, cfg.model.pad, diagnostic=True)
+    cache = Path(cfg.auto.cache or Path(cfg.out_dir) / "auto_instances") / name
+    if not cache.is_file():  # made and written by this run
+        check_output(cache, "The cache file", instead="auto.cache" if cfg.auto.cache else "out_dir")
+    dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), args.split)
+    _, record = cached_instances(cache, build_wesam(cfg), dataset, cfg.auto, cfg.model.pad, diagnostic=True)
     print(f"{cfg.dataset.name}/{args.split} ({len(dataset)} images): {describe(record)}")
     summary = summarize(record)
     print(json.dumps(summary))

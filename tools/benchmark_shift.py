@@ -36,6 +36,7 @@ import platform
 import sys
 import time
 from collections import defaultdict
+from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,9 +44,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.checks import run_main  # noqa: E402
 from tools.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
 from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
-from utils.files import write_text  # noqa: E402
+from utils.files import check_output, write_text, writing  # noqa: E402
 
 METHODS: dict[str, tuple[str, list[str]]] = {
     "self_training": ("Self-training only", ["loss.anchor=0", "loss.contrastive=0"]),
@@ -236,7 +238,8 @@ def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict
         figure.tight_layout()
         # rows added to a table later get their own figure, beside that of the wesam runs
         path = out / (f"shift_{domain}.png" if "wesam" in args.methods else f"shift_{domain}_{args.methods[0]}.png")
-        figure.savefig(path, dpi=120)
+        with writing(path):
+            figure.savefig(path, dpi=120)
         plt.close(figure)
         written.append(path)
     return written
@@ -244,11 +247,14 @@ def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
-    for domain in args.domains:  # a bad key or a missing domain config fails here, before any run
-        load_config(domain_config(args, domain), args.overrides)
+    out = check_output(args.out, "--out", "folder")
+    check_output(args.runs, "--runs", "folder")
+    for domain, prompt, method, seed in product(args.domains, args.prompts, args.methods, args.seeds):
+        # a bad key or value, or a missing domain config, fails here, before any run
+        load_config(domain_config(args, domain), cell_overrides(args, domain, prompt, method, seed))
     results = run_all(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     table = out / "shift_benchmark.md"
     old_text = table.read_text() if table.exists() else ""
     text = report(args, results, old_text)
@@ -260,4 +266,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

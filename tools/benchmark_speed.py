@@ -40,10 +40,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.base_config import base_config  # noqa: E402
+from engine.checks import run_main  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
 from models.registry import build_sam_at_size  # noqa: E402
+from utils.files import check_output, write_text  # noqa: E402
 
 MODES = ("reference", "fast", "fast_fp32", "memory_saving")
 LOSS = dict(base_config["loss"])
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
     parser.add_argument("--out", default="results/speed.md")
     args = parser.parse_args(argv)
+    out = check_output(args.out, "--out")
     device = torch.device(args.device)
     modes = args.modes.split(",")
     if unknown := set(modes) - set(MODES):
@@ -254,11 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                                 batch, device), "```"]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_text(out, text)
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,7 +28,7 @@ from models.adapters import load_student_adapter  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
 from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
 from utils.config import config_of, load_config  # noqa: E402
-from utils.files import write_torch  # noqa: E402
+from utils.files import check_output, write_torch  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,12 +43,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
+    out = check_output(args.out, "--out")
     config = config_of(args.config, args.ckpt)
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
-    out = Path(args.out)
     write_torch(out, merged_state_dict(model.sam))
     loader = (f'segment_anything.sam_model_registry["{cfg.model.type}"](checkpoint="{out}")'
               if cfg.model.type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{cfg.model.type}", "{out}")')

@@ -35,6 +35,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets.corruptions import CORRUPTIONS, MIN_SIDE, corrupt  # noqa: E402
+from utils.files import OutputPathError, check_output, writing  # noqa: E402
 
 JPEG_QUALITY = 95
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
@@ -69,8 +70,9 @@ def output_dir(root: Path, corruption: str, severity: int) -> Path:
 def write_jpeg(image: np.ndarray, path: Path) -> None:
     """Write `image` (H x W x 3 uint8 RGB) to `path` atomically: a temporary file, then a rename."""
     temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(temporary, format="JPEG", quality=JPEG_QUALITY)
-    os.replace(temporary, path)
+    with writing(path):
+        Image.fromarray(image).save(temporary, format="JPEG", quality=JPEG_QUALITY)
+        os.replace(temporary, path)
 
 
 def run_job(job: Job) -> tuple[Job, str | None]:
@@ -139,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the tool; returns the exit status (0, or 1 if a source image could not be used)."""
     args = parse_args(argv)
     images = list_images(args.images or args.root / "val2017", default_folder=args.images is None)
-    folders = {name: output_dir(args.root, name, args.severity) for name in args.corruptions}
+    folders = {name: check_output(output_dir(args.root, name, args.severity), "--root's output folder", "folder",
+                                  instead="--root")
+               for name in args.corruptions}
     for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
 
     jobs, existing = [], 0
     for source in images:
@@ -170,4 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except OutputPathError as error:
+        sys.exit(f"error: {error}")

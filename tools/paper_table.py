@@ -43,7 +43,7 @@ from models import CheckpointError  # noqa: E402
 from models.registry import input_sizes  # noqa: E402
 from tools.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
 from utils.config import ConfigError, load_config, parse_override  # noqa: E402
-from utils.files import write_text  # noqa: E402
+from utils.files import OutputPathError, check_output, write_text  # noqa: E402
 
 TABLES = tuple(TABLE_DATASETS)
 # keys the table sets for each run, which an override must not change
@@ -268,7 +268,8 @@ def average_row(table: str, cells: list[Cell], done: list[Cell], summaries: dict
 def main(argv: Sequence[str] | None = None) -> str:
     """Run (or read back) every run of the table, write the markdown and return it."""
     args = parse_args(argv)
-    out = args.out or Path("results") / f"paper_{args.table}.md"
+    out = check_output(args.out or Path("results") / f"paper_{args.table}.md", "--out")
+    check_output(args.runs, "--runs", "folder")
     cells = plan(args)
     configs = {cell: resolve(cell) for cell in cells}
     check_existing_runs(cells, configs)
@@ -292,5 +293,6 @@ def main(argv: Sequence[str] | None = None) -> str:
 if __name__ == "__main__":
     try:
         main()
-    except (PaperTableError, ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError) as error:
+    except (PaperTableError, ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError,
+            OutputPathError) as error:
         sys.exit(f"Error: {error}")

@@ -50,7 +50,7 @@ from models.adapters import read_checkpoint  # noqa: E402
 from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embedding_size, sam_image_size  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
-from utils.files import write_csv, write_json  # noqa: E402
+from utils.files import check_output, write_csv, write_json  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
@@ -231,11 +231,12 @@ def save(fabric: Fabric, ckpt_path: Path, run: RunState, model: WeSAM, optimizer
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.export:
+        check_output(args.export, "--export")
         export(args)
         return {}
+    out = check_output(args.out, "--out", "folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
     ckpt_path = out / "last.ckpt"
     check_resume(args, ckpt_path)
     run, saved = (load_run(ckpt_path, CHECKPOINT_PARTS) if args.resume else (RunState(), None))

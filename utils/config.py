@@ -11,6 +11,8 @@ import ast
 import copy
 import difflib
 import json
+import math
+import re
 import runpy
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -18,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from box import Box
 
-from configs.base_config import CHOICES, base_config
+from configs.base_config import CHOICES, RANGES, base_config
 from configs.paper.versions import code_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +143,35 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(namespace["config"])
 
 
+INTERVAL = re.compile(r"([\[(])(\S+), (\S+)([\])])")
+
+
+def in_words(interval: str) -> str:
+    """'[0, inf)' -> '0 or more', '(0, inf)' -> 'more than 0', '(-inf, inf)' -> 'a finite number',
+    '[0, 1)' -> 'in [0, 1)'."""
+    opening, low, high, _ = INTERVAL.fullmatch(interval).groups()
+    if low == "-inf" and high == "inf":
+        return "a finite number"
+    if high == "inf":
+        return f"{low} or more" if opening == "[" else f"more than {low}"
+    return f"in {interval}"
+
+
+def check_range(key: str, value: Any, interval: str, in_list: bool = False) -> None:
+    """Raise ConfigError naming `key` unless `value` (one of the key's list when `in_list`) is a
+    finite number in `interval` ('[0, 1)'...)."""
+    opening, low, high, closing = INTERVAL.fullmatch(interval).groups()
+    low, high = float(low), float(high)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    inside = number and math.isfinite(value) and (low <= value if opening == "[" else low < value) and \
+        (value <= high if closing == "]" else value < high)
+    if not inside:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        subject = f"holds {shown}; each of its numbers" if in_list else f"is {shown}; it"
+        raise ConfigError(f"Config key '{key}' {subject} must be {in_words(interval)} "
+                          "(configs/base_config.py, RANGES).")
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
     """Check choices, registry names and value ranges; raise ConfigError naming the key."""
     from datasets import DATASETS
@@ -157,20 +188,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(str(flat[key]), [str(a) for a in allowed], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"Config key '{key}' is {flat[key]!r}; allowed values: {', '.join(map(str, allowed))}.{hint}")
-    positive = ["devices", "num_nodes", "batch_size", "val_batch_size", "num_steps", "eval_interval", "log_interval",
-                "max_nums", "num_points", "lora.rank", "dataset.interleave", "auto.points_per_side",
-                "auto.points_per_batch", "auto.top_k"]
-    for key in positive:
-        if flat[key] < 1:
-            raise ConfigError(f"Config key '{key}' must be at least 1; got {flat[key]}.")
-    if not 0.0 <= flat["teacher.ema_rate"] < 1.0:
-        raise ConfigError(f"Config key 'teacher.ema_rate' must be in [0, 1); got {flat['teacher.ema_rate']}.")
-    for key in ("auto.pred_iou_thresh", "auto.stability_score_thresh", "auto.box_nms_thresh"):
-        if not 0.0 <= flat[key] <= 1.0:
-            raise ConfigError(f"Config key '{key}' must be in [0, 1]; got {flat[key]}.")
-    for key in ("num_workers", "save_interval", "auto.min_mask_region_area", "auto.refresh_every"):
-        if flat[key] < 0:
-            raise ConfigError(f"Config key '{key}' must be 0 or more; got {flat[key]}.")
+    for key, interval in RANGES.items():
+        for value in flat[key] if isinstance(flat[key], list) else [flat[key]]:
+            check_range(key, value, interval, isinstance(flat[key], list))
     if flat["model.compile"] != "off" and flat["memory_saving"]:
         raise ConfigError("Config keys 'model.compile' and 'memory_saving' cannot be combined: memory_saving runs the "
                           "encoder blocks one by one, outside the compiled encoder. Set one of them off.")
