@@ -125,9 +125,18 @@ base_config = {
     },
 }
 
-# Keys whose value must be one of a fixed set. Names that depend on registries (model.type,
-# dataset.name) are checked against those registries in utils/config.py.
+# Keys whose value must be one of a fixed set. The names of models, datasets and synthetic shifts are
+# those of their registries (models/registry.py SAM_CONFIGS, datasets/__init__.py DATASETS,
+# datasets/shifts.py SHIFTS), listed here so that the config is checked without importing them
+# (tests/test_config.py keeps the lists equal).
 CHOICES = {
+    "model.type": ["vit_b", "vit_l", "vit_h", "vit_tiny", "vit_small"],
+    "dataset.name": ["synthetic", "coco2017", "coco_c", "voc2012", "kvasir", "isic2016", "camo", "cod10k", "chameleon",
+                     "ocid", "osd", "coco", "folder"],
+    "dataset.synthetic.shift": ["none", "camouflage", "medical", "brightness", "contrast", "defocus_blur",
+                                "elastic_transform", "fog", "frost", "gaussian_noise", "glass_blur", "impulse_noise",
+                                "jpeg_compression", "motion_blur", "pixelate", "shot_noise", "snow", "zoom_blur",
+                                "gaussian_blur", "saturate", "spatter", "speckle_noise"],
     "accelerator": ["auto", "cpu", "cuda"],
     "strategy": ["auto", "ddp", "ddp_spawn"],
     "precision": ["32-true", "bf16-mixed", "16-mixed"],

@@ -443,3 +443,15 @@ def test_tf32_follows_the_config(tf32):
         assert torch.backends.cuda.matmul.allow_tf32 is tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_the_config_names_the_registries_entries_exactly():
+    """CHOICES lists the registries' names so that utils/config.py checks a config without importing
+    the layers above it: a model, dataset or shift added to a registry must be added there too."""
+    from datasets import DATASETS
+    from datasets.shifts import SHIFTS
+    from models.registry import SAM_CONFIGS
+
+    assert sorted(CHOICES["model.type"]) == sorted(SAM_CONFIGS)
+    assert sorted(CHOICES["dataset.name"]) == sorted(DATASETS)
+    assert CHOICES["dataset.synthetic.shift"] == list(SHIFTS)

@@ -16,11 +16,6 @@ LAYERS = {"configs": 0, "utils": 0, "datasets": 1, "models": 1, "losses": 2, "en
           "adaptation": 4, "validate": 4, "predict": 4, "tools": 4}
 # packages of one layer that must not import each other
 SEPARATE = {frozenset({"datasets", "models"})}
-# The one upward import left: utils/config.py validate() checks model.type, dataset.name and
-# dataset.synthetic.shift against the registries of models and datasets, inside the function. It
-# goes when those names move below utils (with the config range checks, which another change
-# rewrites); no other module may join this list.
-KNOWN_UPWARD = {"utils/config.py": {"datasets", "models"}}
 
 
 def project_modules() -> list[Path]:
@@ -49,7 +44,7 @@ def owner(path: Path) -> str:
 @pytest.mark.parametrize("path", project_modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_a_module_imports_only_its_layer_and_below(path):
     package = owner(path)
-    for imported in imported_packages(path) - KNOWN_UPWARD.get(str(path.relative_to(ROOT)), set()):
+    for imported in imported_packages(path):
         assert LAYERS[imported] <= LAYERS[package], f"{package} (layer {LAYERS[package]}) imports {imported} " \
                                                     f"(layer {LAYERS[imported]})"
         assert frozenset({package, imported}) not in SEPARATE, f"{package} imports {imported}"
