@@ -234,7 +234,8 @@ class PromptedImages(InstanceDataset):
         return image, masks, boxes
 
 
-def prompt_sets(sample: dict[str, Any], groups: list[np.ndarray] | None) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+def prompt_sets(sample: dict[str, Any],
+                groups: list[np.ndarray] | None) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
     """The sample's box prompts; or with `groups` its zero-size boxes as the positive points of
     each object, one prompt set (K x 2 points per object) per number of points K. Also the order
     of the objects in the sets' concatenation."""

@@ -75,8 +75,10 @@ def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]]
         sample = dataset[row["index"]]
         top, left = sample["valid"][:2].tolist()
         image = crop_to_region(sample["image"], sample["valid"], "image").permute(1, 2, 0).numpy()
-        panels = [(f"Direct: mIoU {row['direct_miou']:.3f}", (sample_logits(model, sample, None) > threshold).cpu().numpy()),
-                  (f"adapted: mIoU {row['miou']:.3f}", (sample_logits(model, sample, STUDENT) > threshold).cpu().numpy()),
+        panels = [(f"Direct: mIoU {row['direct_miou']:.3f}",
+                   (sample_logits(model, sample, None) > threshold).cpu().numpy()),
+                  (f"adapted: mIoU {row['miou']:.3f}",
+                   (sample_logits(model, sample, STUDENT) > threshold).cpu().numpy()),
                   ("ground truth", crop_to_region(sample["masks"], sample["valid"], "image").numpy())]
         name = f"{rank:02d}_{'gain' if row in gains else 'loss'}{100 * row['gain']:+.1f}_image{row['index']}.png"
         with writing(folder / name):
@@ -126,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model.eval()
         rows = per_image_rows(model, dataset, adapter is not None, cfg.metric)
         if args.per_image:
-            fields = ["index", "image", "instances", "miou", "f1"] + (["direct_miou", "direct_f1", "gain"] if adapter else [])
+            fields = (["index", "image", "instances", "miou", "f1"]
+                      + (["direct_miou", "direct_f1", "gain"] if adapter else []))
             write_csv(args.per_image, rows, fields)
         if args.visualize:
             visualize(model, dataset, rows, args.visualize, visualize_folder(args.out), cfg.metric.threshold)

@@ -21,29 +21,47 @@ base_config = {
     "log_interval": 10,  # write losses to TensorBoard every this many steps
     "max_nums": 40,  # at most this many instances per training image, subsampled at random (paper)
     "prompt": "box",  # weak label used as prompt: "box", "point" or "coarse"
-    "prompt_source": "labels",  # training prompts from the weak "labels", or "auto": from instances the frozen anchor finds itself, no label read (README, "Adapting with no labels")
+    # training prompts from the weak "labels", or "auto": from instances the frozen anchor finds itself, no label read
+    # (README, "Adapting with no labels")
+    "prompt_source": "labels",
     "num_points": 5,  # positive and negative points per instance for prompt=point (paper: 5 + 5)
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
-    "coarse_polygon": "largest",  # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors" (first contour, at native size; README, "Differences")
-    "point_negatives": "image",  # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
-    "batch_views": True,  # one batched encoder call for the views that share a gradient mode (shared teacher + student; anchor + EMA teacher): same result, fewer calls
-    "memory_saving": False,  # recompute the image-encoder blocks in the backward pass instead of storing them (less memory, slower)
+    # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors"
+    # (first contour, at native size; README, "Differences")
+    "coarse_polygon": "largest",
+    # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
+    "point_negatives": "image",
+    # one batched encoder call for the views that share a gradient mode (shared teacher + student;
+    # anchor + EMA teacher): same result, fewer calls
+    "batch_views": True,
+    # recompute the image-encoder blocks in the backward pass instead of storing them (less memory, slower)
+    "memory_saving": False,
     "tf32": False,  # CUDA: TF32 matrix products (the authors' code turns them on); no effect on a CPU
-    "auto": {  # prompt_source=auto: segment_anything's SamAutomaticMaskGenerator on the anchor (LoRA off), cached in out_dir
+    # prompt_source=auto: segment_anything's SamAutomaticMaskGenerator on the anchor (LoRA off), cached in out_dir
+    "auto": {
         "points_per_side": 16,  # grid of points_per_side^2 point prompts over each training image
         "points_per_batch": 64,  # point prompts decoded at once (memory, not results)
         "pred_iou_thresh": 0.88,  # keep masks whose predicted IoU is above this
-        "stability_score_thresh": 0.95,  # keep masks whose stability score (IoU of the mask at logit -1 and +1) is above this
+        # keep masks whose stability score (IoU of the mask at logit -1 and +1) is above this
+        "stability_score_thresh": 0.95,
         "box_nms_thresh": 0.7,  # box IoU above which the lower-scored of two masks is dropped
         "min_mask_region_area": 0,  # remove holes and islands smaller than this many pixels (0: off)
-        "multimask": True,  # three masks per point, as SAM's everything mode; False: the single-mask output (the shipped vit_small was trained only on it)
+        # three masks per point, as SAM's everything mode; False: the single-mask output
+        # (the shipped vit_small was trained only on it)
+        "multimask": True,
         "top_k": 10,  # instances kept per image: the best by predicted IoU x stability score
-        "refresh_every": 0,  # our variant: recompute the instances with the adapted model every this many steps (0: never)
-        "diagnostic": True,  # where the training split has labels, measure the instances' recall of them (never trained on)
-        "cache": "",  # folder of the cached instances: "" = out_dir/auto_instances; runs on the same images and anchor may share one (each file is checked against its key)
+        # our variant: recompute the instances with the adapted model every this many steps (0: never)
+        "refresh_every": 0,
+        # where the training split has labels, measure the instances' recall of them (never trained on)
+        "diagnostic": True,
+        # folder of the cached instances: "" = out_dir/auto_instances; runs on the same images and anchor may share one
+        # (each file is checked against its key)
+        "cache": "",
     },
     "paper": {
-        "code": "",  # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them (README, "Two code versions"); "" sets none
+        # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them
+        # (README, "Two code versions"); "" sets none
+        "code": "",
         "train_images": 0,  # training images of the dataset, from which paper.code derives num_steps and eval_interval
     },
     "dataset": {
@@ -58,11 +76,16 @@ base_config = {
             "val": "",  # coco: the val split's own instances json below root
             "test": "",  # coco: the test split's own instances json below root
             "crowd": False,  # COCO-format datasets: keep crowd annotations as instances (authors' loader: True)
-            "max_masks": 0,  # COCO-format datasets: at most this many annotations per image, in file order (authors' loader: 151); 0: all
-            "zero_size": "drop",  # COCO-format datasets: "drop" annotations with a zero-width or zero-height box or no segmentation; "authors": their rule (README, "Differences")
+            # COCO-format datasets: at most this many annotations per image, in file order (authors' loader: 151);
+            # 0: all
+            "max_masks": 0,
+            # COCO-format datasets: "drop" annotations with a zero-width or zero-height box or no segmentation;
+            # "authors": their rule (README, "Differences")
+            "zero_size": "drop",
         },
         "synthetic": {
-            "shift": "camouflage",  # target domain: "none" (source), "camouflage", "medical" or an imagecorruptions type
+            # target domain: "none" (source), "camouflage", "medical" or an imagecorruptions type
+            "shift": "camouflage",
             "image_size": 128,  # side of the generated square images in pixels
             "num_train": 64,  # training images (only their weak labels are used)
             "num_val": 16,  # validation images
@@ -70,22 +93,31 @@ base_config = {
             "max_objects": 6,  # at most this many objects per image
         },
         "eval_split": "test",  # split evaluated by adaptation.py and validate.py: "val" or "test"
-        "exif": "auto",  # EXIF orientation tags of images and masks: "apply" (masks drawn on the picture as displayed), "ignore" (on the stored pixels), "auto": the loader's convention (PREPARE.md, "EXIF orientation")
-        "keep_vanished": False,  # evaluation keeps instances whose mask vanished in the resize (authors' code; each scores 1 if its prediction is empty too, else 0)
+        # EXIF orientation tags of images and masks: "apply" (masks drawn on the picture as displayed),
+        # "ignore" (on the stored pixels), "auto": the loader's convention (PREPARE.md, "EXIF orientation")
+        "exif": "auto",
+        # evaluation keeps instances whose mask vanished in the resize
+        # (authors' code; each scores 1 if its prediction is empty too, else 0)
+        "keep_vanished": False,
     },
     "model": {
         "type": "vit_tiny",  # SAM configuration: "vit_b", "vit_l", "vit_h" or a small one ("vit_tiny")
         "checkpoint": "",  # SAM weights (.pth or .safetensors); empty means random weights
         "pixel_normalize": True,  # SAM's pixel mean/std normalisation; False feeds RGB/255 as the authors' code
         "pad": "bottom_right",  # padding to a square: "bottom_right" (SAM) or "center" (authors' code)
-        "attention": "sdpa",  # image-encoder attention: "sdpa" (fused scaled_dot_product_attention, same weights) or "sam" (segment_anything's own)
-        "compile": "off",  # torch.compile the image encoder: "off", "inductor" (minutes to compile, then faster: README "Speed and memory") or "aot_eager" (no code generation, for debugging)
+        # image-encoder attention: "sdpa" (fused scaled_dot_product_attention, same weights)
+        # or "sam" (segment_anything's own)
+        "attention": "sdpa",
+        # torch.compile the image encoder: "off", "inductor" (minutes to compile,
+        # then faster: README "Speed and memory") or "aot_eager" (no code generation, for debugging)
+        "compile": "off",
     },
     "lora": {
         "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
     },
     "teacher": {
-        "mode": "shared",  # "shared": the student on the weak view (paper); "ema": separate EMA LoRA weights (our own variant)
+        # "shared": the student on the weak view (paper); "ema": separate EMA LoRA weights (our own variant)
+        "mode": "shared",
         "ema_rate": 0.999,  # teacher = rate * teacher + (1 - rate) * student after each step (mode ema)
     },
     "opt": {
@@ -94,10 +126,14 @@ base_config = {
         "warmup_steps": 250,  # linear learning-rate warm-up (paper)
         "decay_steps": [60000, 86666],  # multiply the learning rate by decay_factor at each of these steps (paper)
         "decay_factor": 0.1,  # learning-rate factor applied at each decay step (paper)
-        "warmup_from_zero": False,  # warm-up factor step / warmup_steps, the first step at lr 0 (authors' code), instead of (step + 1) / warmup_steps
+        # warm-up factor step / warmup_steps, the first step at lr 0 (authors' code),
+        # instead of (step + 1) / warmup_steps
+        "warmup_from_zero": False,
     },
     "loss": {
-        "target": "teacher",  # "teacher": its hard mask (WeSAM); "ground_truth": GT masks (with augment.strong False: the paper's Supervised row)
+        # "teacher": its hard mask (WeSAM);
+        # "ground_truth": GT masks (with augment.strong False: the paper's Supervised row)
+        "target": "teacher",
         "focal": 20.0,  # weight of the focal loss to the teacher's hard mask (paper)
         "dice": 1.0,  # weight of the dice loss to the teacher's hard mask (paper)
         "iou": 1.0,  # weight of the IoU-head MSE (paper)
@@ -106,11 +142,19 @@ base_config = {
         "focal_alpha": 0.8,  # focal loss scale alpha (when num_masks_as_alpha is False)
         "focal_gamma": 2.0,  # focal loss exponent gamma
         "dice_smooth": 1.0,  # dice smoothing of the anchor loss, and of self-training when num_masks_as_alpha is False
-        "num_masks_as_alpha": True,  # focal alpha and self-training dice smoothing = instances in the batch, as the authors' code computes; False: focal_alpha and dice_smooth (README, "The method")
+        # focal alpha and self-training dice smoothing = instances in the batch, as the authors' code computes;
+        # False: focal_alpha and dice_smooth (README, "The method")
+        "num_masks_as_alpha": True,
         "temperature": 0.3,  # contrastive temperature (paper)
-        "focal_on": "pixel",  # focal term of each pixel's BCE, then the mean ("pixel", authors' later code) or of the mean BCE ("mean", their first release)
-        "focal_bce": "logits",  # BCE from the logits ("logits", exact) or from clamped probabilities ("probabilities", authors' code: a pixel costs at most 100, with no gradient there)
-        "contrastive_masks": "threshold",  # instance masks of the contrastive prototypes: sigmoid > 0.5 ("threshold", authors' later code) or the raw logits as weights ("raw", their first release)
+        # focal term of each pixel's BCE, then the mean ("pixel", authors' later code)
+        # or of the mean BCE ("mean", their first release)
+        "focal_on": "pixel",
+        # BCE from the logits ("logits", exact) or from clamped probabilities
+        # ("probabilities", authors' code: a pixel costs at most 100, with no gradient there)
+        "focal_bce": "logits",
+        # instance masks of the contrastive prototypes: sigmoid > 0.5 ("threshold", authors' later code)
+        # or the raw logits as weights ("raw", their first release)
+        "contrastive_masks": "threshold",
         "iou_threshold": 0.0,  # logit above which the student's mask counts in the IoU-head target (authors' code: 0.5)
         "iou_empty": 1.0,  # IoU-head target when the student's mask and the target are both empty (authors' code: 0)
     },
@@ -121,7 +165,9 @@ base_config = {
     "augment": {
         "flip": True,  # weak view: random horizontal and vertical flips of image, masks and prompts
         "strong": True,  # strong view: posterize, equalize, sharpen, solarize, brightness/contrast, shadow
-        "views_at": "input",  # make both views after the resize to the "input" size, or at the image's "native" size before it (authors' code)
+        # make both views after the resize to the "input" size, or at the image's "native" size before it
+        # (authors' code)
+        "views_at": "input",
     },
 }
 

@@ -30,9 +30,11 @@ config = {
         "type": "vit_small",
         "checkpoint": "models/weights/vit_small_source.safetensors",
     },
-    "auto": {  # prompt_source=auto with the shipped vit_small, chosen on the validation split (README, "Adapting with no labels")
+    # prompt_source=auto with the shipped vit_small, chosen on the validation split (README, "Adapting with no labels")
+    "auto": {
         "multimask": False,  # the shipped model was trained on the single-mask output only
-        "pred_iou_thresh": 0.5,  # its predicted IoU and stability are lower than ViT-H's, for which SAM's defaults were set
+        # its predicted IoU and stability are lower than ViT-H's, for which SAM's defaults were set
+        "pred_iou_thresh": 0.5,
         "stability_score_thresh": 0.3,
     },
     "opt": {

@@ -205,8 +205,9 @@ class CocoDataset(FileDataset):
         hint = (f": turned by 90 degrees, as an EXIF orientation tag read the other way would do (dataset.exif: tags "
                 f"now {exif}; PREPARE.md, \"EXIF orientation\")") if turned else ""
         warnings.warn(f"COCO json '{self.annotation_file}': {len(wrong)} of the {len(self.records)} images of the "
-                      f"{split} split are not the size it gives them (e.g. '{record.image}' is {width}x{height} as read, the "
-                      f"json says {record.width}x{record.height}{hint}); they are skipped when loaded.", DataWarning)
+                      f"{split} split are not the size it gives them (e.g. '{record.image}' is {width}x{height} "
+                      f"as read, the json says {record.width}x{record.height}{hint}); they are skipped when loaded.",
+                      DataWarning)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         record = self.records[index]
@@ -263,7 +264,8 @@ def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rule
     """The training split without a json: the images of image_folder (sorted by name) that the
     val / test json do not list, or without those json the k part of the k:1 interleave."""
     options = spec.coco
-    images = [path for path in sorted(image_folder.iterdir()) if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
+    images = [path for path in sorted(image_folder.iterdir())
+              if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
     evaluated = {record.image for name in (options.val, options.test) if name
                  for record in read_coco(layout.file(name), layout, image_folder, rules).records}
     if not (options.val or options.test):

@@ -104,7 +104,8 @@ def coarse_prompts(masks: np.ndarray, as_mask: bool, mask_input_size: int) -> np
             shape = mask.astype(np.uint8)
             if polygon is not None:
                 shape = cv2.fillPoly(np.zeros_like(shape), [polygon], 1)
-            small = cv2.resize(shape.astype(np.float32), (mask_input_size, mask_input_size), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(shape.astype(np.float32), (mask_input_size, mask_input_size),
+                               interpolation=cv2.INTER_AREA)
             results.append(np.where(small >= 0.5, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT)[None].astype(np.float32))
         elif polygon is None:
             results.append(boxes_from_masks(mask[None])[0])

@@ -27,7 +27,8 @@ def instance_prototypes(embedding: torch.Tensor, logits: torch.Tensor, masks: st
 
 
 def instance_contrastive_loss(embedding_a: torch.Tensor, embedding_b: torch.Tensor, logits_a: torch.Tensor,
-                              logits_b: torch.Tensor, temperature: float = 0.3, masks: str = "threshold") -> torch.Tensor:
+                              logits_b: torch.Tensor, temperature: float = 0.3,
+                              masks: str = "threshold") -> torch.Tensor:
     """-log( sum_i exp(S_ii) / sum_ij exp(S_ij) ), S = cosine(prototypes_a, prototypes_b) / temperature.
 
     One ratio over the whole N x N matrix, as the authors' code: identically 0 for N = 1.

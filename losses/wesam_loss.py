@@ -25,7 +25,8 @@ def loss_branches(weights: Mapping[str, float | str]) -> tuple[str, ...]:
 
 
 def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str], teacher_mode: str,
-               image_size: int, masks: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               image_size: int,
+               masks: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its unweighted terms, averaged over the images of the batch.
 
     Per image, with logits upscaled to the S x S input canvas:
@@ -34,7 +35,8 @@ def wesam_loss(outputs: Mapping[str, Outputs], weights: Mapping[str, float | str
       anchor: dice of student and teacher to the anchor's hard mask (0.5 each);
       contrastive: teacher vs anchor instance prototypes.
     The anchor and contrastive terms are zero when `outputs` has no anchor branch (see
-    loss_branches) or the target is the ground truth. In ema mode the teacher has no gradient, so those terms use the student.
+    loss_branches) or the target is the ground truth. In ema mode the teacher has no gradient,
+    so those terms use the student.
     `weights` is the config's loss section.
 
     With weights["num_masks_as_alpha"], the focal loss's alpha and the self-training dice's

@@ -205,7 +205,8 @@ class Sam2Backbone(nn.Module):
         """Prompts in an H x W image's pixels -> in the S x S input frame (x * S / W, y * S / H)."""
         scaled = dict(prompts)
         if "boxes" in prompts:
-            scaled["boxes"] = self.transforms.transform_boxes(prompts["boxes"].float(), True, original_size).reshape(-1, 4)
+            scaled["boxes"] = self.transforms.transform_boxes(prompts["boxes"].float(), True,
+                                                              original_size).reshape(-1, 4)
         if "points" in prompts:
             scaled["points"] = self.transforms.transform_coords(prompts["points"].float(), True, original_size)
         return scaled

@@ -25,8 +25,8 @@ def dataset_spec(cfg) -> DatasetSpec:
 
 def build(name: str, root: Path | str, split: str, *overrides: str) -> InstanceDataset:
     """The `split` of dataset `name` at `root`, built from a config as adaptation.py does."""
-    cfg = load_config(overrides=[f"dataset.name={name}", f"dataset.root={root}", "accelerator=cpu", "model.type=vit_tiny",
-                                 "model.checkpoint=", *overrides])
+    cfg = load_config(overrides=[f"dataset.name={name}", f"dataset.root={root}", "accelerator=cpu",
+                                 "model.type=vit_tiny", "model.checkpoint=", *overrides])
     return build_dataset(dataset_spec(cfg), split)
 
 

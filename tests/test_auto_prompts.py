@@ -1,5 +1,6 @@
 """prompt_source=auto: the anchor's instances in everything mode (models/predictor.py,
-engine/auto_instances.py, datasets/auto_prompts.py), their cache, their recall, images-only datasets, and an adaptation that never reads a training label."""
+engine/auto_instances.py, datasets/auto_prompts.py), their cache, their recall, images-only datasets, and an
+adaptation that never reads a training label."""
 
 from __future__ import annotations
 

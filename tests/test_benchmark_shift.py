@@ -44,7 +44,8 @@ def test_each_default_domain_reads_its_own_config_file():
     args = benchmark_shift.parse_args([])
     for domain in args.domains:
         assert benchmark_shift.domain_config(args, domain) == str(ROOT / "configs" / "shift" / f"{domain}.py")
-    with pytest.raises(ConfigError, match=r"No config for domain 'fog': .*fog\.py does not exist.*--config configs/config\.py"):
+    with pytest.raises(ConfigError,
+                       match=r"No config for domain 'fog': .*fog\.py does not exist.*--config configs/config\.py"):
         benchmark_shift.domain_config(args, "fog")
     one_file = benchmark_shift.parse_args(["--config", "configs/config.py"])
     assert benchmark_shift.domain_config(one_file, "fog") == "configs/config.py"
@@ -111,7 +112,8 @@ def test_rows_of_new_methods_join_an_existing_table():
                                         "wesam,supervised", "--seeds", "0"])
     old = benchmark_shift.report(first, {("medical", p, m): runs(0.1) for p in ("box", "coarse")
                                          for m in ("wesam", "supervised")})
-    added = benchmark_shift.parse_args(["--domains", "medical", "--prompts", "box", "--methods", "wesam_auto", "--seeds", "0"])
+    added = benchmark_shift.parse_args(["--domains", "medical", "--prompts", "box", "--methods", "wesam_auto",
+                                        "--seeds", "0"])
     text = benchmark_shift.report(added, {("medical", "box", "wesam_auto"): runs(0.05, 0.47)}, old)
     box = text.partition("## Prompt: box")[2].partition("## Prompt:")[0]
     assert [line.split(" | ")[0] for line in box.splitlines() if line.startswith("| ")][1:] == [

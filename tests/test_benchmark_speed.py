@@ -27,6 +27,7 @@ def test_benchmark_speed_counts_the_same_flops_as_a_direct_count():
 
     base = build_sam_at_size("vit_tiny", 64)
     batch = tool.make_batch(64, 3, torch.device("cpu"))
-    reference = tool.step_flops(tool.make_mode("reference", base, torch.device("cpu"), None), batch, torch.device("cpu"))
+    reference = tool.step_flops(tool.make_mode("reference", base, torch.device("cpu"), None), batch,
+                                torch.device("cpu"))
     fast = tool.step_flops(tool.make_mode("fast", base, torch.device("cpu"), None), batch, torch.device("cpu"))
     assert reference > 0 and abs(fast - reference) / reference < 0.05  # the same model work, however computed

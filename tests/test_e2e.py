@@ -61,8 +61,8 @@ def test_adapt_then_validate(tiny_overrides, tmp_path, prompt, mode):
 
     # validate.py on the saved adapter reproduces the run's own last evaluation
     out = tmp_path / "last.json"
-    adapted = validate.main(["--config", str(run / "config.json"), "--ckpt", str(run / "checkpoints/last-lora.safetensors"),
-                             "--out", str(out)])
+    adapted = validate.main(["--config", str(run / "config.json"),
+                             "--ckpt", str(run / "checkpoints/last-lora.safetensors"), "--out", str(out)])
     assert json.loads(out.read_text()) == adapted
     assert set(adapted) == {"dataset", "prompt", "miou", "f1", "area_ratio", "num_images", "num_instances",
                             "skipped_images"}

@@ -150,8 +150,10 @@ def test_native_views_are_the_views_of_the_native_image_then_sams_resize():
     strong = native.augment.strong_view(weak, 9)
     assert np.array_equal(sample["image"].permute(1, 2, 0).numpy()[:, :38], resize_image(weak, 64))
     assert np.array_equal(sample["image_strong"].permute(1, 2, 0).numpy()[:, :38], resize_image(strong, 64))
-    np.testing.assert_allclose(sample["prompts"]["boxes"].numpy(), weak_boxes * np.array([38 / 60, 64 / 100] * 2), rtol=1e-6)
-    assert not np.array_equal(sample["image_strong"], RectDataset(height=100, width=60, train=True)[(1, 9)]["image_strong"])
+    np.testing.assert_allclose(sample["prompts"]["boxes"].numpy(), weak_boxes * np.array([38 / 60, 64 / 100] * 2),
+                               rtol=1e-6)
+    assert not np.array_equal(sample["image_strong"],
+                              RectDataset(height=100, width=60, train=True)[(1, 9)]["image_strong"])
 
 
 def test_view_order_makes_no_difference_when_no_resize_is_needed():

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from segment_anything import SamPredictor
 
 from models import CheckpointError, WeSAM, build_sam
-from models.lora import STUDENT, TEACHER, adapter_state_dict, ema_update, load_adapter_state_dict, lora_layers, use_adapter
+from models.lora import (STUDENT, TEACHER, adapter_state_dict, ema_update, load_adapter_state_dict, lora_layers,
+                         use_adapter)
 from models.registry import SMALL_CONFIGS, sam_image_size
 
 
@@ -173,10 +174,12 @@ def test_preprocess_normalises_and_zeroes_padding(image):
     images, valid = padded_input(image, model.image_size)
     x = model.preprocess(images, valid)
     assert torch.count_nonzero(x[..., 192:, :]) == 0
-    expected = (torch.from_numpy(image).permute(2, 0, 1).float() - model.sam.pixel_mean[:, :, 0:1]) / model.sam.pixel_std
+    expected = ((torch.from_numpy(image).permute(2, 0, 1).float() - model.sam.pixel_mean[:, :, 0:1])
+                / model.sam.pixel_std)
     torch.testing.assert_close(x[0, :, :192, :256], expected)
     model.pixel_normalize = False  # the authors' code feeds RGB / 255 without normalisation
-    torch.testing.assert_close(model.preprocess(images, valid)[0, :, :192, :256], images[0, :, :192, :256].float() / 255.0)
+    torch.testing.assert_close(model.preprocess(images, valid)[0, :, :192, :256],
+                               images[0, :, :192, :256].float() / 255.0)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -86,8 +86,8 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_the_state_s
     nodes = start_nodes(overrides, tmp_path)
     deadline = time.time() + 240
     # rank 0's progress bar past step 2: rank 1, in lockstep through each step's collectives, is in the loop too
-    while time.time() < deadline and max(map(int, re.findall(r"\| *(\d+)/100000", (tmp_path / "node0.txt").read_text())),
-                                         default=0) < 2:
+    while time.time() < deadline and max(map(int, re.findall(r"\| *(\d+)/100000",
+                                                             (tmp_path / "node0.txt").read_text())), default=0) < 2:
         time.sleep(0.2)
     agent = nodes[1].pid
     workers = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()

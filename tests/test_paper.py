@@ -211,7 +211,8 @@ def test_paper_table_runs_a_table_on_tiny_data_and_reuses_finished_runs(tmp_path
     started = time.time()
     assert paper_table.main(argv) == text
     assert time.time() - started < 5
-    assert {path: path.stat().st_mtime_ns for path in runs.rglob("*") if path.is_file()} == written, "a run was run again"
+    assert {path: path.stat().st_mtime_ns for path in runs.rglob("*") if path.is_file()} == written, \
+        "a run was run again"
 
     # the same folders with other settings are refused before anything runs
     with pytest.raises(paper_table.PaperTableError, match=r"(?s)other settings.*num_steps 2 there, 3 now"):

@@ -89,7 +89,8 @@ def test_predict_equals_validate_and_per_image(coco_data, tmp_path):
     pictures = sorted(p.name for p in (tmp_path / "adapted-visualize").iterdir())
     gains = sorted(rows, key=lambda r: float(r["gain"]))
     assert len(pictures) == 2 and pictures[0].startswith("00_gain") and pictures[1].startswith("01_loss")
-    assert pictures[0].endswith(f"_image{gains[-1]['index']}.png") and pictures[1].endswith(f"_image{gains[0]['index']}.png")
+    assert (pictures[0].endswith(f"_image{gains[-1]['index']}.png")
+            and pictures[1].endswith(f"_image{gains[0]['index']}.png"))
     assert Image.open(tmp_path / "adapted-visualize" / pictures[0]).size[0] > 4 * 100
 
     # label maps: the same masks, a later one on top
@@ -108,7 +109,8 @@ def test_merged_export_gives_sam_predictor_the_adapted_masks(tmp_path):
     the adapted logits (to 1e-4) and predict.py's masks, for box and point prompts."""
     random_adapter(tmp_path / "adapter.safetensors", TINY)
     write_image(tmp_path / "images/scene.png", seed=3, height=HEIGHT, width=WIDTH)
-    merged = export.main(["--ckpt", str(tmp_path / "adapter.safetensors"), "--out", str(tmp_path / "merged.pth"), *TINY])
+    merged = export.main(["--ckpt", str(tmp_path / "adapter.safetensors"), "--out", str(tmp_path / "merged.pth"),
+                          *TINY])
     state = torch.load(merged, weights_only=True)
     assert not any("adapters" in key or "qkv.qkv" in key for key in state)
     predictor = SamPredictor(build_sam("vit_tiny", merged))  # strict load: exactly a plain SAM's keys

@@ -50,8 +50,8 @@ def folder(tmp_path_factory) -> Path:
 
 
 def dataset(root: Path, prompt: str):
-    cfg = load_config(overrides=["dataset.name=folder", f"dataset.root={root}", "accelerator=cpu", "model.type=vit_tiny",
-                                 "model.checkpoint=", f"prompt={prompt}"])
+    cfg = load_config(overrides=["dataset.name=folder", f"dataset.root={root}", "accelerator=cpu",
+                                 "model.type=vit_tiny", "model.checkpoint=", f"prompt={prompt}"])
     return build_dataset(dataset_spec(cfg), "test")
 
 

@@ -3,7 +3,8 @@ what settles the `auto` settings on the validation split, and reads a run's cach
 
     python tools/auto_instances.py [--config FILE] [--split train|val|test] [key=value ...]
     python tools/auto_instances.py --config configs/shift/medical.py --split val auto.top_k=6
-    python tools/auto_instances.py --config configs/shift/medical.py auto.cache=runs/shift_benchmark/medical/auto_instances
+    python tools/auto_instances.py --config configs/shift/medical.py \\
+        auto.cache=runs/shift_benchmark/medical/auto_instances
 
 Finds the instances with the frozen anchor (or reads them from auto.cache, default
 out_dir/auto_instances; the training split's file is the one adaptation.py uses) and prints their

@@ -69,7 +69,8 @@ DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "shift" / "{domain}.py")  # each do
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"base config file; {{domain}} in it is replaced by each domain (default: {DEFAULT_CONFIG})")
+                        help=f"base config file; {{domain}} in it is replaced by each domain "
+                             f"(default: {DEFAULT_CONFIG})")
     parser.add_argument("--domain-key", default="dataset.synthetic.shift", help="config key that selects a domain")
     parser.add_argument("--domains", default=",".join(DEFAULT_DOMAINS), help="comma-separated values of --domain-key")
     parser.add_argument("--prompts", default=",".join(PROMPTS))
@@ -98,7 +99,8 @@ def domain_config(args: argparse.Namespace, domain: str) -> str:
 
 
 def cell_overrides(args: argparse.Namespace, domain: str, prompt: str, method: str, seed: str) -> list[str]:
-    overrides = [*args.overrides, f"{args.domain_key}={domain}", f"prompt={prompt}", f"seed={seed}", *METHODS[method][1]]
+    overrides = [*args.overrides, f"{args.domain_key}={domain}", f"prompt={prompt}", f"seed={seed}",
+                 *METHODS[method][1]]
     if "prompt_source=auto" in overrides:  # the anchor's instances depend on neither the seed nor the prompt type
         overrides.append(f"auto.cache={Path(args.runs) / domain / 'auto_instances'}")
     return overrides
@@ -125,7 +127,8 @@ def last_values(runs: list[dict[str, Any]], key: str) -> list[float]:
 def learning_rate_schedule(cfg: Any) -> str:
     """'lr 0.003 (×0.25 at steps 100, 150)', naming only the decays inside the run."""
     decays = [str(step) for step in cfg.opt.decay_steps if step < cfg.num_steps]
-    return f"lr {cfg.opt.learning_rate:g}" + (f" (×{cfg.opt.decay_factor:g} at steps {', '.join(decays)})" if decays else "")
+    return (f"lr {cfg.opt.learning_rate:g}"
+            + (f" (×{cfg.opt.decay_factor:g} at steps {', '.join(decays)})" if decays else ""))
 
 
 def cell(runs: list[dict[str, Any]]) -> str:
@@ -167,15 +170,17 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
         schedule = "; ".join(f"{domain}: {text}" for domain, text in schedules.items()) + ";"
     cfg = configs[args.domains[0]]
     command = " ".join(["python tools/benchmark_shift.py", *args.argv])
-    recall_note = ("Recall (no-label rows): of the training split's ground-truth objects, the fraction that an automatic "
-                   "instance covers at IoU 0.5 or more, and their mean best IoU (labels read for this diagnostic only); "
-                   "their run time includes finding the instances, once per domain (in the first seed's run).\n")
+    recall_note = ("Recall (no-label rows): of the training split's ground-truth objects, the fraction that an "
+                   "automatic instance covers at IoU 0.5 or more, and their mean best IoU (labels read for this "
+                   "diagnostic only); their run time includes finding the instances, once per domain (in the first "
+                   "seed's run).\n")
     labels = [METHODS[method][0] for method in args.methods]
     kept = {prompt: kept_rows(old_text, prompt, {"Direct", *labels}) for prompt in args.prompts}
     if any(kept.values()):  # rows of an earlier invocation: its description stays, this one's follows
         lines = [old_text.partition("## Prompt:")[0].rstrip("\n") + "\n",
-                 f"Rows {', '.join(labels)}: added by `{command}` on {platform.machine()} ({time.strftime('%Y-%m-%d')}), "
-                 "the other rows kept from the earlier command." + ("\n" if recall_note in old_text else " " + recall_note)]
+                 f"Rows {', '.join(labels)}: added by `{command}` on {platform.machine()} "
+                 f"({time.strftime('%Y-%m-%d')}), the other rows kept from the earlier command."
+                 + ("\n" if recall_note in old_text else " " + recall_note)]
     else:
         lines = [
             "# Distribution-shift benchmark\n",
@@ -191,14 +196,16 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
             "truth on the training images, over the last evaluation interval. " + recall_note,
         ]
     order = [label for label, _ in METHODS.values()]
-    for prompt in sorted({*args.prompts, *old_prompts(old_text)}, key=lambda p: PROMPTS.index(p) if p in PROMPTS else 9):
+    for prompt in sorted({*args.prompts, *old_prompts(old_text)},
+                         key=lambda p: PROMPTS.index(p) if p in PROMPTS else 9):
         if prompt not in args.prompts:  # a table this invocation has no runs for, as it was
             lines.append(f"## Prompt: {prompt}\n\n" + old_section(old_text, prompt).rstrip("\n") + "\n")
             continue
         header = ["Method"] + [f"{domain}" for domain in args.domains]
         rows = [["Direct"] + [mean_spread([r["direct"]["miou"] for r in results[(d, prompt, args.methods[0])]])
                               for d in args.domains]]
-        new = {METHODS[method][0]: [METHODS[method][0]] + [cell(results[(domain, prompt, method)]) for domain in args.domains]
+        new = {METHODS[method][0]: [METHODS[method][0]] + [cell(results[(domain, prompt, method)])
+                                                           for domain in args.domains]
                for method in args.methods}
         for label in sorted({*new, *kept[prompt]}, key=lambda text: order.index(text) if text in order else len(order)):
             rows.append(new[label] if label in new else kept[prompt][label][2:-2].split(" | "))
@@ -208,7 +215,8 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
 
 def old_prompts(old_text: str) -> list[str]:
     """The prompt types of the tables of an earlier shift_benchmark.md."""
-    return [line.removeprefix("## Prompt: ").strip() for line in old_text.splitlines() if line.startswith("## Prompt: ")]
+    return [line.removeprefix("## Prompt: ").strip() for line in old_text.splitlines()
+            if line.startswith("## Prompt: ")]
 
 
 def plot(args: argparse.Namespace, results: dict[tuple[str, str, str], list[dict[str, Any]]], out: Path) -> list[Path]:

@@ -37,7 +37,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="the merged SAM state dict to write (.pth)")
     parser.add_argument("--config", help="the run's config.json (default: the one beside the adapter's run, "
                                          "else configs/config.py)")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.checkpoint=sam_vit_b_01ec64.pth")
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted config overrides, e.g. model.checkpoint=sam_vit_b_01ec64.pth")
     return parser.parse_args(argv)
 
 

@@ -180,7 +180,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         if flat[key] not in allowed:
             close = difflib.get_close_matches(str(flat[key]), [str(a) for a in allowed], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"Config key '{key}' is {flat[key]!r}; allowed values: {', '.join(map(str, allowed))}.{hint}")
+            raise ConfigError(f"Config key '{key}' is {flat[key]!r}; "
+                              f"allowed values: {', '.join(map(str, allowed))}.{hint}")
     for key, interval in RANGES.items():
         for value in flat[key] if isinstance(flat[key], list) else [flat[key]]:
             check_range(key, value, interval, isinstance(flat[key], list))
@@ -188,7 +189,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("Config keys 'model.compile' and 'memory_saving' cannot be combined: memory_saving runs the "
                           "encoder blocks one by one, outside the compiled encoder. Set one of them off.")
     if flat["precision"] == "16-mixed" and (flat["accelerator"] == "cpu" or not torch.cuda.is_available()):
-        raise ConfigError("Config key 'precision' is '16-mixed', which needs CUDA; on a CPU use 'bf16-mixed' or '32-true'.")
+        raise ConfigError("Config key 'precision' is '16-mixed', which needs CUDA; "
+                          "on a CPU use 'bf16-mixed' or '32-true'.")
 
 
 def load_config(config_file: str | Path | None = None, overrides: Iterable[str] = (),

@@ -41,7 +41,8 @@ def draw_prompts(axis: plt.Axes, prompts: dict[str, torch.Tensor], offset: tuple
         points = prompts["points"].reshape(-1, 2).numpy()
         positive = prompts["point_labels"].reshape(-1).numpy() == 1
         for keep, colour in ((positive, "lime"), (~positive, "red")):
-            axis.scatter(points[keep, 0] - left, points[keep, 1] - top, s=12, c=colour, edgecolors="black", linewidths=0.5)
+            axis.scatter(points[keep, 0] - left, points[keep, 1] - top, s=12, c=colour, edgecolors="black",
+                         linewidths=0.5)
 
 
 def save_comparison(path: str | Path, title: str, image: np.ndarray, prompts: dict[str, torch.Tensor],
