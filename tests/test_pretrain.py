@@ -139,3 +139,40 @@ def test_two_processes_share_each_batch_and_train_the_same_model(tmp_path):
     for key, value in a["model"].items():  # the same batches, gradients summed in another order
         torch.testing.assert_close(b["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)
     assert [h["miou"] for h in b["history"]] == pytest.approx([h["miou"] for h in a["history"]], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_folder_in_use_is_refused_and_sigterm_saves_the_step_to_resume(tmp_path):
+    """The same rules as adaptation.py: one run per folder, and SIGTERM saves last.ckpt at the end of
+    the step, printing the command that continues it."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    args = ["--model-type", "vit_tiny", "--steps", "1000", "--batch-size", "2", "--warmup", "2", "--eval-interval",
+            "1000", "--eval-images", "3", "--save-interval", "1", "--accelerator", "cpu", "--threads", "1",
+            "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "WORLD_SIZE", "RANK"))}
+    tool = [sys.executable, "tools/pretrain_source_sam.py"]
+    first = subprocess.Popen([*tool, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=env)
+    try:
+        deadline = time.time() + 90
+        while not (out / "last.ckpt").exists():
+            assert first.poll() is None and time.time() < deadline, "the run did not save a step"
+            time.sleep(0.2)
+        second = subprocess.run([*tool, *args, "--resume"], cwd=ROOT, capture_output=True, text=True, env=env,
+                                timeout=120)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert f"is in use by another pretraining (process {first.pid} on " in second.stderr
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    step = read_checkpoint(out / "last.ckpt")["step"]
+    assert first.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    assert f"Stopped at step {step} of 1000 (SIGTERM); saved {out / 'last.ckpt'}. Continue with: " in stderr
+    assert stderr.strip().endswith("--resume")
+    resumed = pretrain.main([*args, "--resume", "--stop-at", str(step + 1)])
+    assert resumed["step"] == step + 1

@@ -27,12 +27,14 @@ import json
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,6 +45,7 @@ from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
 from engine.checks import run_main  # noqa: E402
 from engine.evaluate import evaluate  # noqa: E402
+from engine.signals import RunStopped, StopOnSignal, stop_requested  # noqa: E402
 from engine.run import (RunState, gather_objects, load_run, rng_state, save_run,  # noqa: E402
                         set_optimizer_values, set_rng_state)
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
@@ -51,6 +54,7 @@ from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embeddin
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 from utils.files import check_output, write_csv, write_json  # noqa: E402
+from utils.lock import FolderLock  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
@@ -235,6 +239,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         export(args)
         return {}
     out = check_output(args.out, "--out", "folder")
+    # one run at a time in a folder, as adaptation.py (rank 0 holds it for all)
+    with FolderLock(out, "pretraining") if rank_zero_only.rank == 0 else nullcontext():
+        return pretrain(args, out, argv)
+
+
+def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dict[str, Any]:
+    """The pretraining run of `args` in the folder `out` (new, or continued with --resume)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt_path = out / "last.ckpt"
@@ -275,47 +286,56 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stream = TrainingStream(args.seed, run.step, end, range(fabric.global_rank, args.batch_size, fabric.world_size),
                             size, args.max_objects)
     per_instance_dice = args.dice == "per-instance"
-    for scenes in DataLoader(stream, batch_size=None, num_workers=args.workers,
-                             pin_memory=fabric.device.type == "cuda"):
-        if args.minutes and fabric.broadcast(time.time() - run.started > 60 * args.minutes, src=0):
-            break
-        images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
-        valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
-        with fabric.autocast():
-            outputs = model.predict(images, valid, [fabric.to_device(s["prompts"]) for s in scenes], adapter=None)
-        loss = torch.zeros((), device=fabric.device)
-        for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
-            logits = upscale_logits(logits.float(), size)
-            target = fabric.to_device(scene["masks"])[:, None].float()
-            loss = loss + 20 * focal_loss(logits, target) + \
-                dice_loss(logits, target, per_instance=per_instance_dice) + iou_head_loss(iou.float(), logits, target)
-        loss = loss / args.batch_size
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        loss = sum_gradients_and_loss(fabric, list(model.parameters()), loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        set_optimizer_values(optimizer, args.lr * learning_rate_factor(run.step, args.warmup, args.steps),
-                             args.weight_decay)
-        optimizer.step()
-        run.step += 1
-        losses.append(loss.item())
-        if run.step % 50 == 0:
-            rate = (time.time() - run.started) / (run.step - sessions[-1]["start_step"])
-            lr = args.lr * learning_rate_factor(run.step, args.warmup, args.steps)
-            fabric.print(f"step {run.step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {lr:.2e}  "
-                         f"{rate:.3f} s/step", flush=True)
-            losses = []
-        if run.step % args.eval_interval == 0 or run.step == args.steps:
-            metrics = evaluate(fabric, model, test_set, adapter=None, batch_size=8, description=f"eval {run.step}")
-            run.history.append({"step": run.step, "miou": metrics["miou"], "f1": metrics["f1"], "box_prior": prior,
-                                "seconds": round(run.elapsed(), 1)})
-            if fabric.global_rank == 0:
-                write_csv(out / "metrics.csv", run.history, ["step", "miou", "f1", "box_prior", "seconds"])
-            fabric.print(f"step {run.step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
-                         f"{run.elapsed() / 60:.1f} min", flush=True)
-            model.train()
-        if run.step % args.save_interval == 0:
-            save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
+    stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
+                           "losing the steps since the last save)")
+    with stopper:
+        batches = DataLoader(stream, batch_size=None, num_workers=args.workers, pin_memory=fabric.device.type == "cuda")
+        for scenes in batches:
+            if received := stop_requested(fabric, stopper):
+                save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
+                resume = command if args.resume else f"{command} --resume"
+                raise RunStopped(f"Stopped at step {run.step} of {args.steps} ({received.name}); saved {ckpt_path}. "
+                                 f"Continue with: {resume}", 128 + received)
+            if args.minutes and fabric.broadcast(time.time() - run.started > 60 * args.minutes, src=0):
+                break
+            images = fabric.to_device(torch.stack([s["image"] for s in scenes]))
+            valid = torch.tensor([[0, 0, size, size]] * len(scenes), device=fabric.device)
+            with fabric.autocast():
+                outputs = model.predict(images, valid, [fabric.to_device(s["prompts"]) for s in scenes], adapter=None)
+            loss = torch.zeros((), device=fabric.device)
+            for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
+                logits = upscale_logits(logits.float(), size)
+                target = fabric.to_device(scene["masks"])[:, None].float()
+                loss = loss + 20 * focal_loss(logits, target) + \
+                    dice_loss(logits, target, per_instance=per_instance_dice) + \
+                    iou_head_loss(iou.float(), logits, target)
+            loss = loss / args.batch_size
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loss = sum_gradients_and_loss(fabric, list(model.parameters()), loss.detach())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            set_optimizer_values(optimizer, args.lr * learning_rate_factor(run.step, args.warmup, args.steps),
+                                 args.weight_decay)
+            optimizer.step()
+            run.step += 1
+            losses.append(loss.item())
+            if run.step % 50 == 0:
+                rate = (time.time() - run.started) / (run.step - sessions[-1]["start_step"])
+                lr = args.lr * learning_rate_factor(run.step, args.warmup, args.steps)
+                fabric.print(f"step {run.step:>6}/{args.steps}  loss {np.mean(losses):.4f}  lr {lr:.2e}  "
+                             f"{rate:.3f} s/step", flush=True)
+                losses = []
+            if run.step % args.eval_interval == 0 or run.step == args.steps:
+                metrics = evaluate(fabric, model, test_set, adapter=None, batch_size=8, description=f"eval {run.step}")
+                run.history.append({"step": run.step, "miou": metrics["miou"], "f1": metrics["f1"], "box_prior": prior,
+                                    "seconds": round(run.elapsed(), 1)})
+                if fabric.global_rank == 0:
+                    write_csv(out / "metrics.csv", run.history, ["step", "miou", "f1", "box_prior", "seconds"])
+                fabric.print(f"step {run.step:>6}: source test mIoU {metrics['miou']:.4f} (box prior {prior:.4f}), "
+                             f"{run.elapsed() / 60:.1f} min", flush=True)
+                model.train()
+            if run.step % args.save_interval == 0:
+                save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
     save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
     fabric.print(f"Stopped at step {run.step} of {args.steps}; {ckpt_path} holds the state (continue with --resume).")
     return {"step": run.step, "history": run.history, "box_prior": prior}
