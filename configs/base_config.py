@@ -60,7 +60,7 @@ base_config = {
     },
     "paper": {
         # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them
-        # (README, "Two code versions"); "" sets none
+        # (results/authors_code.md, "Two code versions"); "" sets none
         "code": "",
         "train_images": 0,  # training images of the dataset, from which paper.code derives num_steps and eval_interval
     },

@@ -14,7 +14,7 @@ measured as the paper measured them.
   logits in the contrastive masks, at most 50 instances per image), the version published with
   the paper and the "(1e-4, 5)" setting the authors' issue #18 calls the paper's; "head" is their
   later code (40,000 iterations on 4 GPUs, focal loss per pixel, thresholded contrastive masks, at
-  most 40 instances). README, "Two code versions", gives the reasons and the table.
+  most 40 instances). results/authors_code.md, "Two code versions", gives the reasons and the table.
 
 Each dataset file gives its training split's size (`train_images`), from which the code version
 derives num_steps and an evaluation once per epoch."""
