@@ -178,14 +178,21 @@ def test_out_dir_is_a_file(tiny_overrides, tmp_path, capsys):
     assert (tmp_path / "run").read_text() == "a file"
 
 
-def test_out_dir_on_a_read_only_file_system(tiny_overrides, tmp_path, capsys, monkeypatch):
-    if os.geteuid() == 0:  # root writes through permissions: simulate the file system's answer
+def read_only_folder(folder: Path, monkeypatch) -> Path:
+    """`folder`, made read-only (for root, who writes through permissions, every folder answers as a
+    read-only file system)."""
+    if os.geteuid() == 0:
         def read_only(*args, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system")
         monkeypatch.setattr(files.tempfile, "TemporaryFile", read_only)
     else:
-        (tmp_path / "run").mkdir()
-        (tmp_path / "run").chmod(0o555)
+        folder.mkdir()
+        folder.chmod(0o555)
+    return folder
+
+
+def test_out_dir_on_a_read_only_file_system(tiny_overrides, tmp_path, capsys, monkeypatch):
+    read_only_folder(tmp_path / "run", monkeypatch)
     code, message = cli(adaptation.main, tiny_overrides, capsys)
     assert code == 1 and f"out_dir '{tmp_path / 'run'}' cannot be written" in message and "writable out_dir" in message
 
@@ -910,15 +917,8 @@ def test_output_in_a_folder_that_cannot_be_written(tmp_path, capsys, monkeypatch
     """A read-only folder (or file system): the message names the option and the reason."""
     import predict
 
-    if os.geteuid() == 0:  # root writes through permissions: simulate the file system's answer
-        def read_only(*args, **kwargs):
-            raise OSError(errno.EROFS, "Read-only file system")
-        monkeypatch.setattr(files.tempfile, "TemporaryFile", read_only)
-    else:
-        (tmp_path / "locked").mkdir()
-        (tmp_path / "locked").chmod(0o555)
+    target = read_only_folder(tmp_path / "locked", monkeypatch)
     forbid_work(monkeypatch, predict, validate)
-    target = tmp_path / "locked"
     code, message = cli(validate.main, ["--per-image", str(target / "rows.csv"), *TINY], capsys)
     assert code == 1 and f"--per-image '{target / 'rows.csv'}' cannot be written (" in message
     assert "choose a writable --per-image" in message
