@@ -26,9 +26,9 @@ ATTENTION_KINDS = ("sam", "sdpa")
 CHUNK_ELEMENTS = 2**24
 # the most scores (batch x heads x N x N) of one block that the one-call path keeps for the backward pass:
 # 256 MiB in fp32. Within it, one call beats the chunks, which compute the scores twice (a ViT-B global
-# block at 512 px, teacher and student views (2.5e7 scores), forward and backward, one thread: fp32
-# 1.87 s against 2.32 s, bf16 0.81 s against 0.89 s; vit_small at 128 px: 9.9 ms against 13.7 ms);
-# beyond it (ViT-B's global blocks at 1024 px, 4.0e8 scores: 1.6 GiB each) the chunks keep the memory flat.
+# block at 512 px, teacher and student views (2.5e7 scores), forward and backward, one thread, medians on a
+# loaded machine: fp32 1.87 s against 2.32 s, bf16 0.81 s against 0.89 s; vit_small at 128 px: 9.9 ms against 13.7 ms);
+# beyond it (ViT-B's global blocks at 1024 px, 4.0e8 scores: 1.5 GiB each) the chunks keep the memory flat.
 ONE_CALL_MAX_ELEMENTS = 2**26
 PATHS = ("fused", "one_call", "chunked")
 
@@ -61,8 +61,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tens
     B x heads x HW x C, rel_h/rel_w of those queries -> B x heads x c x C."""
     batch, heads, rows, dim = q.shape
     scores = torch.matmul(q * dim**-0.5, k.transpose(-1, -2)).view(batch, heads, rows, rel_h.shape[-1], -1)
-    # out of place: adding in place into this view makes autograd copy the scores' whole gradient in the
-    # backward pass (CopySlices), measured slower (a ViT-B global block at 512 px, fp32: 1.87 s against 2.05 s)
+    # out of place: adding in place into this view makes autograd copy the scores' whole gradient in the backward
+    # pass (CopySlices); one call on a ViT-B global block at 512 px, fp32, forward and backward: 1.87 s out of
+    # place on contiguous q, k, v against 2.05 s in place on the strided ones
     scores = (scores + rel_h[..., :, None] + rel_w[..., None, :]).view(batch, heads, rows, -1)
     return torch.matmul(scores.softmax(-1), v)
 
