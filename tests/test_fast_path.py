@@ -9,10 +9,15 @@ import torch
 
 from configs.base_config import base_config
 from losses.wesam_loss import wesam_loss
-from models import WeSAM, build_sam
-from models import attention
-from models.attention import ONE_CALL_MAX_ELEMENTS, PATHS, SDPAttention, attention_path, chunked_attention, \
-    relative_position_bias
+from models import WeSAM, attention, build_sam
+from models.attention import (
+    ONE_CALL_MAX_ELEMENTS,
+    PATHS,
+    SDPAttention,
+    attention_path,
+    chunked_attention,
+    relative_position_bias,
+)
 from models.lora import lora_layers
 
 LOSS = dict(base_config["loss"])
@@ -125,19 +130,18 @@ def test_sdpattention_takes_the_path_of_its_shape_precision_and_gradient_mode(mo
 
 @pytest.mark.parametrize("path", PATHS)
 def test_every_attention_path_equals_segment_anythings_in_value_and_gradient(monkeypatch, path):
-    """One windowed block of vit_tiny in float64, each path forced, against segment_anything's forward."""
+    """vit_tiny's global block (16 x 16 tokens) in float64, each path forced, against segment_anything's forward."""
     sam, fast = random_sam().double(), random_sam(attention="sdpa").double()
     monkeypatch.setattr(attention, "attention_path", lambda *_: path)
-    monkeypatch.setattr(attention, "CHUNK_ELEMENTS", 2 * 2 * 64 * 24)  # chunks of 24 queries: 3, the last short
-    x = torch.randn(2, 8, 8, 64, dtype=torch.float64, requires_grad=True)
-    expected = sam.image_encoder.blocks[0].attn(x)
-    got = fast.image_encoder.blocks[0].attn(x)
+    monkeypatch.setattr(attention, "CHUNK_ELEMENTS", 2 * 2 * 256 * 100)  # chunks of 100 queries: 3, the last short
+    x = torch.randn(2, 16, 16, 64, dtype=torch.float64, requires_grad=True)
+    theirs, ours = sam.image_encoder.blocks[1].attn, fast.image_encoder.blocks[1].attn
+    expected, got = theirs(x), ours(x)
     torch.testing.assert_close(got, expected)
-    weights = [fast.image_encoder.blocks[0].attn.rel_pos_h, fast.image_encoder.blocks[0].attn.qkv.weight]
-    grads = torch.autograd.grad(got.square().sum(), [x, *weights])
-    reference_weights = [sam.image_encoder.blocks[0].attn.rel_pos_h, sam.image_encoder.blocks[0].attn.qkv.weight]
-    for ours, theirs in zip(grads, torch.autograd.grad(expected.square().sum(), [x, *reference_weights])):
-        torch.testing.assert_close(ours, theirs)
+    grads = torch.autograd.grad(got.square().sum(), [x, ours.rel_pos_h, ours.qkv.weight])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, theirs.rel_pos_h, theirs.qkv.weight])
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 def test_chunked_attention_equals_attention_with_the_bias_in_value_and_gradient(monkeypatch):
