@@ -105,8 +105,8 @@ base_config = {
         "checkpoint": "",  # SAM weights (.pth or .safetensors); empty means random weights
         "pixel_normalize": True,  # SAM's pixel mean/std normalisation; False feeds RGB/255 as the authors' code
         "pad": "bottom_right",  # padding to a square: "bottom_right" (SAM) or "center" (authors' code)
-        # image-encoder attention: "sdpa" (fused scaled_dot_product_attention, same weights)
-        # or "sam" (segment_anything's own)
+        # image-encoder attention: "sdpa" (models/attention.py: fused, one call or chunks per shape,
+        # precision and gradient mode; same weights) or "sam" (segment_anything's own)
         "attention": "sdpa",
         # torch.compile the image encoder: "off", "inductor" (minutes to compile,
         # then faster: README "Speed and memory") or "aot_eager" (no code generation, for debugging)

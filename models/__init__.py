@@ -19,9 +19,9 @@ def build_wesam(cfg) -> WeSAM:
                       "Set model.checkpoint to the official file (PREPARE.md) for meaningful results.", stacklevel=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        sam = build_sam(cfg.model.type, cfg.model.checkpoint or None)
-        return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize, cfg.model.attention,
-                     cfg.memory_saving, cfg.batch_views, cfg.model.compile)
+        sam = build_sam(cfg.model.type, cfg.model.checkpoint or None, cfg.model.attention)
+        return WeSAM(sam, cfg.lora.rank, cfg.teacher.mode, cfg.model.pixel_normalize, cfg.memory_saving,
+                     cfg.batch_views, cfg.model.compile)
 
 
 __all__ = ["SAM_CONFIGS", "CheckpointError", "WeSAM", "build_sam", "build_wesam"]

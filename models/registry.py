@@ -11,6 +11,8 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from models.attention import attention_module
+
 # Official checkpoints (see PREPARE.md) and the encoder width that identifies each.
 OFFICIAL_CHECKPOINTS = {
     "vit_b": ("sam_vit_b_01ec64.pth", 768),
@@ -35,7 +37,8 @@ SAM_CONFIGS = sorted(list(OFFICIAL_CHECKPOINTS) + list(SMALL_CONFIGS))
 OFFICIAL_SHAPES: dict[str, dict[str, Any]] = {
     name: dict(image_size=1024, patch=16, encoder_dim=dim, depth=depth, heads=heads, window=14, global_attn=attn,
                prompt_dim=256, decoder_heads=8, decoder_mlp=2048)
-    for name, dim, depth, heads, attn in (("vit_b", 768, 12, 12, (2, 5, 8, 11)), ("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+    for name, dim, depth, heads, attn in (("vit_b", 768, 12, 12, (2, 5, 8, 11)),
+                                          ("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
                                           ("vit_h", 1280, 32, 16, (7, 15, 23, 31)))
 }
 
@@ -99,8 +102,17 @@ def _identify(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam:
-    """Build a SAM of `model_type` (see SAM_CONFIGS) with random weights or those of `checkpoint`.
+def with_attention(sam: Sam, attention: str) -> Sam:
+    """`sam` with an attention block of kind `attention` ("sam" or "sdpa", models/attention.py) in each
+    image-encoder block, holding the same parameters under the same names."""
+    for block in sam.image_encoder.blocks:
+        block.attn = attention_module(attention, block.attn)
+    return sam
+
+
+def build_sam(model_type: str, checkpoint: str | Path | None = None, attention: str = "sam") -> Sam:
+    """Build a SAM of `model_type` (see SAM_CONFIGS) with random weights or those of `checkpoint`, its
+    image encoder's attention of kind `attention` ("sam": segment_anything's; "sdpa": models/attention.py).
 
     Raises CheckpointError with the expected file and where to get it when the checkpoint is
     missing, unreadable or of another model type.
@@ -111,18 +123,20 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam:
         sam = _build_small_sam(**SMALL_CONFIGS[model_type])
     else:
         raise ValueError(f"Unknown SAM model type '{model_type}'; choose one of {', '.join(SAM_CONFIGS)}.")
+    with_attention(sam, attention)
     if checkpoint:
         load_sam_weights(sam, model_type, resolve_path(checkpoint))
     sam.eval()
     return sam
 
 
-def build_sam_at_size(model_type: str, image_size: int) -> Sam:
-    """A SAM of `model_type`'s shape at input size `image_size`, with random weights (benchmarks)."""
+def build_sam_at_size(model_type: str, image_size: int, attention: str = "sam") -> Sam:
+    """A SAM of `model_type`'s shape at input size `image_size`, with random weights and attention of
+    kind `attention` (benchmarks)."""
     shapes = {**OFFICIAL_SHAPES, **SMALL_CONFIGS}
     if model_type not in shapes:
         raise ValueError(f"Unknown SAM model type '{model_type}'; choose one of {', '.join(SAM_CONFIGS)}.")
-    return _build_small_sam(**{**shapes[model_type], "image_size": image_size}).eval()
+    return with_attention(_build_small_sam(**{**shapes[model_type], "image_size": image_size}), attention).eval()
 
 
 def load_sam_weights(sam: Sam, model_type: str, path: Path) -> None:

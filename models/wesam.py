@@ -19,7 +19,6 @@ from segment_anything.modeling import Sam
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.attention import set_attention
 from models.lora import STUDENT, TEACHER, Adapter, add_lora, ema_update, use_adapter
 
 Prompts = dict[str, torch.Tensor]
@@ -31,9 +30,8 @@ class WeSAM(nn.Module):
     """SAM + LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen base."""
 
     def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True,
-                 attention: str = "sam", memory_saving: bool = False, batch_views: bool = False,
-                 compiler: str = "off") -> None:
-        """`attention`: the image encoder's attention, "sam" or "sdpa" (models/attention.py);
+                 memory_saving: bool = False, batch_views: bool = False, compiler: str = "off") -> None:
+        """`sam`'s image encoder comes with its attention (build_sam's `attention`);
         `memory_saving`: recompute each encoder block in the backward pass instead of keeping its
         activations (activation checkpointing of the passes that train); `batch_views`: encode the
         views that share a gradient mode in one batched call (the shared teacher's weak view with
@@ -48,7 +46,6 @@ class WeSAM(nn.Module):
         self.pixel_normalize = pixel_normalize
         self.memory_saving = memory_saving
         self.batch_views = batch_views
-        set_attention(sam.image_encoder, attention)
         if lora_rank:  # rank 0: no LoRA and SAM left trainable, for full-supervision pretraining
             add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
         if compiler != "off":  # Module.compile, in place: the state-dict keys stay the official ones

@@ -6,14 +6,15 @@
 Modes, each built from the same random weights and run on the same batch:
 - reference: the authors' structure: fp32, segment_anything's attention, a deep-copied frozen
   anchor SAM beside the trained one, anchor, teacher and student as separate passes;
-- fast: one SAM for all three roles (the anchor is LoRA switched off), fused attention
-  (model.attention=sdpa; on a CPU, query-chunked attention where gradients flow), teacher and
+- fast: one SAM for all three roles (the anchor is LoRA switched off), model.attention=sdpa (the
+  path per shape, precision and gradient mode of models/attention.py attention_path), teacher and
   student views in one batched call (batch_views), bf16 autocast (precision=bf16-mixed) and TF32
   on CUDA and on a CPU with bf16 dot-product instructions (avx512_bf16 or AMX), else fp32;
-- fast_fp32: fast without autocast, what the fast path gives in fp32;
+- fast_fp32: fast without autocast: the defaults (precision=32-true);
 - memory_saving: fast with activation checkpointing of the encoder blocks (memory_saving=true).
 Measurements are interleaved (reference, fast, memory_saving, reference, ...) and the median of
---repeats is reported. Prints a table and writes it to --out (results/speed.md) with the device,
+--repeats is reported. Prints a table and writes it to --out (results/speed.md) as the section of
+this model and size, the sections of other sizes kept, with the device,
 the model FLOPs of a step (torch.utils.flop_counter), the achieved FLOP/s and, on CUDA, the
 fraction of the device's bf16 matrix-product peak, measured here. A measurement script: nothing
 is asserted.
@@ -25,6 +26,7 @@ import argparse
 import copy
 import ctypes
 import gc
+import os
 import platform
 import statistics
 import sys
@@ -44,7 +46,7 @@ from engine.checks import run_main  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
-from models.registry import build_sam_at_size  # noqa: E402
+from models.registry import build_sam_at_size, with_attention  # noqa: E402
 from utils.files import check_output, write_text  # noqa: E402
 
 MODES = ("reference", "fast", "fast_fp32", "memory_saving")
@@ -67,10 +69,10 @@ class Mode:
 def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype: torch.dtype | None) -> Mode:
     """Mode `name` on copies of the random SAM `base` (so every mode has the same weights)."""
     if name == "reference":
-        model = WeSAM(copy.deepcopy(base), lora_rank=4, attention="sam").to(device)
-        anchor = WeSAM(copy.deepcopy(base), lora_rank=0, attention="sam").to(device).requires_grad_(False)
+        model = WeSAM(with_attention(copy.deepcopy(base), "sam"), lora_rank=4).to(device)
+        anchor = WeSAM(with_attention(copy.deepcopy(base), "sam"), lora_rank=0).to(device).requires_grad_(False)
         return Mode(name, model, anchor, None)
-    model = WeSAM(copy.deepcopy(base), lora_rank=4, attention="sdpa", memory_saving=name == "memory_saving",
+    model = WeSAM(with_attention(copy.deepcopy(base), "sdpa"), lora_rank=4, memory_saving=name == "memory_saving",
                   batch_views=True)
     return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
 
@@ -174,7 +176,9 @@ def bf16_peak_tflops(device: torch.device) -> float | None:
 def profile_table(mode: Mode, batch: dict[str, Any], device: torch.device, rows: int = 12) -> str:
     """The operators that take the time of one training step of `mode`."""
     optimizer = torch.optim.Adam([p for p in mode.model.parameters() if p.requires_grad], lr=1e-4)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profiler:
         train_step(mode, batch, optimizer, device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -188,21 +192,26 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--instances", type=int, default=4, help="box prompts in the image")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed training steps and evaluations before each timed one")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed training steps and evaluations before each timed one")
     parser.add_argument("--fast-precision", choices=("fp32", "bf16"), default=None,
                         help="autocast of the fast modes (default: bf16 where it is native, see native_bf16)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
     parser.add_argument("--out", default="results/speed.md")
     args = parser.parse_args(argv)
     out = check_output(args.out, "--out")
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     modes = args.modes.split(",")
     if unknown := set(modes) - set(MODES):
         parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
     precision = args.fast_precision or ("bf16" if native_bf16(device) else "fp32")
     torch.backends.cuda.matmul.allow_tf32 = True  # the fast path's TF32 (the reference autocasts nothing)
     torch.manual_seed(0)
+    load_start = os.getloadavg()[0]
     base = build_sam_at_size(args.model, args.size)
     batch = make_batch(args.size, args.instances, device)
     memory = PeakMemory(device)
@@ -225,25 +234,35 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                   f"eval {times[name]['eval'][-1]:.3f} s, peak {times[name]['memory'][-1]:.2f} GiB", flush=True)
             del mode, optimizer
     peak = bf16_peak_tflops(device)
-    results = {name: {key: statistics.median(values) for key, values in measured.items()} for name, measured in times.items()}
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    results = {name: {key: statistics.median(values) for key, values in measured.items()}
+               for name, measured in times.items()}
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else platform.processor() or platform.machine())
+    heading = f"## {args.model} at {args.size} px, {args.instances} box prompts, batch 1"
+    threads = f" --threads {args.threads}" if args.threads else ""
     lines = [
-        f"# Speed and memory: {args.model} at {args.size} px, {args.instances} box prompts, batch 1",
+        heading,
         "",
-        f"Measured by `python tools/benchmark_speed.py --model {args.model} --size {args.size} --device {args.device} "
-        f"--repeats {args.repeats} --warmup {args.warmup}` on {device_name} ({device.type}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads); fast and memory_saving in {precision}; median of {args.repeats} interleaved repetitions.",
+        (f"Measured by `python tools/benchmark_speed.py --model {args.model} --size {args.size} "
+         f"--device {args.device} --repeats {args.repeats} --warmup {args.warmup}{threads}` on {device_name} "
+         f"({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads); fast and memory_saving "
+         f"in {precision}; median of {args.repeats} interleaved repetitions. Load average of the machine "
+         f"({os.cpu_count()} cores, other work included) at the start and the end: {load_start:.1f}, "
+         f"{os.getloadavg()[0]:.1f}."),
         f"Model FLOPs of a training step: {flops / 1e12:.3f} TFLOP"
         + (f"; measured bf16 matrix-product peak of the device: {peak:.0f} TFLOP/s." if peak else "."),
         "",
-        "| mode | training step (s) | steps/s | vs reference | eval forward (s) | eval images/s | vs reference "
-        "| peak memory (GiB) | vs reference | achieved TFLOP/s" + (" | of bf16 peak |" if peak else " |"),
+        ("| mode | training step (s) | steps/s | vs reference | eval forward (s) | eval images/s | vs reference "
+         "| peak memory (GiB) | vs reference | achieved TFLOP/s" + (" | of bf16 peak |" if peak else " |")),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
     ]
     reference = results.get("reference")
     for name, r in results.items():
-        ratio = (lambda key, invert=False: f"{(reference[key] / r[key]) if not invert else (r[key] / reference[key]):.2f}x"
-                 if reference else "-")
+        def ratio(key: str, invert: bool = False, r: dict[str, float] = r) -> str:
+            if not reference:
+                return "-"
+            return f"{(r[key] / reference[key]) if invert else (reference[key] / r[key]):.2f}x"
+
         achieved = flops / r["train"] / 1e12
         lines.append(f"| {name} | {r['train']:.3f} | {1 / r['train']:.3f} | {ratio('train')} | {r['eval']:.3f} | "
                      f"{1 / r['eval']:.2f} | {ratio('eval')} | {r['memory']:.2f} | {ratio('memory', invert=True)} | "
@@ -252,13 +271,27 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
               "reference's. Peak memory: " + ("CUDA max_memory_allocated." if device.type == "cuda" else
                                               "the process's peak RSS during the step (VmHWM), weights included.")]
     if args.profile and "fast" in modes:
-        lines += ["", "## Where the time goes (fast mode, one training step)", "", "```",
+        lines += ["", "### Where the time goes (fast mode, one training step)", "", "```",
                   profile_table(make_mode("fast", base, device, torch.bfloat16 if precision == "bf16" else None),
                                 batch, device), "```"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_text(out, text)
+    section = "\n".join(lines) + "\n"
+    print(section)
+    write_section(out, heading, section)
     return results
+
+
+def write_section(out: Path, heading: str, section: str) -> None:
+    """Put `section` (starting with the line `heading`) into the Markdown file `out` in place of the
+    section with that heading, or after the others; the sections of other models and sizes stay."""
+    title = "# Speed and memory: the authors' step structure against the fast path\n"
+    text = out.read_text() if out.exists() else title
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    write_text(out, text)
 
 
 if __name__ == "__main__":
