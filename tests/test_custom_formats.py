@@ -196,7 +196,8 @@ def adapt(tiny_overrides: list[str], name: str, root: Path) -> dict:
 def test_adaptation_on_coco_counts_skipped_images(tiny_overrides, tmp_path):
     # 2:1 on ids 1..6: train 1, 2, 4, 5 (2 unreadable), eval 3 (annotated 41 high), 6
     write_coco(tmp_path / "data", corrupt=(2,), taller=(3,))
-    summary = adapt(tiny_overrides, "coco", tmp_path / "data")
+    with pytest.warns(DataWarning, match=r"1 of the 2 images of the test split are not the size it gives them"):
+        summary = adapt(tiny_overrides, "coco", tmp_path / "data")
     # the 4 steps of batch 1 are one epoch of the 4 training images: the broken one is met once
     assert summary["skipped_images"] == {"train": 1, "eval": 1}
     for metrics in summary["history"]:

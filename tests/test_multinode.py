@@ -51,8 +51,8 @@ def test_two_torchrun_nodes_train_one_adapter_and_write_one_set_of_files(tiny_ov
     # adaptation.py compares the LoRA weights of every rank at each evaluation and stops if they
     # differ; a finished run on both nodes means they ended with the same adapter
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "metrics.csv", "summary.json",
-                                                     "tensorboard"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoints", "config.json", "metrics.csv",
+                                                     "summary.json", "tensorboard"]  # rank 0 held the folder
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-lora.safetensors", "last-lora.safetensors",
                                                                        "last.ckpt"]
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
