@@ -36,7 +36,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from datasets.files import IMAGE_EXTENSIONS, read_image
+from datasets.files import IMAGE_EXTENSIONS, file_header, read_image
 from datasets.instances import InstanceDataset
 from engine.checks import check_accelerator, check_config_file, run_main
 from engine.predictions import sample_outputs
@@ -145,16 +145,6 @@ def read_json(path: str) -> Any:
         raise ConfigError(f"Prompt file '{path}' is not valid JSON ({error}).") from None
 
 
-def stored_size(path: Path) -> tuple[int, int] | None:
-    """Width and height of an image file as read_image reads it (its pixels as stored), from its
-    header; None when it cannot be read (the dataset's warning names it when it comes to it)."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
-
-
 def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
     """Per image: {"path", "boxes": N x 4 XYXY (a point is a box of size 0), "groups": the
     rows of `boxes` of each object when prompted by points, "ids": COCO (image_id, category_id)}.
@@ -162,7 +152,7 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
     if args.box or args.points:
         records = []
         for path in files:
-            size = stored_size(path)
+            size = file_header(path)[1]  # as read_image reads it: the pixels as stored
             if args.box:
                 boxes = [checked_box(comma_numbers(text, f"--box '{text}'"), f"--box '{text}'", path, size)
                          for text in args.box]
@@ -206,7 +196,7 @@ def image_prompts(args: argparse.Namespace, files: list[Path]) -> list[dict[str,
     for name, (boxes, ids) in entries.items():
         if name not in by_name or not boxes:
             continue
-        size = stored_size(by_name[name])
+        size = file_header(by_name[name])[1]
         boxes = [checked_box(box, source, by_name[name], size, xywh=args.coco is not None) for box, source in boxes]
         records.append({"path": by_name[name], "boxes": np.array(boxes, np.float32), "groups": None, "ids": ids})
     return sorted(records, key=lambda r: r["path"])

@@ -17,6 +17,7 @@ from typing import Sequence, TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from configs.base_config import CHOICES
 from datasets.instances import InstanceDataset, SampleError
 
 T = TypeVar("T")
@@ -33,7 +34,6 @@ ORIENTATION_TAG = 0x0112  # EXIF orientation
 ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
                 6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # those that swap width and height
-EXIF_CHOICES = ("auto", "apply", "ignore")  # dataset.exif; "auto": the loader's convention (PREPARE.md)
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -106,12 +106,6 @@ def exif_orientation(image: Image.Image) -> int:
     except (OSError, SyntaxError, ValueError):  # a malformed EXIF block: the pixels are still readable
         return 1
     return orientation if orientation in ORIENTATIONS else 1
-
-
-def file_orientation(path: Path) -> int:
-    """The EXIF orientation of an image file (1 for a folder or a file that cannot be read: reading
-    it is reported when it is loaded)."""
-    return file_header(path)[0]
 
 
 def file_header(path: Path) -> tuple[int, tuple[int, int] | None]:
@@ -354,8 +348,8 @@ class FileDataset(InstanceDataset):
     @classmethod
     def exif_applied(cls, exif: str) -> bool:
         """Whether dataset.exif = `exif` applies orientation tags in this loader."""
-        if exif not in EXIF_CHOICES:
-            raise ValueError(f"exif must be one of {', '.join(EXIF_CHOICES)}, got '{exif}'")
+        if exif not in CHOICES["dataset.exif"]:  # "auto": the loader's convention (PREPARE.md)
+            raise ValueError(f"exif must be one of {', '.join(CHOICES['dataset.exif'])}, got '{exif}'")
         return (cls.EXIF_CONVENTION if exif == "auto" else exif) == "apply"
 
     def check_files(self, dataset: str, split: str, exif: str) -> None:
@@ -404,7 +398,7 @@ class FileDataset(InstanceDataset):
             stat = path.stat()
         except OSError:  # unreadable: loading it is reported as a skip
             return f"{path}:missing"
-        turned = ":displayed" if self.apply_exif and file_orientation(path) != 1 else ""
+        turned = ":displayed" if self.apply_exif and file_header(path)[0] != 1 else ""
         return f"{path}:{stat.st_size}:{stat.st_mtime_ns}{turned}"
 
 

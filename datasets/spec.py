@@ -12,14 +12,14 @@ class CocoOptions:
     """COCO-format datasets (config dataset.coco): where the custom `coco` loader finds its files,
     and which annotations count (datasets/coco.py, CocoRules)."""
 
-    images: str = "images"
-    annotations: str = "annotations.json"
-    train: str = ""
-    val: str = ""
-    test: str = ""
-    crowd: bool = False
-    max_masks: int = 0
-    zero_size: str = "drop"
+    images: str
+    annotations: str
+    train: str
+    val: str
+    test: str
+    crowd: bool
+    max_masks: int
+    zero_size: str
 
     def split_json(self, split: str) -> str:
         """The json of `split` ("train", "val", "test") given on its own, or ""."""
@@ -30,12 +30,12 @@ class CocoOptions:
 class SyntheticOptions:
     """The synthetic scenes of the embedded default (config dataset.synthetic)."""
 
-    shift: str = "camouflage"
-    image_size: int = 128
-    num_train: int = 64
-    num_val: int = 16
-    num_test: int = 32
-    max_objects: int = 6
+    shift: str
+    image_size: int
+    num_train: int
+    num_val: int
+    num_test: int
+    max_objects: int
 
     def num_images(self, split: str) -> int:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
@@ -45,30 +45,31 @@ class SyntheticOptions:
 class DatasetSpec:
     """Everything the datasets need: which dataset and where (name, root, its options) and how
     samples are made (input size S = image_size, prompts, augmentation). See configs/base_config.py
-    for each field's meaning; `embedding_size` is the side of the model's image embedding."""
+    for each field's meaning and default (from_config copies them: no default is kept here);
+    `embedding_size` is the side of the model's image embedding."""
 
     name: str
     image_size: int
     embedding_size: int
-    root: str = ""
-    corruption: str = "gaussian_noise"
-    interleave: int = 6
-    exif: str = "auto"
-    keep_vanished: bool = False
-    coco: CocoOptions = CocoOptions()
-    synthetic: SyntheticOptions = SyntheticOptions()
-    prompt: str = "box"
-    prompt_source: str = "labels"
-    seed: int = 0
-    num_points: int = 5
-    coarse_as: str = "box"
-    coarse_polygon: str = "largest"
-    point_negatives: str = "image"
-    max_nums: int = 0
-    pad: str = "bottom_right"
-    flip: bool = True
-    strong: bool = True
-    views_at: str = "input"
+    root: str
+    corruption: str
+    interleave: int
+    exif: str
+    keep_vanished: bool
+    coco: CocoOptions
+    synthetic: SyntheticOptions
+    prompt: str
+    prompt_source: str
+    seed: int
+    num_points: int
+    coarse_as: str
+    coarse_polygon: str
+    point_negatives: str
+    max_nums: int
+    pad: str
+    flip: bool
+    strong: bool
+    views_at: str
 
     @classmethod
     def from_config(cls, cfg, image_size: int, embedding_size: int) -> DatasetSpec:
