@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +25,6 @@ import torch
 from box import Box
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import TensorBoardLogger
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -44,7 +42,7 @@ from models.adapters import read_checkpoint
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
 from models.registry import input_sizes
 from utils.config import ConfigError, flatten, load_config, parse_override, read_config_file, update_config
-from utils.lock import FolderLock
+from utils.lock import hold_folder
 
 # Keys whose change would not fit the saved weights or would start writing over another run.
 FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "out_dir")
@@ -227,7 +225,7 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
                 "prompt": cfg.prompt}
     files = RunFiles(cfg.out_dir, metadata)
     # one run at a time in a folder (rank 0 holds it for all): a second is refused, naming the first
-    with FolderLock(files.out_dir) if rank_zero_only.rank == 0 else nullcontext():
+    with hold_folder(files.out_dir):
         if resume is None and files.last_ckpt.exists():
             raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with --resume {files.last_ckpt} "
                               "or choose another out_dir=...")

@@ -27,14 +27,12 @@ import json
 import platform
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning_fabric import Fabric
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -54,7 +52,7 @@ from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embeddin
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 from utils.files import check_output, write_csv, write_json  # noqa: E402
-from utils.lock import FolderLock  # noqa: E402
+from utils.lock import hold_folder  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
@@ -240,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     out = check_output(args.out, "--out", "folder")
     # one run at a time in a folder, as adaptation.py (rank 0 holds it for all)
-    with FolderLock(out, "pretraining") if rank_zero_only.rank == 0 else nullcontext():
+    with hold_folder(out, "pretraining"):
         return pretrain(args, out, argv)
 
 

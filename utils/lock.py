@@ -14,8 +14,11 @@ import os
 import socket
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
+
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 
 from utils.config import ConfigError
 
@@ -76,3 +79,10 @@ class FolderLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def hold_folder(folder: str | Path, purpose: str = "run") -> AbstractContextManager:
+    """`with hold_folder(out_dir):` a run's hold on its folder: a FolderLock in the process of rank 0
+    (known from the environment before DDP starts), nothing in the others, so that one lock stands
+    for every process of the run."""
+    return FolderLock(folder, purpose) if rank_zero_only.rank == 0 else nullcontext()
