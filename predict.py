@@ -46,7 +46,7 @@ from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.registry import sam_embedding_size, sam_image_size
 from utils.config import ConfigError, config_of, load_config
-from utils.files import check_output, writing, write_json
+from utils.files import check_output, make_folder, writing, write_json
 from utils.visualize import overlay
 
 
@@ -272,8 +272,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     model = model.to(device).eval()
     dataset = PromptedImages(records, image_size=sam_image_size(cfg.model.type), seed=cfg.seed,
                              pad=cfg.model.pad, embedding_size=sam_embedding_size(cfg.model.type))
-    with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     results: list[dict[str, Any]] = []
     for index in tqdm(range(len(dataset)), desc="predict", dynamic_ncols=True):
         record = records[index]

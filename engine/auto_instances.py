@@ -115,7 +115,6 @@ def cached_instances(path: Path, model: WeSAM, dataset: InstanceDataset, auto: A
                  "images_without_instances": sum(c == 0 for c in counts)}
         if diagnostic and dataset.has_labels:
             cache["diagnostic"] = diagnose(dataset, AutoInstances(images))
-        path.parent.mkdir(parents=True, exist_ok=True)
         cache["images"] = images
         write_text(path, json.dumps(cache, separators=(",", ":")))
         cache["built"] = True

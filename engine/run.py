@@ -149,8 +149,7 @@ class RunFiles:
         self.metadata = metadata  # written into each adapter file (model type, LoRA rank, dataset, prompt)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / "config.json", config)
+        write_json(self.out_dir / "config.json", config)  # creates the folder
 
     def write_evaluation(self, run: RunState, cfg: Any, metrics: dict[str, Any], weights: dict[str, torch.Tensor],
                          is_best: bool, skipped: dict[str, int]) -> None:

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.checks import run_main  # noqa: E402
 from tools.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
 from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
-from utils.files import check_output, write_text, writing  # noqa: E402
+from utils.files import check_output, make_folder, write_text, writing  # noqa: E402
 
 METHODS: dict[str, tuple[str, list[str]]] = {
     "self_training": ("Self-training only", ["loss.anchor=0", "loss.contrastive=0"]),
@@ -261,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         # a bad key or value, or a missing domain config, fails here, before any run
         load_config(domain_config(args, domain), cell_overrides(args, domain, prompt, method, seed))
     results = run_all(args)
-    with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     table = out / "shift_benchmark.md"
     old_text = table.read_text() if table.exists() else ""
     text = report(args, results, old_text)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets.corruptions import CORRUPTIONS, MIN_SIDE, corrupt  # noqa: E402
-from utils.files import OutputPathError, check_output, writing  # noqa: E402
+from utils.files import OutputPathError, check_output, make_folder, writing  # noqa: E402
 
 JPEG_QUALITY = 95
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                                   instead="--root")
                for name in args.corruptions}
     for folder in folders.values():
-        with writing(folder):
-            folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
 
     jobs, existing = [], 0
     for source in images:

@@ -85,6 +85,15 @@ def writing(path: str | Path) -> Iterator[None]:
                               "then run again.") from error
 
 
+def make_folder(path: str | Path) -> Path:
+    """Create the folder `path` and its parents (if missing); an OSError becomes an OutputPathError
+    naming it (writing). Returns it as a Path."""
+    path = Path(path)
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # Free space below which a failed write is taken for a full disk (a few file-system blocks).
 FULL_DISK_BYTES = 2**20
 
@@ -104,8 +113,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
     """write(tmp) then rename tmp to path. On failure tmp is removed and `path` is untouched; a full
     disk raises DiskFullError naming the file and the free space, another OSError OutputPathError."""
     path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
