@@ -118,7 +118,8 @@ def split_changes(before: list[str], now: list[str]) -> str | None:
     """How the images of a split (their image_identity, in order) changed, or None."""
     if before == now:
         return None
-    gone, new = [i for i in before if i not in set(now)], [i for i in now if i not in set(before)]
+    in_before, in_now = set(before), set(now)
+    gone, new = [i for i in before if i not in in_now], [i for i in now if i not in in_before]
     if not gone and not new:
         return f"its {len(now)} images are the same but in another order"
     examples = ", ".join(gone[:3] + new[:3])
