@@ -31,7 +31,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
@@ -44,7 +43,7 @@ from engine.run import set_process_options
 from models import build_wesam
 from models.adapters import load_student_adapter
 from models.lora import STUDENT
-from models.registry import sam_embedding_size, sam_image_size
+from models.backbones import input_sizes
 from utils.config import ConfigError, config_of, load_config
 from utils.files import check_output, make_folder, writing, write_json
 from utils.visualize import overlay
@@ -270,8 +269,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
-    dataset = PromptedImages(records, image_size=sam_image_size(cfg.model.type), seed=cfg.seed,
-                             pad=cfg.model.pad, embedding_size=sam_embedding_size(cfg.model.type))
+    dataset = PromptedImages(records, seed=cfg.seed, pad=cfg.model.pad, **input_sizes(cfg.model.type))
     make_folder(out)
     results: list[dict[str, Any]] = []
     for index in tqdm(range(len(dataset)), desc="predict", dynamic_ncols=True):
@@ -280,11 +278,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if sample["skipped"]:  # unreadable: the dataset's warning names the file
             continue
         sets, order = prompt_sets(sample, record["groups"])
-        logits, scores = sample_outputs(model, sample, STUDENT if args.ckpt else None, sets)
-        logits[order], scores[order] = logits.clone(), scores.clone()  # back to the order of the prompts
         image = read_image(record["path"])
-        if logits.shape[-2:] != image.shape[:2]:  # back to the original size, as SamPredictor's postprocessing
-            logits = F.interpolate(logits[None], image.shape[:2], mode="bilinear", align_corners=False)[0]
+        logits, scores = sample_outputs(model, sample, STUDENT if args.ckpt else None, sets,
+                                        original_size=image.shape[:2])
+        logits[order], scores[order] = logits.clone(), scores.clone()  # back to the order of the prompts
         masks = (logits > cfg.metric.threshold).cpu().numpy()  # the evaluation's threshold (metric.threshold)
         save_png(overlay(image, masks), out / f"{record['path'].stem}_overlay.png")
         if args.format == "png":

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from lightning_fabric import Fabric
 
 from datasets import DatasetSpec, InstanceDataset, build_dataset
+from datasets.instances import display_pixels
 from engine.checks import check_config_file, check_scored, run_main
 from engine.evaluate import evaluate
 from engine.predictions import crop_to_region, per_image_scores, sample_logits
@@ -27,7 +28,7 @@ from engine.run import set_process_options
 from models import build_wesam
 from models.adapters import load_student_adapter
 from models.lora import STUDENT
-from models.registry import input_sizes
+from models.backbones import input_sizes
 from models.wesam import WeSAM
 from utils.config import ConfigError, config_of, load_config
 from utils.files import check_output, writing, write_csv, write_json
@@ -74,7 +75,7 @@ def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]]
     for rank, row in enumerate(gains + losses):
         sample = dataset[row["index"]]
         top, left = sample["valid"][:2].tolist()
-        image = crop_to_region(sample["image"], sample["valid"], "image").permute(1, 2, 0).numpy()
+        image = display_pixels(crop_to_region(sample["image"], sample["valid"], "image"))
         panels = [(f"Direct: mIoU {row['direct_miou']:.3f}",
                    (sample_logits(model, sample, None) > threshold).cpu().numpy()),
                   (f"adapted: mIoU {row['miou']:.3f}",

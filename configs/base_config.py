@@ -172,11 +172,14 @@ base_config = {
 }
 
 # Keys whose value must be one of a fixed set. The names of models, datasets and synthetic shifts are
-# those of their registries (models/registry.py SAM_CONFIGS, datasets/__init__.py DATASETS,
+# those of their registries (models/backbones.py MODEL_TYPES, datasets/__init__.py DATASETS,
 # datasets/shifts.py SHIFTS), listed here so that the config is checked without importing them
 # (tests/test_config.py keeps the lists equal).
 CHOICES = {
-    "model.type": ["vit_b", "vit_l", "vit_h", "vit_tiny", "vit_small"],
+    "model.type": ["vit_b", "vit_l", "vit_h", "vit_tiny", "vit_small",
+                   # SAM 2 (models/sam2.py): the official configurations, then small ones made here
+                   "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
+                   "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l", "sam2_tiny", "sam2_small"],
     "dataset.name": ["synthetic", "coco2017", "coco_c", "voc2012", "kvasir", "isic2016", "camo", "cod10k", "chameleon",
                      "ocid", "osd", "coco", "folder"],
     "dataset.synthetic.shift": ["none", "camouflage", "medical", "brightness", "contrast", "defocus_blur",

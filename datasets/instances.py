@@ -2,9 +2,11 @@
 the step-indexed sampler that makes training resumable.
 
 A sample (one image, N instances, input size S, K points):
-    image         3 x S x S uint8    weak view, zero padded
-    image_strong  3 x S x S uint8    strong view of the same geometry (training only)
+    image         3 x S x S          weak view: uint8, zero padded (SAM), or float32 in [0, 1]
+                                     resized to the square (SAM 2; see datasets/transforms.py)
+    image_strong  3 x S x S          strong view of the same geometry and type (training only)
     valid         4 int64            top, left, height, width of the image inside the padding
+                                     (SAM 2: the whole input)
     masks         N x S x S bool     ground-truth instance masks (for metrics; never a training target)
     prompts       dict               see models/wesam.py (boxes N x 4, points N x K x 2, ...); empty when N = 0
     index         int                position in the dataset
@@ -21,7 +23,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
-from datasets.transforms import VIEWS_AT, Augment, pad_to_square, resize_image, resize_longest_side
+from datasets.transforms import (RESIZES, VIEWS_AT, Augment, pad_to_square, resize_image, resize_longest_side,
+                                 resize_square, resize_square_image, to_bytes)
 from utils.padding import pad_offsets
 
 
@@ -65,8 +68,11 @@ class InstanceDataset(Dataset):
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
                  strong: bool = True, embedding_size: int | None = None, views_at: str = "input",
                  keep_vanished: bool = False, point_negatives: str = "image", coarse_polygon: str = "largest",
-                 auto_instances: InstanceSource | None = None) -> None:
+                 auto_instances: InstanceSource | None = None, resize: str = "longest_side") -> None:
         self.image_size = image_size
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got '{resize}'")
+        self.square = resize == "square"
         self.mask_input_size = 4 * (embedding_size or image_size // 16)
         self.prompt = prompt
         self.train = train
@@ -152,8 +158,11 @@ class InstanceDataset(Dataset):
         strong = None
         if self.views_at_native:  # the authors' order: both views at the image's own size, then the resize
             image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
-            strong = resize_image(self.augment.strong_view(image, seed), self.image_size) if self.train else None
-        image, masks, boxes = resize_longest_side(image, masks, boxes, self.image_size)
+            strong = self.augment.strong_view(image, seed) if self.train else None
+            if strong is not None:
+                strong = (resize_square_image if self.square else resize_image)(strong, self.image_size)
+        image, masks, boxes = (resize_square if self.square else resize_longest_side)(image, masks, boxes,
+                                                                                      self.image_size)
         if not self.views_at_native:
             image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
             strong = self.augment.strong_view(image, seed) if self.train else None
@@ -188,6 +197,12 @@ class InstanceDataset(Dataset):
         size = self.image_size
         return self.make_sample(np.zeros((size, size, 3), np.uint8), np.zeros((0, size, size), bool),
                                 np.zeros((0, 4), np.float32), index, seed)
+
+
+def display_pixels(image: torch.Tensor) -> np.ndarray:
+    """A sample's 3 x H x W image (uint8, or SAM 2's floats in [0, 1]) -> H x W x 3 uint8, for pictures."""
+    pixels = image.permute(1, 2, 0).numpy()
+    return pixels if pixels.dtype == np.uint8 else to_bytes(pixels)
 
 
 def _to_chw(image: np.ndarray) -> torch.Tensor:

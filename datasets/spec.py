@@ -46,11 +46,13 @@ class DatasetSpec:
     """Everything the datasets need: which dataset and where (name, root, its options) and how
     samples are made (input size S = image_size, prompts, augmentation). See configs/base_config.py
     for each field's meaning and default (from_config copies them: no default is kept here);
-    `embedding_size` is the side of the model's image embedding."""
+    `embedding_size` is the side of the model's image embedding, `resize` its input path
+    (datasets/transforms.py RESIZES)."""
 
     name: str
     image_size: int
     embedding_size: int
+    resize: str
     root: str
     corruption: str
     interleave: int
@@ -72,12 +74,12 @@ class DatasetSpec:
     views_at: str
 
     @classmethod
-    def from_config(cls, cfg, image_size: int, embedding_size: int) -> DatasetSpec:
-        """The spec of the configured dataset for a model of input side `image_size` and embedding
-        side `embedding_size` (models/registry.py: sam_image_size, sam_embedding_size)."""
+    def from_config(cls, cfg, image_size: int, embedding_size: int, resize: str) -> DatasetSpec:
+        """The spec of the configured dataset for a model of input side `image_size`, embedding side
+        `embedding_size` and input path `resize` (models/backbones.py input_sizes)."""
         data = cfg.dataset
         return cls(
-            name=data.name, image_size=image_size, embedding_size=embedding_size, root=data.root,
+            name=data.name, image_size=image_size, embedding_size=embedding_size, resize=resize, root=data.root,
             corruption=data.corruption, interleave=data.interleave, exif=data.exif, keep_vanished=data.keep_vanished,
             coco=CocoOptions(**dict(data.coco)), synthetic=SyntheticOptions(**dict(data.synthetic)),
             prompt=cfg.prompt, prompt_source=cfg.prompt_source, seed=cfg.seed, num_points=cfg.num_points,
@@ -88,8 +90,8 @@ class DatasetSpec:
 
     def sample_options(self, split: str) -> dict[str, Any]:
         """The keyword arguments of InstanceDataset for `split`: the training split is augmented."""
-        return {"image_size": self.image_size, "embedding_size": self.embedding_size, "prompt": self.prompt,
-                "train": split == "train", "seed": self.seed, "num_points": self.num_points,
+        return {"image_size": self.image_size, "embedding_size": self.embedding_size, "resize": self.resize,
+                "prompt": self.prompt, "train": split == "train", "seed": self.seed, "num_points": self.num_points,
                 "coarse_as": self.coarse_as, "max_nums": self.max_nums, "pad": self.pad, "flip": self.flip,
                 "strong": self.strong, "views_at": self.views_at, "keep_vanished": self.keep_vanished,
                 "point_negatives": self.point_negatives, "coarse_polygon": self.coarse_polygon}

@@ -1,10 +1,14 @@
-"""Geometry and augmentation of one image with its instances: SAM's resize of the longest side to
-the input size, weak view (flips), strong view (photometric), pad to a square.
+"""Geometry and augmentation of one image with its instances: the model's resize to the input size
+(SAM: the longest side, then a pad to the square; SAM 2: straight to the square), weak view
+(flips), strong view (photometric).
 
-Every geometric step moves the image, the masks and the boxes together. Images and masks are
-resized by segment_anything's own `ResizeLongestSide` (PIL bilinear, anti-aliased when shrinking),
-so an image enters the network exactly as `SamPredictor.set_image` feeds it; masks go through the
-same resize as 0 / 1 images, i.e. bilinear then rounded, as in the authors' loader.
+Every geometric step moves the image, the masks and the boxes together. For SAM, images and masks
+are resized by segment_anything's own `ResizeLongestSide` (PIL bilinear, anti-aliased when
+shrinking), so an image enters the network exactly as `SamPredictor.set_image` feeds it; masks go
+through the same resize as 0 / 1 images, i.e. bilinear then rounded, as in the authors' loader. For
+SAM 2, an image becomes floats in [0, 1] resized as SAM2ImagePredictor.set_image does (torchvision's
+ToTensor and Resize, anti-aliased bilinear), without rounding back to 8 bits; masks are resized as
+0 / 1 images with PIL bilinear, then rounded.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import random
 
 import albumentations as A
 import numpy as np
+from PIL import Image
 from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.transforms import Resize, ToTensor
 
 VIEWS_AT = ("input", "native")
+RESIZES = ("longest_side", "square")  # SAM's input path, SAM 2's
 
 
 def preprocess_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -49,6 +56,34 @@ def resize_longest_side(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
         return image, masks, boxes
     boxes = ResizeLongestSide(size).apply_boxes(boxes, (height, width)).astype(np.float32)
     return resize_image(image, size), resize_masks(masks, size), boxes
+
+
+def resize_square_image(image: np.ndarray, size: int) -> np.ndarray:
+    """H x W x 3 uint8 -> size x size x 3 float32 in [0, 1], as SAM2ImagePredictor.set_image
+    (ToTensor, then Resize((size, size)): bilinear, anti-aliased, the aspect ratio not kept)."""
+    return Resize((size, size))(ToTensor()(image)).permute(1, 2, 0).numpy()
+
+
+def resize_square(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """H x W x 3 uint8 image, N x H x W masks, N x 4 XYXY boxes -> a size x size x 3 float image
+    (resize_square_image), N x size x size masks (each a 0 / 1 image, PIL bilinear, rounded) and
+    boxes with x scaled by size / W and y by size / H, as SAM 2's coordinates."""
+    height, width = image.shape[:2]
+    masks = np.stack([np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.BILINEAR))
+                      for mask in masks]).astype(bool) if len(masks) else np.zeros((0, size, size), bool)
+    boxes = (boxes * np.array([size / width, size / height] * 2)).astype(np.float32)
+    return resize_square_image(image, size), masks, boxes
+
+
+def to_unit(image: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8 -> float32 in [0, 1]."""
+    return image.astype(np.float32) / 255.0
+
+
+def to_bytes(image: np.ndarray) -> np.ndarray:
+    """H x W x 3 float in [0, 1] -> uint8, rounded."""
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
 def pad_to_square(array: np.ndarray, top: int, left: int, size: int, first_axis: int) -> np.ndarray:
@@ -89,9 +124,13 @@ class Augment:
         return out["image"], np.asarray(out["masks"]).astype(bool).reshape(masks.shape), boxes
 
     def strong_view(self, image: np.ndarray, seed: int) -> np.ndarray:
+        """The photometric view of an H x W x 3 image, uint8 or float in [0, 1] (SAM 2's samples: its
+        8-bit rounding is augmented, the operations being 8-bit ones), of the same type."""
         if self.strong is None:
             return image
         _seed(self.strong, seed + 1)
+        if image.dtype != np.uint8:
+            return to_unit(self.strong(image=to_bytes(image))["image"])
         return self.strong(image=image)["image"]
 
 

@@ -16,25 +16,29 @@ from utils.metrics import instance_scores
 
 @torch.no_grad()
 def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None,
-                   prompt_sets: list[dict[str, torch.Tensor]] | None = None,
-                   region: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+                   prompt_sets: list[dict[str, torch.Tensor]] | None = None, region: str = "image",
+                   original_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask logits N x h x w of a sample's N >= 1 instances on the resized image (h x w = the
     sample's valid region, padding cropped; with region "canvas" the whole S x S input canvas),
-    and the IoU head's N scores, on the model's device.
+    or with `original_size` (H, W) N x H x W on the image as stored, as the backbone's own predictor
+    gives them; and the IoU head's N scores, on the model's device.
 
     `prompt_sets` (default: the sample's prompts) are decoded one after the other on the image's
     one embedding, their instances concatenated: prompts of different shapes (objects with
     different numbers of points) cannot share a decoder call, and padding them would change the
     masks."""
-    device = model.sam.pixel_mean.device
+    device = next(model.parameters()).device
     batch = collate([sample])
     sets = [{key: value.to(device) for key, value in prompts.items()}
             for prompts in (prompt_sets or [batch["prompts"][0]])]
     outputs = model.predict(batch["images"].to(device), batch["valid"].to(device), sets[:1], adapter=adapter)
     decoded = [(outputs["logits"][0], outputs["iou"][0])]
-    decoded += [model.decode(outputs["embeddings"][0], prompts) for prompts in sets[1:]]  # the decoder has no LoRA
+    decoded += [model.decode(outputs["features"][0], prompts) for prompts in sets[1:]]  # the decoder has no LoRA
     logits = torch.cat([d[0] for d in decoded]).float()
-    logits = crop_to_region(upscale_logits(logits, model.image_size)[:, 0], sample["valid"], region)
+    if original_size is not None:
+        logits = model.postprocess(logits, sample["valid"], original_size)[:, 0]
+    else:
+        logits = crop_to_region(upscale_logits(logits, model.image_size)[:, 0], sample["valid"], region)
     return logits, torch.cat([d[1] for d in decoded])[:, 0].float()
 
 

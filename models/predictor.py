@@ -1,12 +1,16 @@
-"""WeSAMPredictor: segment_anything's SamPredictor fed exactly as WeSAM is, and the automatic mask
-generator ("everything" mode) built on it."""
+"""WeSAMPredictor and WeSAM2Predictor: segment_anything's SamPredictor and sam2's SAM2ImagePredictor
+fed exactly as WeSAM is, with an adapter, and the packages' automatic mask generators ("everything"
+mode) built on them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+from sam2.sam2_image_predictor import SAM2ImagePredictor
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from models.wesam import WeSAM, upscale_logits
@@ -42,7 +46,8 @@ class WeSAMPredictor(SamPredictor):
         canvas = transformed_image.new_zeros(1, 3, size, size)
         canvas[..., top:top + height, left:left + width] = transformed_image
         valid = torch.tensor([[top, left, height, width]], device=canvas.device)
-        self.features = self.wesam.encode(self.wesam.preprocess(canvas, valid), self.adapter)
+        backbone = self.wesam.backbone
+        self.features = backbone.encode(backbone.preprocess(canvas, valid), self.adapter)[0]
         self.original_size, self.input_size, self.offset = tuple(original_image_size), (height, width), (top, left)
         self.is_image_set = True
 
@@ -72,13 +77,43 @@ class WeSAMPredictor(SamPredictor):
         return (masks if return_logits else masks > self.model.mask_threshold), iou, low_res
 
 
+class WeSAM2Predictor(SAM2ImagePredictor):
+    """SAM2ImagePredictor whose image features come from WeSAM's SAM 2 backbone with `adapter` (None:
+    the frozen anchor): the package's own transforms, then Sam2Backbone.encode; prompts and decoding
+    are the package's."""
+
+    def __init__(self, model: WeSAM, adapter: str | None) -> None:
+        super().__init__(model.sam)
+        self.wesam = model
+        self.adapter = adapter
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """image H x W x 3 uint8 RGB -> the features of one image."""
+        self.reset_predictor()
+        self._orig_hw = [image.shape[:2]]
+        backbone = self.wesam.backbone
+        _, features = backbone.encode(backbone.preprocess(self._transforms.to_tensor(image)[None].to(self.device)),
+                                      self.adapter)
+        embedding, high_res = features[0]
+        self._features = {"image_embed": embedding[None], "high_res_feats": [feature[None] for feature in high_res]}
+        self._is_image_set = True
+
+
 def generator_settings(auto: Any) -> dict[str, Any]:
     """The config section `auto` as SamAutomaticMaskGenerator's arguments."""
     return {key: auto[key] for key in GENERATOR_KEYS}
 
 
-def make_generator(model: WeSAM, auto: Any, pad: str, adapter: str | None) -> SamAutomaticMaskGenerator:
-    """SamAutomaticMaskGenerator on `model` with `adapter` (None: the anchor), RLE output."""
+def make_generator(model: WeSAM, auto: Any, pad: str,
+                   adapter: str | None) -> SamAutomaticMaskGenerator | SAM2AutomaticMaskGenerator:
+    """The automatic mask generator of `model`'s backbone (SAM's or SAM 2's) with `adapter` (None: the
+    anchor), RLE output; SAM 2 pads nothing (`pad` is SAM's)."""
+    if model.backbone.family == "sam2":
+        generator = SAM2AutomaticMaskGenerator(model.sam, output_mode="uncompressed_rle",
+                                               multimask_output=auto.multimask, **generator_settings(auto))
+        generator.predictor = WeSAM2Predictor(model, adapter)
+        return generator
     generator = SamAutomaticMaskGenerator(model.sam, output_mode="uncompressed_rle", **generator_settings(auto))
     generator.predictor = WeSAMPredictor(model, pad, adapter, auto.multimask)
     return generator

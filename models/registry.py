@@ -170,8 +170,3 @@ def sam_image_size(model_type: str) -> int:
 def sam_embedding_size(model_type: str) -> int:
     """Side h of the image embedding (S / patch size: 64 for the official models)."""
     return sam_image_size(model_type) // (SMALL_CONFIGS[model_type]["patch"] if model_type in SMALL_CONFIGS else 16)
-
-
-def input_sizes(model_type: str) -> dict[str, int]:
-    """What a dataset needs to know of the model: its input side S and image-embedding side h."""
-    return {"image_size": sam_image_size(model_type), "embedding_size": sam_embedding_size(model_type)}

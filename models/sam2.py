@@ -2,12 +2,9 @@
 as a library. Builders for the official configurations and small random ones, rank-r LoRA on q and v
 of every Hiera block (models/lora.py), and the image path of `SAM2ImagePredictor` run with gradients.
 
-Prompts of one image are a dict of tensors as for SAM 1 (models/wesam.py), in the S x S input frame
-(x scaled by S / W and y by S / H: SAM 2 resizes to the square without keeping the aspect ratio):
-    boxes        N x 4        XYXY
-    points       N x K x 2    XY
-    point_labels N x K        1 positive, 0 negative
-    mask_inputs  N x 1 x 4h x 4w   mask prompt logits (h x w: image-embedding size, S / 16)
+Prompts of one image are a dict of tensors as for SAM 1 (models/sam1.py), in the S x S input frame
+(x scaled by S / W and y by S / H: SAM 2 resizes to the square without keeping the aspect ratio; the
+datasets do it, datasets/transforms.py resize_square); h = S / 16.
 """
 
 from __future__ import annotations
@@ -28,8 +25,8 @@ from torch import nn
 
 from models.lora import STUDENT, Adapter, add_lora, use_adapter
 from models.registry import CheckpointError, read_state_dict, resolve_path
+from models.sam1 import Prompts
 
-Prompts = dict[str, torch.Tensor]
 
 # model.type -> (the package's configuration, the official checkpoint file; PREPARE.md)
 OFFICIAL_SAM2: dict[str, tuple[str, str]] = {
@@ -65,6 +62,33 @@ SMALL_SAM2: dict[str, tuple[str, dict[str, Any]]] = {
         "memory_encoder.position_encoding.num_pos_feats": 16,
         "memory_encoder.mask_downsampler.embed_dim": 32,
         "memory_encoder.fuser.layer.dim": 32,
+    }),
+    # the embedded default's SAM 2 (pretrained here like vit_small: models/weights/, README "SAM 2"):
+    # 128 px, Hiera 32 -> 256 wide over 1 + 2 + 4 + 1 blocks, 8 x 8 image embedding of 64 channels
+    "sam2_small": ("configs/sam2.1/sam2.1_hiera_t.yaml", {
+        "image_size": 128,
+        "image_encoder.trunk.embed_dim": 32,
+        "image_encoder.trunk.stages": [1, 2, 4, 1],
+        "image_encoder.trunk.global_att_blocks": [5],
+        "image_encoder.trunk.window_spec": [8, 4, 8, 4],
+        "image_encoder.trunk.window_pos_embed_bkg_spatial_size": [4, 4],
+        "image_encoder.neck.d_model": 64,
+        "image_encoder.neck.position_encoding.num_pos_feats": 64,
+        "image_encoder.neck.backbone_channel_list": [256, 128, 64, 32],
+        "memory_attention.d_model": 64,
+        "memory_attention.num_layers": 1,
+        "memory_attention.layer.d_model": 64,
+        "memory_attention.layer.dim_feedforward": 128,
+        "memory_attention.layer.self_attention.embedding_dim": 64,
+        "memory_attention.layer.self_attention.feat_sizes": [8, 8],
+        "memory_attention.layer.cross_attention.embedding_dim": 64,
+        "memory_attention.layer.cross_attention.feat_sizes": [8, 8],
+        "memory_attention.layer.cross_attention.kv_in_dim": 16,
+        "memory_encoder.out_dim": 16,
+        "memory_encoder.in_dim": 64,
+        "memory_encoder.position_encoding.num_pos_feats": 16,
+        "memory_encoder.mask_downsampler.embed_dim": 64,
+        "memory_encoder.fuser.layer.dim": 64,
     }),
 }
 
@@ -175,61 +199,85 @@ def box_and_point_prompts(prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]
     return (torch.cat(coords, dim=1), torch.cat(labels, dim=1)) if coords else None
 
 
+# The parts of SAM2Base that the image path uses; the rest (memory attention and encoder, object
+# pointers, mask downsampling, the object-score head whose output it drops) stays frozen, out of the
+# optimizer, so that DDP finds no parameter without a gradient.
+IMAGE_PATH = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
+UNUSED_BY_IMAGE_PATH = ("sam_mask_decoder.pred_obj_score_head.",)
+
+
+def image_path_parameters(sam: SAM2Base) -> list[str]:
+    """Names of the parameters of `sam` that the image path trains (with LoRA rank 0)."""
+    return [name for name, _ in sam.named_parameters()
+            if name.startswith(IMAGE_PATH) and not name.startswith(UNUSED_BY_IMAGE_PATH)]
+
+
 class Sam2Backbone(nn.Module):
-    """SAM 2's image path (that of SAM2ImagePredictor) with LoRA on every Hiera block, with gradients.
+    """SAM 2's image path (that of SAM2ImagePredictor) with LoRA on every Hiera block, with gradients;
+    the interface of models/sam1.py SamBackbone.
 
     One frozen base serves every role as for SAM 1: adapter "student", optionally "teacher", and no
     adapter (the anchor). The memory modules, object pointers and the object-score masking of the
     video path are never used.
     """
 
-    def __init__(self, sam: SAM2Base, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,)) -> None:
+    family = "sam2"
+    pixel_normalize = True  # always ImageNet's mean and std (SAM 1's option to feed RGB / 255 has no SAM 2 twin)
+
+    def __init__(self, sam: SAM2Base, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
+                 compiler: str = "off") -> None:
+        """Rank 0: no LoRA and the image path trainable (pretraining); `compiler`: "off", or the
+        torch.compile backend of the image encoder."""
         super().__init__()
         self.sam = sam
-        # the package's own resize, normalisation, coordinate scaling and upsampling; no torch.jit
-        # script of the resize (the switch rf-sam-2 adds), which changes nothing in the values
+        # the package's own resize, normalisation and upsampling; no torch.jit script of the resize
+        # (the switch rf-sam-2 adds), which changes nothing in the values
         self.transforms = SAM2Transforms(resolution=sam.image_size, mask_threshold=0.0, disable_torch_jit=True)
         if lora_rank:
             add_lora(sam, lora_rank, adapters, blocks=sam.image_encoder.trunk.blocks)
+        else:
+            trained = set(image_path_parameters(sam))
+            for name, parameter in sam.named_parameters():
+                parameter.requires_grad_(name in trained)
+        if compiler != "off":
+            sam.image_encoder.compile(backend=compiler)
 
     @property
     def image_size(self) -> int:
         return self.sam.image_size
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W uint8 RGB -> B x 3 x S x S float: resized to the square (antialiased, aspect
-        ratio not kept) and normalised with ImageNet's mean and std, as SAM2Transforms."""
-        return self.transforms.transforms(images.float() / 255.0)
+    def preprocess(self, images: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """B x 3 x H x W images, float in [0, 1] (the datasets' SAM 2 samples: already resized to
+        S x S) or uint8 -> B x 3 x S x S float: resized to the square (antialiased, aspect ratio not
+        kept; nothing to do at S x S) and normalised with ImageNet's mean and std, as SAM2Transforms.
+        SAM 2 pads nothing: `valid` is the whole input."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return self.transforms.transforms(x)
 
-    def scale_prompts(self, prompts: Prompts, original_size: tuple[int, int]) -> Prompts:
-        """Prompts in an H x W image's pixels -> in the S x S input frame (x * S / W, y * S / H)."""
-        scaled = dict(prompts)
-        if "boxes" in prompts:
-            scaled["boxes"] = self.transforms.transform_boxes(prompts["boxes"].float(), True,
-                                                              original_size).reshape(-1, 4)
-        if "points" in prompts:
-            scaled["points"] = self.transforms.transform_coords(prompts["points"].float(), True, original_size)
-        return scaled
-
-    def encode(self, images: torch.Tensor, adapter: Adapter = STUDENT) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encode(self, images: torch.Tensor, adapter: Adapter = STUDENT
+               ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, list[torch.Tensor]]]]:
         """Preprocessed images B x 3 x S x S -> image embeddings B x C x S/16 x S/16 (no_mem_embed added,
-        as SAM2ImagePredictor.set_image) and the decoder's high-resolution features [B x C/8 x S/4 x S/4,
-        B x C/4 x S/8 x S/8] (conv_s0, conv_s1 applied), with `adapter` (None: the unadapted anchor)."""
+        as SAM2ImagePredictor.set_image) with `adapter` (None: the unadapted anchor), and each image's
+        decoder features: (its embedding, [C/8 x S/4 x S/4, C/4 x S/8 x S/8] high-resolution
+        features, conv_s0 and conv_s1 applied)."""
         with use_adapter(self.sam, adapter):
             features = self.sam.forward_image(images)["backbone_fpn"][-self.sam.num_feature_levels:]
-        *high_res, embedding = features
+        *high_res, embeddings = features
         if self.sam.directly_add_no_mem_embed:
-            embedding = embedding + self.sam.no_mem_embed.view(1, -1, 1, 1)
-        return embedding, high_res
+            embeddings = embeddings + self.sam.no_mem_embed.view(1, -1, 1, 1)
+        return embeddings, [(embedding, [feature[i] for feature in high_res])
+                            for i, embedding in enumerate(embeddings)]
 
-    def decode(self, embedding: torch.Tensor, high_res: list[torch.Tensor],
+    def decode(self, features: tuple[torch.Tensor, list[torch.Tensor]],
                prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image's embedding (C x h x w), its high-resolution features (as `encode`, without the
-        batch dimension) and N prompts -> low-res logits N x 1 x 4h x 4w and IoU N x 1.
+        """One image's decoder features (see encode) and N prompts -> low-res logits N x 1 x 4h x 4w
+        and IoU N x 1.
 
-        A single mask per prompt; the IoU head ends in its own sigmoid; the logits are the decoder's,
-        without the -1024 of an object score <= 0 (video path) or the predictor's clamp to +-32.
+        A single mask per prompt; the IoU head ends in its own sigmoid (the IoU loss adds none); the
+        logits are the decoder's, without the -1024 of an object score <= 0 (video path) or the
+        predictor's clamp to +-32.
         """
+        embedding, high_res = features
         sparse, dense = self.sam.sam_prompt_encoder(points=box_and_point_prompts(prompts), boxes=None,
                                                     masks=prompts.get("mask_inputs"))
         logits, iou, _, _ = self.sam.sam_mask_decoder(
@@ -239,14 +287,8 @@ class Sam2Backbone(nn.Module):
         )
         return logits, iou
 
-    def predict(self, images: torch.Tensor, prompts: list[Prompts], adapter: Adapter = STUDENT) -> dict[str, Any]:
-        """B uint8 images (B x 3 x H x W) and their prompts (input frame) -> {"embeddings": B x C x h x w,
-        "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]} with `adapter`."""
-        embeddings, high_res = self.encode(self.preprocess(images), adapter)
-        decoded = [self.decode(embedding, [feature[i] for feature in high_res], image_prompts)
-                   for i, (embedding, image_prompts) in enumerate(zip(embeddings, prompts))]
-        return {"embeddings": embeddings, "logits": [d[0] for d in decoded], "iou": [d[1] for d in decoded]}
-
-    def postprocess(self, logits: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-        """Low-res logits N x 1 x 4h x 4w -> N x 1 x H x W: bilinear straight to the image size."""
+    def postprocess(self, logits: torch.Tensor, valid: torch.Tensor | None,
+                    original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits N x 1 x 4h x 4w -> N x 1 x H x W: bilinear straight to the image size, as
+        SAM2ImagePredictor (no padding to cut out: `valid` is the whole input)."""
         return self.transforms.postprocess_masks(logits, original_size)

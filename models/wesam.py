@@ -1,12 +1,9 @@
-"""The WeSAM network: one SAM with LoRA whose forward runs the anchor, the teacher and the student,
-so that DDP sees a single forward and synchronises the LoRA gradients.
+"""The WeSAM network: one SAM (or SAM 2) with LoRA whose forward runs the anchor, the teacher and
+the student, so that DDP sees a single forward and synchronises the LoRA gradients.
 
-Prompts of one image are a dict of tensors (N instances, K points):
-    boxes        N x 4        XYXY in the padded input frame
-    points       N x K x 2    XY in the padded input frame, with
-    point_labels N x K        1 positive, 0 negative
-    mask_inputs  N x 1 x 4h x 4w   mask prompt logits (h x w: image-embedding size)
-Any subset may be present; every mask of an image is decoded in one batched decoder call.
+What differs between SAM and SAM 2 (preprocessing, encoder outputs, prompt encoding, decoder
+outputs, postprocessing) is behind the backbone (models/sam1.py SamBackbone, models/sam2.py
+Sam2Backbone); prompts are described there.
 """
 
 from __future__ import annotations
@@ -15,95 +12,71 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from models.lora import STUDENT, TEACHER, Adapter, add_lora, ema_update, use_adapter
+from models.lora import STUDENT, TEACHER, Adapter, ema_update
+from models.sam1 import Prompts, SamBackbone
+from models.sam2 import Sam2Backbone
 
-Prompts = dict[str, torch.Tensor]
-Outputs = dict[str, Any]  # {"embeddings": B x C x h x w, "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]}
+# {"embeddings": B x C x h x w, "features": [the decoder's features of each image],
+#  "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]}
+Outputs = dict[str, Any]
 BRANCHES = ("anchor", "teacher", "student")
+Backbone = SamBackbone | Sam2Backbone
 
 
 class WeSAM(nn.Module):
-    """SAM + LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen base."""
+    """LoRA student, EMA or shared teacher, and the LoRA-free anchor on one frozen backbone."""
 
-    def __init__(self, sam: Sam, lora_rank: int, teacher_mode: str = "shared", pixel_normalize: bool = True,
-                 memory_saving: bool = False, batch_views: bool = False, compiler: str = "off") -> None:
-        """`sam`'s image encoder comes with its attention (build_sam's `attention`);
-        `memory_saving`: recompute each encoder block in the backward pass instead of keeping its
-        activations (activation checkpointing of the passes that train); `batch_views`: encode the
-        views that share a gradient mode in one batched call (the shared teacher's weak view with
-        the student's strong view; the anchor with the EMA teacher), each slice with its adapter,
-        so the same result; `compiler`: "off", or the torch.compile backend of the image encoder
-        (the encoder's own call: memory_saving, which runs its blocks one by one, bypasses it)."""
+    def __init__(self, backbone: Backbone, teacher_mode: str = "shared", batch_views: bool = False) -> None:
+        """`backbone` holds the network with its LoRA adapters (the teacher's too in mode ema);
+        `batch_views`: encode the views that share a gradient mode in one batched call (the shared
+        teacher's weak view with the student's strong view; the anchor with the EMA teacher), each
+        slice with its adapter, so the same result."""
         super().__init__()
         if teacher_mode not in ("shared", "ema"):
             raise ValueError(f"teacher_mode must be 'shared' or 'ema', got '{teacher_mode}'")
-        self.sam = sam
+        self.backbone = backbone
         self.teacher_mode = teacher_mode
-        self.pixel_normalize = pixel_normalize
-        self.memory_saving = memory_saving
         self.batch_views = batch_views
-        if lora_rank:  # rank 0: no LoRA and SAM left trainable, for full-supervision pretraining
-            add_lora(sam, lora_rank, (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,))
-        if compiler != "off":  # Module.compile, in place: the state-dict keys stay the official ones
-            sam.image_encoder.compile(backend=compiler)
+
+    @classmethod
+    def on(cls, sam: nn.Module, lora_rank: int, teacher_mode: str = "shared", batch_views: bool = False,
+           **options: Any) -> WeSAM:
+        """WeSAM on a built SAM (segment_anything's Sam) or SAM 2 (sam2's SAM2Base), with LoRA of
+        `lora_rank` (0: none, the network trainable); `options` go to its backbone."""
+        backbone = Sam2Backbone if isinstance(sam, SAM2Base) else SamBackbone
+        adapters = (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,)
+        return cls(backbone(sam, lora_rank, adapters, **options), teacher_mode, batch_views)
+
+    @property
+    def sam(self) -> nn.Module:
+        """The network with LoRA (segment_anything's Sam or sam2's SAM2Base)."""
+        return self.backbone.sam
 
     @property
     def image_size(self) -> int:
-        return self.sam.image_encoder.img_size
+        return self.backbone.image_size
 
-    def preprocess(self, images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """B x 3 x S x S uint8 (zero padded) -> B x 3 x S x S float, normalised, padding zero.
-
-        `valid` (B x 4: top, left, height, width) locates the image inside the padding; as in
-        SAM, padding is zero after normalisation.
-        """
-        x = images.float()
-        x = (x - self.sam.pixel_mean) / self.sam.pixel_std if self.pixel_normalize else x / 255.0
-        size = x.shape[-1]
-        grid = torch.arange(size, device=x.device)
-        top, left, height, width = (valid[:, i, None] for i in range(4))
-        rows = (grid >= top) & (grid < top + height)  # B x S
-        cols = (grid >= left) & (grid < left + width)
-        return x * (rows[:, None, :, None] & cols[:, None, None, :])
-
-    def encode(self, images: torch.Tensor, adapter: Adapter) -> torch.Tensor:
-        """Preprocessed images B x 3 x S x S -> image embeddings B x C x h x w with `adapter`.
-
-        With memory_saving and gradients on, each block runs under activation checkpointing; the
-        block sets its adapter itself, since the backward pass recomputes it outside this call.
-        """
-        encoder = self.sam.image_encoder
-        if not (self.memory_saving and torch.is_grad_enabled()):
-            with use_adapter(self.sam, adapter):
-                return encoder(images)
-        x = encoder.patch_embed(images)
-        if encoder.pos_embed is not None:
-            x = x + encoder.pos_embed
-        for block in encoder.blocks:
-            x = checkpoint(_run_block, block, x, adapter, use_reentrant=False)
-        return encoder.neck(x.permute(0, 3, 1, 2))
-
-    def decode(self, embedding: torch.Tensor, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image's embedding (C x h x w) and N prompts -> logits N x 1 x 4h x 4w, IoU N x 1."""
-        points = (prompts["points"], prompts["point_labels"]) if "points" in prompts else None
-        sparse, dense = self.sam.prompt_encoder(points=points, boxes=prompts.get("boxes"),
-                                                masks=prompts.get("mask_inputs"))
-        return self.sam.mask_decoder(
-            image_embeddings=embedding[None], image_pe=self.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
-        )
+    def decode(self, features: Any, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's decoder features (Outputs["features"][i]) and N prompts -> low-res logits
+        N x 1 x 4h x 4w and IoU N x 1 (the decoder has no LoRA: any adapter's features)."""
+        return self.backbone.decode(features, prompts)
 
     def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
                 adapter: Adapter = STUDENT) -> Outputs:
         """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the
-        images, see LoRAQKV) on B images and their prompts."""
-        embeddings = self.encode(self.preprocess(images, valid), adapter)
-        decoded = [self.decode(embedding, p) for embedding, p in zip(embeddings, prompts)]
-        return {"embeddings": embeddings, "logits": [d[0] for d in decoded], "iou": [d[1] for d in decoded]}
+        images, see LoRAQKV) on B images (B x 3 x S x S, as the datasets give them) and their prompts."""
+        embeddings, features = self.backbone.encode(self.backbone.preprocess(images, valid), adapter)
+        decoded = [self.backbone.decode(f, p) for f, p in zip(features, prompts)]
+        return {"embeddings": embeddings, "features": features, "logits": [d[0] for d in decoded],
+                "iou": [d[1] for d in decoded]}
+
+    def postprocess(self, logits: torch.Tensor, valid: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits N x 1 x 4h x 4w of an image (region `valid` of the input) -> N x 1 x H x W at
+        its original size, as the backbone's own predictor (SamPredictor, SAM2ImagePredictor)."""
+        return self.backbone.postprocess(logits, valid, original_size)
 
     def forward(self, images_weak: torch.Tensor, images_strong: torch.Tensor, valid: torch.Tensor,
                 prompts: list[Prompts], branches: tuple[str, ...] = BRANCHES) -> dict[str, Outputs]:
@@ -140,11 +113,6 @@ class WeSAM(nn.Module):
         """EMA step of the teacher adapter towards the student (mode ema only)."""
         if self.teacher_mode == "ema":
             ema_update(self.sam, rate)
-
-
-def _run_block(block: nn.Module, x: torch.Tensor, adapter: Adapter) -> torch.Tensor:
-    with use_adapter(block, adapter):
-        return block(x)
 
 
 def upscale_logits(logits: torch.Tensor, size: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 
 from datasets import DatasetSpec, build_dataset
 from datasets.instances import InstanceDataset
-from models.registry import input_sizes
+from models.backbones import input_sizes
 from utils.config import load_config
 
 HEIGHT, WIDTH = 40, 60

@@ -165,8 +165,8 @@ def test_wrong_type_raises_naming_key_and_type(override, key, expected_type):
 
 def registry_choices(key: str) -> list[str]:
     if key == "model.type":
-        from models.registry import SAM_CONFIGS
-        return sorted(SAM_CONFIGS)
+        from models import MODEL_TYPES
+        return sorted(MODEL_TYPES)
     from datasets import DATASETS
     return sorted(DATASETS)
 
@@ -450,8 +450,8 @@ def test_the_config_names_the_registries_entries_exactly():
     the layers above it: a model, dataset or shift added to a registry must be added there too."""
     from datasets import DATASETS
     from datasets.shifts import SHIFTS
-    from models.registry import SAM_CONFIGS
+    from models import MODEL_TYPES
 
-    assert sorted(CHOICES["model.type"]) == sorted(SAM_CONFIGS)
+    assert sorted(CHOICES["model.type"]) == sorted(MODEL_TYPES)
     assert sorted(CHOICES["dataset.name"]) == sorted(DATASETS)
     assert CHOICES["dataset.synthetic.shift"] == list(SHIFTS)

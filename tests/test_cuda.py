@@ -34,8 +34,8 @@ def test_nccl_on_two_gpus(tiny_overrides, tmp_path):
 @pytest.mark.parametrize("dtype, atol", [(None, 1e-3), (torch.bfloat16, 0.15)])
 def test_fast_path_matches_reference_on_cuda(dtype, atol):
     sam = random_sam()
-    reference = WeSAM(sam, lora_rank=4).cuda()
-    fast = WeSAM(random_sam(attention="sdpa"), lora_rank=4, memory_saving=True).cuda()
+    reference = WeSAM.on(sam, lora_rank=4).cuda()
+    fast = WeSAM.on(random_sam(attention="sdpa"), lora_rank=4, memory_saving=True).cuda()
     fast.load_state_dict(reference.state_dict())
     images, strong, valid, prompts = batch()
     to = lambda t: t.cuda()  # noqa: E731

@@ -56,8 +56,8 @@ def step(model: WeSAM, teacher_mode: str):
 @pytest.mark.parametrize("attention, memory_saving, batch_views, teacher_mode",
                          [("sdpa", False, True, "shared"), ("sdpa", True, False, "shared"), ("sam", True, True, "ema")])
 def test_fast_path_matches_segment_anythings_attention(attention, memory_saving, batch_views, teacher_mode):
-    reference = WeSAM(random_sam(), lora_rank=4, teacher_mode=teacher_mode)
-    fast = WeSAM(random_sam(attention=attention), lora_rank=4, teacher_mode=teacher_mode, memory_saving=memory_saving,
+    reference = WeSAM.on(random_sam(), lora_rank=4, teacher_mode=teacher_mode)
+    fast = WeSAM.on(random_sam(attention=attention), lora_rank=4, teacher_mode=teacher_mode, memory_saving=memory_saving,
                  batch_views=batch_views)
     with torch.no_grad():  # trained-looking LoRA on both, so the adapters matter
         for ours, theirs in zip(lora_layers(fast), lora_layers(reference)):
@@ -160,8 +160,8 @@ def test_fast_path_under_cpu_bf16_autocast_stays_close_to_fp32():
     """bf16 autocast (precision=bf16-mixed) on the fast path against the fp32 reference: logits within a
     tenth of their spread (measured: 6 %), the same masks on 99 % of the pixels (99.7 %), loss within 1 %
     (0.02 %)."""
-    reference = WeSAM(random_sam(), lora_rank=4)
-    fast = WeSAM(random_sam(attention="sdpa"), lora_rank=4, batch_views=True)
+    reference = WeSAM.on(random_sam(), lora_rank=4)
+    fast = WeSAM.on(random_sam(attention="sdpa"), lora_rank=4, batch_views=True)
     images, strong, valid, prompts = batch()
     expected = reference(images, strong, valid, prompts)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -178,16 +178,16 @@ def test_fast_path_under_cpu_bf16_autocast_stays_close_to_fp32():
 def test_one_adapter_per_batch_slice_equals_separate_calls():
     """The anchor (no adapter) and the EMA teacher in one encoder call: windowed and global blocks
     alike give each image its own adapter's result."""
-    model = WeSAM(random_sam(), lora_rank=4, teacher_mode="ema")
+    model = WeSAM.on(random_sam(), lora_rank=4, teacher_mode="ema")
     with torch.no_grad():
         for layer in lora_layers(model):
             for p in layer.adapters["teacher"].parameters():
                 p.normal_(0, 0.05)
     images, _, valid, _ = batch()
-    x = model.preprocess(images, valid)
+    x = model.backbone.preprocess(images, valid)
     with torch.no_grad():
-        joint = model.encode(torch.cat([x, x]), (None, "teacher"))
-        separate = torch.cat([model.encode(x, None), model.encode(x, "teacher")])
+        joint = model.backbone.encode(torch.cat([x, x]), (None, "teacher"))[0]
+        separate = torch.cat([model.backbone.encode(x, None)[0], model.backbone.encode(x, "teacher")[0]])
     torch.testing.assert_close(joint, separate, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(joint[:2], joint[2:], atol=1e-3)  # the adapter does change the embedding
 
@@ -196,8 +196,8 @@ def test_compiled_encoder_matches_eager_and_keeps_the_state_dict():
     """model.compile: the compiled encoder (aot_eager: torch.compile's graph capture and autograd
     tracing without inductor's minutes of code generation) gives the same logits, loss and gradients,
     across adapters and gradient modes, under the official state-dict keys."""
-    eager = WeSAM(random_sam(attention="sdpa"), lora_rank=4, batch_views=True)
-    compiled = WeSAM(random_sam(attention="sdpa"), lora_rank=4, batch_views=True, compiler="aot_eager")
+    eager = WeSAM.on(random_sam(attention="sdpa"), lora_rank=4, batch_views=True)
+    compiled = WeSAM.on(random_sam(attention="sdpa"), lora_rank=4, batch_views=True, compiler="aot_eager")
     assert list(compiled.state_dict()) == list(eager.state_dict())
     with torch.no_grad():
         for ours, theirs in zip(lora_layers(compiled), lora_layers(eager)):

@@ -50,7 +50,7 @@ def padded_input(picture: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Te
 def test_zero_lora_reproduces_sam_predictor(image, prompt):
     sam = tiny_sam()
     predictor = SamPredictor(copy.deepcopy(sam))
-    model = WeSAM(sam, lora_rank=4).eval()
+    model = WeSAM.on(sam, lora_rank=4).eval()
     size = model.image_size
     predictor.set_image(image)
 
@@ -78,13 +78,13 @@ def test_zero_lora_reproduces_sam_predictor(image, prompt):
 def test_anchor_is_unadapted_sam_when_lora_is_trained(image):
     sam = tiny_sam()
     reference = copy.deepcopy(sam).eval()
-    model = WeSAM(sam, lora_rank=4).eval()
+    model = WeSAM.on(sam, lora_rank=4).eval()
     randomise_lora(model)
     images, valid = padded_input(image, model.image_size)
     with torch.no_grad():
         anchor = model.predict(images, valid, [{"boxes": torch.tensor([[30.0, 40.0, 140.0, 120.0]])}], adapter=None)
         student = model.predict(images, valid, [{"boxes": torch.tensor([[30.0, 40.0, 140.0, 120.0]])}], adapter=STUDENT)
-        base = reference.image_encoder(model.preprocess(images, valid))
+        base = reference.image_encoder(model.backbone.preprocess(images, valid))
     torch.testing.assert_close(anchor["embeddings"], base)
     assert not torch.allclose(student["embeddings"], base)
 
@@ -92,7 +92,7 @@ def test_anchor_is_unadapted_sam_when_lora_is_trained(image):
 def test_lora_parameters_and_sharing():
     sam = tiny_sam()
     base_count = sum(p.numel() for p in sam.parameters())
-    model = WeSAM(sam, lora_rank=4, teacher_mode="ema")
+    model = WeSAM.on(sam, lora_rank=4, teacher_mode="ema")
     config = SMALL_CONFIGS["vit_tiny"]
     per_adapter = config["depth"] * 4 * config["encoder_dim"] * 4
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -107,7 +107,7 @@ def test_lora_parameters_and_sharing():
 
 @pytest.mark.slow
 def test_vit_b_lora_has_paper_parameter_count():
-    model = WeSAM(build_sam("vit_b"), lora_rank=4)
+    model = WeSAM.on(build_sam("vit_b"), lora_rank=4)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 147_456
     assert len(lora_layers(model)) == 12
     assert model.image_size == sam_image_size("vit_b") == 1024
@@ -115,7 +115,7 @@ def test_vit_b_lora_has_paper_parameter_count():
 
 def test_lora_changes_only_q_and_v():
     sam = tiny_sam()
-    model = WeSAM(sam, lora_rank=4)
+    model = WeSAM.on(sam, lora_rank=4)
     randomise_lora(model)
     layer = lora_layers(model)[0]
     x = torch.randn(2, 5, layer.dim)
@@ -131,20 +131,20 @@ def test_lora_changes_only_q_and_v():
 
 
 def test_adapter_state_dict_round_trip_and_mismatch():
-    source = WeSAM(tiny_sam(), lora_rank=4)
+    source = WeSAM.on(tiny_sam(), lora_rank=4)
     randomise_lora(source)
     state = adapter_state_dict(source)
     assert set(state) == {f"blocks.{i}.{p}" for i in range(2) for p in ("down_q", "up_q", "down_v", "up_v")}
-    target = WeSAM(tiny_sam(seed=1), lora_rank=4)
+    target = WeSAM.on(tiny_sam(seed=1), lora_rank=4)
     load_adapter_state_dict(target, state)
     for key, value in adapter_state_dict(target).items():
         torch.testing.assert_close(value, state[key])
     with pytest.raises(ValueError, match="lora.rank"):
-        load_adapter_state_dict(WeSAM(tiny_sam(), lora_rank=8), state)
+        load_adapter_state_dict(WeSAM.on(tiny_sam(), lora_rank=8), state)
 
 
 def test_ema_update_moves_teacher_towards_student():
-    model = WeSAM(tiny_sam(), lora_rank=4, teacher_mode="ema")
+    model = WeSAM.on(tiny_sam(), lora_rank=4, teacher_mode="ema")
     randomise_lora(model, STUDENT)
     layer = lora_layers(model)[0]
     teacher_before = layer.adapters[TEACHER].up_q.weight.clone()
@@ -156,7 +156,7 @@ def test_ema_update_moves_teacher_towards_student():
 
 @pytest.mark.parametrize("mode", ["shared", "ema"])
 def test_forward_gradients_reach_only_the_right_branches(image, mode):
-    model = WeSAM(tiny_sam(), lora_rank=4, teacher_mode=mode)
+    model = WeSAM.on(tiny_sam(), lora_rank=4, teacher_mode=mode)
     images, valid = padded_input(image, model.image_size)
     prompts = [{"boxes": torch.tensor([[30.0, 40.0, 140.0, 120.0], [150.0, 10.0, 250.0, 180.0]])}]
     outputs = model(images, images, valid, prompts)
@@ -170,15 +170,15 @@ def test_forward_gradients_reach_only_the_right_branches(image, mode):
 
 
 def test_preprocess_normalises_and_zeroes_padding(image):
-    model = WeSAM(tiny_sam(), lora_rank=4)
+    model = WeSAM.on(tiny_sam(), lora_rank=4)
     images, valid = padded_input(image, model.image_size)
-    x = model.preprocess(images, valid)
+    x = model.backbone.preprocess(images, valid)
     assert torch.count_nonzero(x[..., 192:, :]) == 0
     expected = ((torch.from_numpy(image).permute(2, 0, 1).float() - model.sam.pixel_mean[:, :, 0:1])
                 / model.sam.pixel_std)
     torch.testing.assert_close(x[0, :, :192, :256], expected)
-    model.pixel_normalize = False  # the authors' code feeds RGB / 255 without normalisation
-    torch.testing.assert_close(model.preprocess(images, valid)[0, :, :192, :256],
+    model.backbone.pixel_normalize = False  # the authors' code feeds RGB / 255 without normalisation
+    torch.testing.assert_close(model.backbone.preprocess(images, valid)[0, :, :192, :256],
                                images[0, :, :192, :256].float() / 255.0)
 
 

@@ -60,7 +60,7 @@ def models() -> tuple[WeSAM, SamPredictor]:
     torch.manual_seed(0)
     sam = build_sam("vit_tiny")
     predictor = SamPredictor(copy.deepcopy(sam).eval())
-    return WeSAM(sam, lora_rank=4).eval(), predictor
+    return WeSAM.on(sam, lora_rank=4).eval(), predictor
 
 
 @pytest.mark.parametrize("prompt", ["box", "point", "box+point"])

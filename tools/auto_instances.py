@@ -27,7 +27,7 @@ from engine.auto_instances import cached_instances, describe, summarize  # noqa:
 from engine.checks import run_main  # noqa: E402
 from engine.run import set_process_options  # noqa: E402
 from models import build_wesam  # noqa: E402
-from models.registry import input_sizes  # noqa: E402
+from models.backbones import input_sizes  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.files import check_output  # noqa: E402
 

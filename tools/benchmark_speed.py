@@ -69,10 +69,10 @@ class Mode:
 def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype: torch.dtype | None) -> Mode:
     """Mode `name` on copies of the random SAM `base` (so every mode has the same weights)."""
     if name == "reference":
-        model = WeSAM(with_attention(copy.deepcopy(base), "sam"), lora_rank=4).to(device)
-        anchor = WeSAM(with_attention(copy.deepcopy(base), "sam"), lora_rank=0).to(device).requires_grad_(False)
+        model = WeSAM.on(with_attention(copy.deepcopy(base), "sam"), lora_rank=4).to(device)
+        anchor = WeSAM.on(with_attention(copy.deepcopy(base), "sam"), lora_rank=0).to(device).requires_grad_(False)
         return Mode(name, model, anchor, None)
-    model = WeSAM(with_attention(copy.deepcopy(base), "sdpa"), lora_rank=4, memory_saving=name == "memory_saving",
+    model = WeSAM.on(with_attention(copy.deepcopy(base), "sdpa"), lora_rank=4, memory_saving=name == "memory_saving",
                   batch_views=True)
     return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
 

@@ -1,5 +1,6 @@
-"""Merge a WeSAM adapter into SAM and write a plain SAM state dict, so that the official
-`segment_anything` tools (SamPredictor, SamAutomaticMaskGenerator...) use the adapted model.
+"""Merge a WeSAM adapter into SAM (or SAM 2) and write a plain state dict, so that the official
+tools (segment_anything's SamPredictor, sam2's SAM2ImagePredictor, the automatic mask generators...)
+use the adapted model.
 
     python tools/export.py --ckpt ADAPTER --out merged.pth [--config RUN/config.json] [key=value ...]
 
@@ -11,6 +12,10 @@ model.type and model.checkpoint give the SAM the adapter is merged into. Then:
     sam = sam_model_registry["vit_b"](checkpoint="merged.pth")      # vit_b, vit_l, vit_h
     from models.registry import build_sam
     sam = build_sam("vit_small", "merged.pth")                       # vit_tiny, vit_small (this repository)
+    from sam2.build_sam import build_sam2                            # SAM 2: {"model": state_dict}, as Meta's files
+    sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu")
+    from models.sam2 import build_sam2_model
+    sam2 = build_sam2_model("sam2_small", "merged.pt")               # sam2_tiny, sam2_small (this repository)
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from engine.checks import check_config_file, run_main  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.adapters import load_student_adapter  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
+from models.backbones import is_sam2  # noqa: E402
 from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
+from models.sam2 import OFFICIAL_SAM2, sam2_config  # noqa: E402
 from utils.config import config_of, load_config  # noqa: E402
 from utils.files import check_output, write_torch  # noqa: E402
 
@@ -50,9 +57,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
-    write_torch(out, merged_state_dict(model.sam))
-    loader = (f'segment_anything.sam_model_registry["{cfg.model.type}"](checkpoint="{out}")'
-              if cfg.model.type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{cfg.model.type}", "{out}")')
+    model_type = cfg.model.type
+    merged = merged_state_dict(model.sam)
+    if is_sam2(model_type):  # the layout of Meta's checkpoints, which build_sam2 reads
+        write_torch(out, {"model": merged})
+        loader = (f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{out}", device="cpu")'
+                  if model_type in OFFICIAL_SAM2 else f'models.sam2.build_sam2_model("{model_type}", "{out}")')
+    else:
+        write_torch(out, merged)
+        loader = (f'segment_anything.sam_model_registry["{model_type}"](checkpoint="{out}")'
+                  if model_type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{model_type}", "{out}")')
     print(f"Wrote SAM {cfg.model.type} with the adapter {args.ckpt} merged in (config {config or 'configs/config.py'}) "
           f"to {out}. Load it with {loader}.")
     return out

@@ -40,7 +40,7 @@ from configs.paper import config_file  # noqa: E402
 from configs.paper.results import COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABLE_PROMPTS, TABLE_TITLES, paper_value  # noqa: E402
 from datasets import DatasetLayoutError, DatasetSpec, UnusableDatasetError, build_dataset  # noqa: E402
 from models import CheckpointError  # noqa: E402
-from models.registry import input_sizes  # noqa: E402
+from models.backbones import input_sizes  # noqa: E402
 from tools.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
 from utils.config import ConfigError, load_config, parse_override  # noqa: E402
 from utils.files import OutputPathError, check_output, write_text  # noqa: E402

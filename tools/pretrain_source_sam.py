@@ -48,7 +48,9 @@ from engine.run import (RunState, gather_objects, load_run, rng_state, save_run,
                         set_optimizer_values, set_rng_state)
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
 from models.adapters import read_checkpoint  # noqa: E402
-from models.registry import SMALL_CONFIGS, build_sam, resolve_path, sam_embedding_size, sam_image_size  # noqa: E402
+from models.backbones import build_network, input_sizes  # noqa: E402
+from models.registry import SMALL_CONFIGS, resolve_path  # noqa: E402
+from models.sam2 import SMALL_SAM2  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 from utils.files import check_output, write_csv, write_json  # noqa: E402
@@ -64,7 +66,7 @@ CHECKPOINT_PARTS = ("model", "optimizer", "rng", "args", "command", "sessions")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-type", default="vit_small", choices=sorted(SMALL_CONFIGS))
+    parser.add_argument("--model-type", default="vit_small", choices=sorted(SMALL_CONFIGS) + sorted(SMALL_SAM2))
     parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps (sets the schedule)")
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
@@ -156,9 +158,9 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
 
 
 def source_test_set(model_type: str, num_images: int) -> SyntheticDataset:
-    size = sam_image_size(model_type)
-    return SyntheticDataset("test", num_images, scene_size=size, shift="none", image_size=size, prompt="box",
-                            train=False, embedding_size=sam_embedding_size(model_type))
+    sizes = input_sizes(model_type)
+    return SyntheticDataset("test", num_images, scene_size=sizes["image_size"], shift="none", prompt="box",
+                            train=False, **sizes)
 
 
 def box_prior_miou(dataset: SyntheticDataset) -> float:
@@ -256,10 +258,11 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
                     strategy="ddp" if args.devices > 1 else "auto")
     fabric.launch()
     torch.manual_seed(args.seed)
-    model = fabric.to_device(WeSAM(build_sam(args.model_type, args.init), lora_rank=0))
+    model = fabric.to_device(WeSAM.on(build_network(args.model_type, args.init), lora_rank=0))
     size = model.image_size
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]  # SAM 2: its image path only
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
     sessions = []
     if saved:
         model.sam.load_state_dict(saved["model"])
@@ -310,8 +313,8 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
             loss = loss / args.batch_size
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            loss = sum_gradients_and_loss(fabric, list(model.parameters()), loss.detach())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            loss = sum_gradients_and_loss(fabric, trained, loss.detach())
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             set_optimizer_values(optimizer, args.lr * learning_rate_factor(run.step, args.warmup, args.steps),
                                  args.weight_decay)
             optimizer.step()

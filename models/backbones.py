@@ -1,0 +1,44 @@
+"""Which SAM a model.type is, and what the rest of the program needs to know of it: the one place
+that tells SAM (models/registry.py, models/sam1.py) from SAM 2 (models/sam2.py) by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segment_anything.modeling import Sam
+from sam2.modeling.sam2_base import SAM2Base
+
+from models.registry import SAM_CONFIGS, build_sam, sam_embedding_size, sam_image_size
+from models.sam2 import OFFICIAL_SAM2, SAM2_CONFIGS, SMALL_SAM2, build_sam2_model, sam2_config
+
+MODEL_TYPES = sorted(SAM_CONFIGS) + sorted(SAM2_CONFIGS)
+
+
+def is_sam2(model_type: str) -> bool:
+    return model_type in SAM2_CONFIGS
+
+
+def input_sizes(model_type: str) -> dict[str, int | str]:
+    """What a dataset needs to know of the model: its input side S, image-embedding side h, and how
+    an image becomes S x S ("longest_side": SAM's resize and pad; "square": SAM 2's resize)."""
+    if model_type in OFFICIAL_SAM2 or model_type in SMALL_SAM2:
+        size = SMALL_SAM2[model_type][1]["image_size"] if model_type in SMALL_SAM2 else 1024
+        return {"image_size": size, "embedding_size": size // 16, "resize": "square"}
+    return {"image_size": sam_image_size(model_type), "embedding_size": sam_embedding_size(model_type),
+            "resize": "longest_side"}
+
+
+def describe(model_type: str) -> dict[str, str]:
+    """What an adapter file records of its model beside model.type: the backbone ("sam" or "sam2")
+    and, for SAM 2, the package's configuration the model is built from."""
+    if is_sam2(model_type):
+        return {"backbone": "sam2", "sam2_config": sam2_config(model_type)[0]}
+    return {"backbone": "sam"}
+
+
+def build_network(model_type: str, checkpoint: str | Path | None = None, attention: str = "sam") -> Sam | SAM2Base:
+    """The SAM or SAM 2 of `model_type` with random weights or those of `checkpoint`; SAM's image
+    encoder with attention of kind `attention` (SAM 2 has the package's own)."""
+    if is_sam2(model_type):
+        return build_sam2_model(model_type, checkpoint)
+    return build_sam(model_type, checkpoint, attention)
