@@ -52,9 +52,8 @@ def cache_key(model: WeSAM, dataset: InstanceDataset, auto: Any, pad: str, origi
     order), the generator settings with top_k, and `origin` ("anchor", or the adapter and step
     of a refresh, whose weights the run's own history determines)."""
     parts = {"version": CACHE_VERSION, "weights": anchor_digest(model), "pad": pad, "origin": origin,
-             "pixel_normalize": model.backbone.pixel_normalize, "generator": generator_settings(auto), "top_k": auto.top_k,
-             "multimask": auto.multimask,
-             "images": dataset.image_identities()}
+             "pixel_normalize": model.backbone.pixel_normalize, "generator": generator_settings(auto),
+             "top_k": auto.top_k, "multimask": auto.multimask, "images": dataset.image_identities()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

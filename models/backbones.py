@@ -28,7 +28,7 @@ def input_sizes(model_type: str) -> dict[str, int | str]:
             "resize": "longest_side"}
 
 
-def describe(model_type: str) -> dict[str, str]:
+def backbone_metadata(model_type: str) -> dict[str, str]:
     """What an adapter file records of its model beside model.type: the backbone ("sam" or "sam2")
     and, for SAM 2, the package's configuration the model is built from."""
     if is_sam2(model_type):

@@ -4,6 +4,7 @@ mode) built on them."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,9 @@ class WeSAM2Predictor(SAM2ImagePredictor):
     are the package's."""
 
     def __init__(self, model: WeSAM, adapter: str | None) -> None:
-        super().__init__(model.sam)
+        with warnings.catch_warnings():  # the package scripts its transforms with torch.jit, which torch deprecates
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            super().__init__(model.sam)
         self.wesam = model
         self.adapter = adapter
 

@@ -65,8 +65,9 @@ def test_the_generator_sees_what_wesam_sees(tmp_path, pad):
     predictor = WeSAMPredictor(model, pad, None)
     predictor.set_image(image)
     with torch.no_grad():
-        expected = model.backbone.encode(model.backbone.preprocess(sample["image"][None], sample["valid"][None]), None)[0]
-        adapted = model.backbone.encode(model.backbone.preprocess(sample["image"][None], sample["valid"][None]), "student")[0]
+        x = model.backbone.preprocess(sample["image"][None], sample["valid"][None])
+        expected = model.backbone.encode(x, None)[0]
+        adapted = model.backbone.encode(x, "student")[0]
     assert torch.allclose(predictor.features, expected, atol=1e-5)
     assert not torch.allclose(predictor.features, adapted, atol=1e-3)
     # a mask comes back at the image's own size, from where the image lies in the padded input

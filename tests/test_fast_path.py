@@ -57,8 +57,8 @@ def step(model: WeSAM, teacher_mode: str):
                          [("sdpa", False, True, "shared"), ("sdpa", True, False, "shared"), ("sam", True, True, "ema")])
 def test_fast_path_matches_segment_anythings_attention(attention, memory_saving, batch_views, teacher_mode):
     reference = WeSAM.on(random_sam(), lora_rank=4, teacher_mode=teacher_mode)
-    fast = WeSAM.on(random_sam(attention=attention), lora_rank=4, teacher_mode=teacher_mode, memory_saving=memory_saving,
-                 batch_views=batch_views)
+    fast = WeSAM.on(random_sam(attention=attention), lora_rank=4, teacher_mode=teacher_mode,
+                    memory_saving=memory_saving, batch_views=batch_views)
     with torch.no_grad():  # trained-looking LoRA on both, so the adapters matter
         for ours, theirs in zip(lora_layers(fast), lora_layers(reference)):
             for p, q in zip(ours.parameters(), theirs.parameters()):

@@ -1,6 +1,7 @@
 """SAM 2 as a second backbone: builders and checkpoint messages, LoRA on the Hiera blocks against a
-dense reference, our image path against the package's SAM2ImagePredictor from files on disk, and the
-merged export loaded strictly by the package's build_sam2."""
+dense reference, the image path that trains (only the parts it uses, decoding alike in train and
+eval mode), our path from a file on disk through a dataset sample against the package's
+SAM2ImagePredictor, and the merged export loaded strictly by the package's build_sam2."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from datasets.files import read_image
-from models import CheckpointError, build_sam
+from datasets.transforms import resize_square_image
+from losses.segmentation import iou_head_loss
+from models import CheckpointError, WeSAM, build_sam
 from models.lora import STUDENT, TEACHER, lora_layers, merged_state_dict, use_adapter
 from models.sam2 import (
+    IMAGE_PATH,
     OFFICIAL_SAM2,
     SAM2_CONFIGS,
     Sam2Backbone,
@@ -28,11 +32,14 @@ from models.sam2 import (
     load_sam2_state,
     sam2_config,
 )
+from tests.ondisk import build, labels, write_mask
 
 # (height, width, PIL mode): the tiny SAM 2's input is 128, so these scale up and down, non-square
 IMAGES = {"wide": (97, 150, "RGB"), "grey": (151, 203, "L"), "rgba_tall": (300, 190, "RGBA")}
 BOXES = [[0.1, 0.15, 0.6, 0.55], [0.4, 0.3, 0.95, 0.9]]  # fractions of width and height, XYXY
 POINTS = [[[0.3, 0.35], [0.05, 0.9]], [[0.7, 0.6], [0.2, 0.2]]]  # two objects, a positive and a negative point
+# two instances of each image's label map, as fractions of width and height (XYXY)
+INSTANCES = {1: (0.1, 0.15, 0.6, 0.55), 2: (0.55, 0.5, 0.95, 0.9)}
 
 
 def tiny_model(seed: int = 0):
@@ -68,20 +75,26 @@ def native_prompts(height: int, width: int, prompt: str) -> dict[str, torch.Tens
 
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("images")
+    """A `folder` dataset's test split: images/<stem>.png (RGB, grey, RGBA; none square) and a label
+    map of two instances each in masks/<stem>.png. Returns the image files."""
+    root = tmp_path_factory.mktemp("folder")
     rng = np.random.default_rng(0)
     files = {}
     for stem, (height, width, mode) in IMAGES.items():
         pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
         pixels[height // 5:height // 2, width // 6:width // 2, :3] = (220, 40, 30)
-        files[stem] = root / f"{stem}.png"
+        files[stem] = root / "test" / "images" / f"{stem}.png"
+        files[stem].parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels, "RGBA").convert(mode).save(files[stem])
+        rects = {value: (int(x1 * width), int(y1 * height), int(x2 * width), int(y2 * height))
+                 for value, (x1, y1, x2, y2) in INSTANCES.items()}
+        write_mask(root / "test" / "masks" / f"{stem}.png", labels(rects, height, width))
     return files
 
 
 def test_model_types_and_builders():
     assert set(SAM2_CONFIGS) == {f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")} | {
-        "sam2_tiny"}
+        "sam2_tiny", "sam2_small"}
     for model_type, (config, checkpoint) in OFFICIAL_SAM2.items():
         assert sam2_config(model_type) == (config, [])
         assert checkpoint.startswith(model_type.split("_hiera")[0]) and checkpoint.endswith(".pt")
@@ -166,50 +179,122 @@ def test_lora_on_a_stage_change_block_equals_dense_reference():
     assert not any("adapters" in k or ".qkv.qkv." in k for k in merged)
 
 
+def square_batch(count: int, size: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """B x 3 x S x S images as the datasets give SAM 2 (floats in [0, 1]) and their valid regions."""
+    images = torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return images, torch.tensor([[0, 0, size, size]] * count)
+
+
 def test_lora_trains_only_the_student_and_the_anchor_is_the_plain_model():
     plain = tiny_model()
-    backbone = Sam2Backbone(copy.deepcopy(plain), lora_rank=4)
-    trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    model = WeSAM.on(copy.deepcopy(plain), lora_rank=4)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == sum(4 * 2 * (b.attn.qkv.qkv.in_features + b.attn.qkv.qkv.out_features // 3)
-                            for b in backbone.sam.image_encoder.trunk.blocks)
-    randomise_lora(backbone)
-    images = torch.randint(0, 256, (2, 3, 100, 140), dtype=torch.uint8)
+                            for b in model.sam.image_encoder.trunk.blocks)
+    randomise_lora(model)
+    images, valid = square_batch(2)
     prompts = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]])}, {"boxes": torch.tensor([[0.0, 0.0, 64.0, 64.0]])}]
     with torch.no_grad():
-        anchor = backbone.predict(images, prompts, adapter=None)
-        reference = Sam2Backbone(plain, lora_rank=0).predict(images, prompts)
+        anchor = model.predict(images, valid, prompts, adapter=None)
+        reference = WeSAM.on(plain, lora_rank=0).predict(images, valid, prompts)
     assert torch.equal(anchor["embeddings"], reference["embeddings"])
     assert torch.equal(anchor["logits"][1], reference["logits"][1])
-    student = backbone.predict(images, prompts)
+    student = model.predict(images, valid, prompts)
     assert not torch.allclose(student["embeddings"], anchor["embeddings"])
+    backbone = model.backbone
     with torch.no_grad():  # one adapter per batch slice (Hiera's windows stay grouped by image)
-        mixed, _ = backbone.encode(backbone.preprocess(images), adapter=(STUDENT, None))
+        mixed, _ = backbone.encode(backbone.preprocess(images, valid), adapter=(STUDENT, None))
     torch.testing.assert_close(mixed[0], student["embeddings"][0].detach(), rtol=0, atol=1e-5)
     torch.testing.assert_close(mixed[1], anchor["embeddings"][1], rtol=0, atol=1e-5)
     (student["logits"][0].sum() + student["iou"][1].sum()).backward()
-    grads = {name: p.grad for name, p in backbone.named_parameters() if p.grad is not None}
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert grads and all(".adapters.student." in name for name in grads)
-    assert all(p.grad.abs().sum() > 0 for name, p in backbone.named_parameters() if ".up_q." in name)
+    assert all(p.grad.abs().sum() > 0 for name, p in model.named_parameters() if ".up_q." in name)
+
+
+def test_image_path_trains_only_what_it_uses():
+    """Rank 0 (pretraining): the parts of SAM2Base the image path never uses (memory attention and
+    encoder, object pointers, the object-score head) stay frozen, so that every trained parameter gets
+    a gradient (DDP raises on one without) and the optimizer holds nothing else."""
+    model = WeSAM.on(tiny_model(), lora_rank=0).train()
+    trained = {name for name, p in model.sam.named_parameters() if p.requires_grad}
+    frozen = {name for name, p in model.sam.named_parameters() if not p.requires_grad}
+    assert all(name.startswith(IMAGE_PATH) for name in trained)
+    assert {name.split(".")[0] for name in frozen} >= {"memory_attention", "memory_encoder", "obj_ptr_proj",
+                                                       "mask_downsample", "sam_mask_decoder"}
+    assert all(name.startswith("sam_mask_decoder.pred_obj_score_head.") for name in frozen
+               if name.startswith("sam_mask_decoder."))
+    images, valid = square_batch(2)
+    prompts = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]]), "points": torch.tensor([[[50.0, 60.0]]]),
+                "point_labels": torch.tensor([[1]]), "mask_inputs": torch.randn(1, 1, 32, 32)},
+               {"points": torch.tensor([[[30.0, 30.0], [100.0, 100.0]]]), "point_labels": torch.tensor([[1, 0]])}]
+    outputs = model.predict(images, valid, prompts)
+    (sum(logits.sum() for logits in outputs["logits"]) + sum(iou.sum() for iou in outputs["iou"])).backward()
+    without = sorted(name for name, p in model.sam.named_parameters() if p.requires_grad and p.grad is None)
+    assert without == []
+
+
+def test_decoding_is_alike_in_train_and_eval_mode_and_the_iou_head_ends_in_a_sigmoid():
+    """Built without the eval-only postprocessing, so the anchor and teacher (no gradients) decode as
+    the training student; SAM 2's IoU head applies its own sigmoid, and the IoU loss none more."""
+    model = WeSAM.on(tiny_model(), lora_rank=4)
+    randomise_lora(model)
+    images, valid = square_batch(1)
+    prompts = [{"points": torch.tensor([[[40.0, 50.0]], [[90.0, 20.0]]]), "point_labels": torch.tensor([[1], [1]])}]
+    with torch.no_grad():
+        train = model.train().predict(images, valid, prompts)
+        evaluation = model.eval().predict(images, valid, prompts)
+    assert torch.equal(train["logits"][0], evaluation["logits"][0])
+    assert torch.equal(train["iou"][0], evaluation["iou"][0])
+    decoder = model.sam.sam_mask_decoder
+    assert decoder.iou_prediction_head.sigmoid_output and not decoder.dynamic_multimask_via_stability
+    iou = evaluation["iou"][0]
+    assert ((iou > 0) & (iou < 1)).all()
+    target = torch.zeros(2, 1, 128, 128)
+    target[:, :, 20:80, 30:90] = 1
+    logits = torch.randn(2, 1, 128, 128)
+    actual = ((logits > 0) & (target > 0)).flatten(1).sum(1) / ((logits > 0) | (target > 0)).flatten(1).sum(1)
+    torch.testing.assert_close(iou_head_loss(iou, logits, target), F.mse_loss(iou.flatten(), actual))
+
+
+def native(prompts: dict[str, torch.Tensor], height: int, width: int, size: int) -> dict[str, torch.Tensor]:
+    """A sample's prompts (S x S input frame) in the image's own pixels, as a SAM 2 user gives them."""
+    scale = torch.tensor([width / size, height / size])
+    out = {}
+    if "boxes" in prompts:
+        out["boxes"] = prompts["boxes"] * scale.repeat(2)
+    if "points" in prompts:
+        out["points"], out["point_labels"] = prompts["points"] * scale, prompts["point_labels"]
+    return out
 
 
 @pytest.mark.parametrize("prompt", ["box", "point", "box+point"])
 def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt):
+    """A file on disk -> a dataset sample (our reader, SAM 2's input path) -> WeSAM with LoRA at zero,
+    against SAM2ImagePredictor.set_image + predict on the same file: low-res logits, IoU head and the
+    masks at the image's size, to 1e-4."""
     torch.manual_seed(0)
     sam = build_sam2_model("sam2_tiny")
     predictor = small_predictor(copy.deepcopy(sam))
-    backbone = Sam2Backbone(sam, lora_rank=4).eval()  # LoRA at zero
-    for path in image_files.values():
-        pixels = read_image(path)  # our reader: grey and RGBA become RGB
-        height, width = pixels.shape[:2]
-        prompts = native_prompts(height, width, prompt)
+    model = WeSAM.on(sam, lora_rank=4).eval()  # LoRA at zero
+    root = next(iter(image_files.values())).parent.parent.parent
+    datasets = {kind: build("folder", root, "test", "model.type=sam2_tiny", f"prompt={kind}")
+                for kind in ("box", "point")}
+    for index, path in enumerate(sorted(image_files.values())):
+        samples = {kind: dataset[index] for kind, dataset in datasets.items()}
+        sample = samples["box"]
+        prompts = {**(samples["box"]["prompts"] if "box" in prompt else {}),
+                   **(samples["point"]["prompts"] if "point" in prompt else {})}
+        height, width = read_image(path).shape[:2]
+        assert sample["image"].dtype == torch.float32 and sample["image"].shape == (3, 128, 128)
+        given = native(prompts, height, width, 128)
         with torch.no_grad():
             predictor.set_image(np.array(Image.open(path).convert("RGB")))  # what a SAM 2 user passes
             masks, iou, low_res = predictor.predict(
-                point_coords=prompts.get("points"), point_labels=prompts.get("point_labels"), box=prompts.get("boxes"),
+                point_coords=given.get("points"), point_labels=given.get("point_labels"), box=given.get("boxes"),
                 multimask_output=False, return_logits=True)
-            ours = backbone.predict(torch.from_numpy(pixels).permute(2, 0, 1)[None],
-                                    [backbone.scale_prompts(prompts, (height, width))])
-            upsampled = backbone.postprocess(ours["logits"][0], (height, width))
+            ours = model.predict(sample["image"][None], sample["valid"][None], [prompts], adapter=STUDENT)
+            upsampled = model.postprocess(ours["logits"][0], sample["valid"], (height, width))
         logits = ours["logits"][0]
         assert logits.shape == (2, 1, 32, 32) and ours["iou"][0].shape == (2, 1)
         assert logits.abs().max() < 32  # so the predictor's clamp to +-32 leaves its logits comparable
@@ -220,35 +305,59 @@ def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt):
         torch.testing.assert_close(upsampled, torch.from_numpy(masks), rtol=0, atol=1e-4)
 
 
+def test_the_dataset_resizes_as_sam2_transforms(image_files):
+    """The sample's image is the package's own ToTensor + Resize of the file, and its masks and boxes
+    are scaled per axis (SAM 2 does not keep the aspect ratio)."""
+    path = image_files["rgba_tall"]
+    dataset = build("folder", path.parent.parent.parent, "test", "model.type=sam2_tiny")
+    sample = dataset[[record.image for record in dataset.records].index(path)]
+    pixels = read_image(path)
+    height, width = pixels.shape[:2]
+    expected = SAM2ImagePredictor(tiny_model())._transforms.transforms[0](torch.from_numpy(pixels).permute(2, 0, 1)
+                                                                          .float() / 255)
+    torch.testing.assert_close(sample["image"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(resize_square_image(pixels, 128)).permute(2, 0, 1), expected,
+                               rtol=0, atol=1e-6)
+    assert sample["valid"].tolist() == [0, 0, 128, 128] and sample["masks"].shape == (2, 128, 128)
+    x1, y1, x2, y2 = INSTANCES[1]
+    box = sample["prompts"]["boxes"][0]
+    # the box of the first instance (exclusive ends), x scaled by 128 / W and y by 128 / H
+    torch.testing.assert_close(box, torch.tensor([int(x1 * width) * 128 / width, int(y1 * height) * 128 / height,
+                                                  int(x2 * width) * 128 / width, int(y2 * height) * 128 / height]),
+                               rtol=0, atol=1.0)
+
+
 def test_object_score_does_not_blank_the_logits():
     """The video path sets every logit to -1024 when the object score is <= 0; ours keeps them."""
-    backbone = Sam2Backbone(tiny_model(), lora_rank=4)
+    model = WeSAM.on(tiny_model(), lora_rank=4)
+    backbone = model.backbone
+    images, valid = square_batch(1)
     with torch.no_grad():
         backbone.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(-100.0)
-        embeddings, high_res = backbone.encode(backbone.preprocess(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)))
+        embeddings, features = backbone.encode(backbone.preprocess(images, valid))
         points = {"points": torch.tensor([[[60.0, 70.0]]]), "point_labels": torch.tensor([[1]])}
-        logits, _ = backbone.decode(embeddings[0], [f[0] for f in high_res], points)
+        logits, _ = model.decode(features[0], points)
         video = backbone.sam._forward_sam_heads(
             embeddings, point_inputs={"point_coords": points["points"], "point_labels": points["point_labels"]},
-            high_res_features=high_res, multimask_output=False)
+            high_res_features=[feature[None] for feature in features[0][1]], multimask_output=False)
     assert (video[3] == -1024).all()
     assert logits.min() > -1000
 
 
 def test_merged_export_loads_strictly_in_build_sam2_and_gives_the_adapted_masks(tmp_path):
-    backbone = Sam2Backbone(tiny_model(), lora_rank=4).eval()
-    randomise_lora(backbone)
+    model = WeSAM.on(tiny_model(), lora_rank=4).eval()
+    randomise_lora(model)
     path = tmp_path / "merged.pt"
-    torch.save({"model": merged_state_dict(backbone.sam)}, path)
+    torch.save({"model": merged_state_dict(model.sam)}, path)
     config, overrides = sam2_config("sam2_tiny")
     exported = build_sam2(config, str(path), device="cpu", hydra_overrides_extra=overrides, apply_postprocessing=False)
-    images = torch.randint(0, 256, (1, 3, 90, 120), dtype=torch.uint8)
+    images, valid = square_batch(1)
     prompts = [{"boxes": torch.tensor([[10.0, 20.0, 80.0, 100.0]]), "points": torch.tensor([[[40.0, 50.0]]]),
                 "point_labels": torch.tensor([[1]])}]
     with torch.no_grad():
-        adapted = backbone.predict(images, prompts)
-        plain = Sam2Backbone(exported, lora_rank=0).predict(images, prompts)
-        anchor = backbone.predict(images, prompts, adapter=None)
+        adapted = model.predict(images, valid, prompts)
+        plain = WeSAM.on(exported, lora_rank=0).predict(images, valid, prompts)
+        anchor = model.predict(images, valid, prompts, adapter=None)
     torch.testing.assert_close(plain["logits"][0], adapted["logits"][0], rtol=0, atol=1e-4)
     torch.testing.assert_close(plain["iou"][0], adapted["iou"][0], rtol=0, atol=1e-5)
     assert torch.equal((plain["logits"][0] > 0), (adapted["logits"][0] > 0))
@@ -262,15 +371,16 @@ def test_sam2_1_hiera_t_at_1024_equals_the_predictor(image_files):
     sam = build_sam2_model("sam2.1_hiera_t")
     predictor = SAM2ImagePredictor(copy.deepcopy(sam))
     assert _state_signature(sam.state_dict()) == _official_signature("sam2.1_hiera_t")
-    backbone = Sam2Backbone(sam, lora_rank=4)
-    pixels = read_image(image_files["wide"])
-    prompts = native_prompts(*pixels.shape[:2], "box+point")
+    model = WeSAM.on(sam, lora_rank=4).eval()
+    path = image_files["wide"]
+    dataset = build("folder", path.parent.parent.parent, "test", "model.type=sam2.1_hiera_t", "prompt=box")
+    sample = dataset[[record.image for record in dataset.records].index(path)]
+    pixels = read_image(path)
+    given = native(sample["prompts"], *pixels.shape[:2], 1024)
     with torch.no_grad():
         predictor.set_image(pixels)
-        _, iou, low_res = predictor.predict(point_coords=prompts["points"], point_labels=prompts["point_labels"],
-                                            box=prompts["boxes"], multimask_output=False, return_logits=True)
-        ours = backbone.predict(torch.from_numpy(pixels).permute(2, 0, 1)[None],
-                                [backbone.scale_prompts(prompts, pixels.shape[:2])])
+        _, iou, low_res = predictor.predict(box=given["boxes"], multimask_output=False, return_logits=True)
+        ours = model.predict(sample["image"][None], sample["valid"][None], [sample["prompts"]])
     assert ours["logits"][0].shape == (2, 1, 256, 256)
     torch.testing.assert_close(ours["logits"][0].clamp(-32, 32), torch.from_numpy(low_res), rtol=0, atol=1e-4)
     torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
