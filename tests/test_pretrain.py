@@ -123,6 +123,32 @@ def test_short_run_resumes_exactly_renders_ahead_and_exports_loadable_weights(tm
     assert staged["init"] == record
 
 
+def test_sam2_pretraining_resumes_exactly_trains_its_image_path_and_exports_a_loadable_model(tmp_path):
+    """The same tool pretrains a small SAM 2: the parts of SAM2Base the image path never uses keep
+    their initial weights, and the export loads strictly into models.sam2.build_sam2_model."""
+    from models.sam2 import build_sam2_model
+
+    short = [*SHORT[:1], "sam2_tiny", *SHORT[2:]]
+    pretrain.main(short + ["--out", str(tmp_path / "whole")])
+    pretrain.main(short + ["--out", str(tmp_path / "split"), "--stop-at", "2"])
+    pretrain.main(short + ["--out", str(tmp_path / "split"), "--resume"])
+    a = read_checkpoint(tmp_path / "whole" / "last.ckpt")
+    b = read_checkpoint(tmp_path / "split" / "last.ckpt")
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    torch.manual_seed(0)  # the run's --seed 0 draws the same initial weights
+    initial = build_sam2_model("sam2_tiny").state_dict()
+    changed = {key for key, value in a["model"].items() if not torch.equal(value, initial[key])}
+    assert any(key.startswith("image_encoder.trunk.") for key in changed)
+    assert not any(key.startswith(("memory_attention.", "memory_encoder.", "obj_ptr_proj.",
+                                   "sam_mask_decoder.pred_obj_score_head.")) for key in changed)
+    target = tmp_path / "sam2_tiny.safetensors"
+    pretrain.main(["--out", str(tmp_path / "whole"), "--export", str(target)])
+    model = build_sam2_model("sam2_tiny", target)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.slow
 def test_two_processes_share_each_batch_and_train_the_same_model(tmp_path):
     import subprocess

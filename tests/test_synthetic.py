@@ -183,8 +183,9 @@ def test_dataset_spec_is_made_once_from_the_config(tiny_overrides):
     import dataclasses
 
     cfg = load_config(overrides=tiny_overrides + ["prompt=point", "dataset.coco.crowd=true", "augment.flip=false"])
-    spec = DatasetSpec.from_config(cfg, 256, 16)
-    assert (spec.name, spec.image_size, spec.embedding_size, spec.prompt) == ("synthetic", 256, 16, "point")
+    spec = DatasetSpec.from_config(cfg, 256, 16, "longest_side")
+    assert (spec.name, spec.image_size, spec.embedding_size, spec.resize, spec.prompt) == (
+        "synthetic", 256, 16, "longest_side", "point")
     assert spec.coco.crowd and not spec.flip and spec.synthetic.num_images("val") == 3 and spec.exif == "auto"
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.prompt = "box"
