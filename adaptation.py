@@ -40,7 +40,7 @@ from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
 from models.adapters import read_checkpoint
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
-from models.backbones import describe, input_sizes
+from models.backbones import describe as describe_model, input_sizes
 from utils.config import ConfigError, flatten, load_config, parse_override, read_config_file, update_config
 from utils.lock import hold_folder
 
@@ -222,7 +222,7 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         run, saved = load_run(resume, CHECKPOINT_PARTS)
         check_resumable(dict(saved["config"], out_dir=str(Path(resume).parent.parent)), cfg, "the config")
     check_training_config(cfg)
-    metadata = {"model_type": cfg.model.type, **describe(cfg.model.type), "lora_rank": cfg.lora.rank,
+    metadata = {"model_type": cfg.model.type, **describe_model(cfg.model.type), "lora_rank": cfg.lora.rank,
                 "dataset": cfg.dataset.name, "prompt": cfg.prompt}
     files = RunFiles(cfg.out_dir, metadata)
     # one run at a time in a folder (rank 0 holds it for all): a second is refused, naming the first
