@@ -262,9 +262,14 @@ def sam2_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
-def test_validate_reproduces_the_runs_evaluations(sam2_run):
+def test_validate_reproduces_the_runs_evaluations(sam2_run, tmp_path):
     summary = json.loads((sam2_run / "summary.json").read_text())
     checkpoints = sam2_run / "checkpoints"
+    validate.main(["--ckpt", str(checkpoints / "best-lora.safetensors"), "--per-image", str(tmp_path / "rows.csv")])
+    rows = read_csv(tmp_path / "rows.csv")  # each image's scores, with and without the adapter
+    assert len(rows) == 4 and all(int(r["instances"]) > 0 for r in rows)
+    assert np.mean([float(r["miou"]) for r in rows]) == pytest.approx(summary["best"]["miou"], abs=1e-6)
+    assert np.mean([float(r["direct_miou"]) for r in rows]) == pytest.approx(summary["direct"]["miou"], abs=1e-6)
     for name, expected in (("best-lora.safetensors", summary["best"]), ("last-lora.safetensors", summary["last"]),
                            ("last.ckpt", summary["last"])):
         adapted = validate.main(["--ckpt", str(checkpoints / name)])  # config: the run's config.json
