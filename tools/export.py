@@ -13,7 +13,9 @@ model.type and model.checkpoint give the SAM the adapter is merged into. Then:
     from models.registry import build_sam
     sam = build_sam("vit_small", "merged.pth")                       # vit_tiny, vit_small (this repository)
     from sam2.build_sam import build_sam2                            # SAM 2: {"model": state_dict}, as Meta's files
-    sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu")
+    sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu", apply_postprocessing=False)
+(apply_postprocessing=False as WeSAM builds SAM 2: the package's default replaces a single mask of low
+stability by the best of three in eval mode, so SAM2ImagePredictor's masks would differ from predict.py's.)
     from models.sam2 import build_sam2_model
     sam2 = build_sam2_model("sam2_small", "merged.pt")               # sam2_tiny, sam2_small (this repository)
 """
@@ -61,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     merged = merged_state_dict(model.sam)
     if is_sam2(model_type):  # the layout of Meta's checkpoints, which build_sam2 reads
         write_torch(out, {"model": merged})
-        loader = (f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{out}", device="cpu")'
+        loader = (f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{out}", device="cpu", '
+                   'apply_postprocessing=False)'
                   if model_type in OFFICIAL_SAM2 else f'models.sam2.build_sam2_model("{model_type}", "{out}")')
     else:
         write_torch(out, merged)
