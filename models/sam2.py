@@ -35,11 +35,33 @@ OFFICIAL_SAM2: dict[str, tuple[str, str]] = {
     for size, name in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", "large"))
 }
 
-# Small configurations (random weights, for tests): a packaged configuration with these keys of
-# `model` changed. Shape rules: image_size divisible by 32 (its quarter by the first window, 8);
-# backbone_channel_list the trunk's widths, reversed; d_model a multiple of 16, equal to the neck's
-# num_pos_feats; the memory modules (unused by the image path) shrunk to match d_model.
+
+def _memory_of_width(width: int) -> dict[str, Any]:
+    """The memory modules (unused by the image path, but built and stored) shrunk to a neck of `width`."""
+    return {
+        "memory_attention.d_model": width,
+        "memory_attention.num_layers": 1,
+        "memory_attention.layer.d_model": width,
+        "memory_attention.layer.dim_feedforward": 2 * width,
+        "memory_attention.layer.self_attention.embedding_dim": width,
+        "memory_attention.layer.self_attention.feat_sizes": [8, 8],
+        "memory_attention.layer.cross_attention.embedding_dim": width,
+        "memory_attention.layer.cross_attention.feat_sizes": [8, 8],
+        "memory_attention.layer.cross_attention.kv_in_dim": 16,
+        "memory_encoder.out_dim": 16,
+        "memory_encoder.in_dim": width,
+        "memory_encoder.position_encoding.num_pos_feats": 16,
+        "memory_encoder.mask_downsampler.embed_dim": width,
+        "memory_encoder.fuser.layer.dim": width,
+    }
+
+
+# Small configurations: a packaged configuration with these keys of `model` changed. Shape rules:
+# image_size divisible by 32 (its quarter by the first window); backbone_channel_list the trunk's
+# widths, reversed; d_model a multiple of 16, equal to the neck's num_pos_feats; the memory modules
+# shrunk to match d_model.
 SMALL_SAM2: dict[str, tuple[str, dict[str, Any]]] = {
+    # random weights, for tests
     "sam2_tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml", {
         "image_size": 128,
         "image_encoder.trunk.embed_dim": 8,
@@ -48,20 +70,7 @@ SMALL_SAM2: dict[str, tuple[str, dict[str, Any]]] = {
         "image_encoder.neck.d_model": 32,
         "image_encoder.neck.position_encoding.num_pos_feats": 32,
         "image_encoder.neck.backbone_channel_list": [64, 32, 16, 8],
-        "memory_attention.d_model": 32,
-        "memory_attention.num_layers": 1,
-        "memory_attention.layer.d_model": 32,
-        "memory_attention.layer.dim_feedforward": 64,
-        "memory_attention.layer.self_attention.embedding_dim": 32,
-        "memory_attention.layer.self_attention.feat_sizes": [8, 8],
-        "memory_attention.layer.cross_attention.embedding_dim": 32,
-        "memory_attention.layer.cross_attention.feat_sizes": [8, 8],
-        "memory_attention.layer.cross_attention.kv_in_dim": 16,
-        "memory_encoder.out_dim": 16,
-        "memory_encoder.in_dim": 32,
-        "memory_encoder.position_encoding.num_pos_feats": 16,
-        "memory_encoder.mask_downsampler.embed_dim": 32,
-        "memory_encoder.fuser.layer.dim": 32,
+        **_memory_of_width(32),
     }),
     # the embedded default's SAM 2 (pretrained here like vit_small: models/weights/, README "SAM 2"):
     # 128 px, Hiera 32 -> 256 wide over 1 + 2 + 4 + 1 blocks, 8 x 8 image embedding of 64 channels
@@ -75,20 +84,7 @@ SMALL_SAM2: dict[str, tuple[str, dict[str, Any]]] = {
         "image_encoder.neck.d_model": 64,
         "image_encoder.neck.position_encoding.num_pos_feats": 64,
         "image_encoder.neck.backbone_channel_list": [256, 128, 64, 32],
-        "memory_attention.d_model": 64,
-        "memory_attention.num_layers": 1,
-        "memory_attention.layer.d_model": 64,
-        "memory_attention.layer.dim_feedforward": 128,
-        "memory_attention.layer.self_attention.embedding_dim": 64,
-        "memory_attention.layer.self_attention.feat_sizes": [8, 8],
-        "memory_attention.layer.cross_attention.embedding_dim": 64,
-        "memory_attention.layer.cross_attention.feat_sizes": [8, 8],
-        "memory_attention.layer.cross_attention.kv_in_dim": 16,
-        "memory_encoder.out_dim": 16,
-        "memory_encoder.in_dim": 64,
-        "memory_encoder.position_encoding.num_pos_feats": 16,
-        "memory_encoder.mask_downsampler.embed_dim": 64,
-        "memory_encoder.fuser.layer.dim": 64,
+        **_memory_of_width(64),
     }),
 }
 
