@@ -147,8 +147,9 @@ def _mismatch_hint(state: dict[str, torch.Tensor], model: SAM2Base, model_type: 
     found = _state_signature(state)
     if found is None:
         sam1 = "image_encoder.patch_embed.proj.weight" in state
-        return (" It is a SAM 1 checkpoint: use a SAM 1 model.type (vit_b, vit_l, vit_h)." if sam1
-                else " It is not a SAM 2 state dict.")
+        return (" It is a SAM 1 checkpoint: use a SAM 1 model.type (vit_b, vit_l, vit_h, vit_small), or a SAM 2 "
+                "checkpoint (PREPARE.md; the shipped sam2_small's is models/weights/sam2_small_source.safetensors, "
+                "as configs/sam2/ set it)." if sam1 else " It is not a SAM 2 state dict.")
     expected = _state_signature(model.state_dict())
     matches = [name for name in OFFICIAL_SAM2 if _official_signature(name) == found]
     hint = f" It fits model.type={matches[0]}; set that." if matches else ""
