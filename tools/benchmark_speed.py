@@ -1,7 +1,8 @@
 """Speed and memory of a WeSAM training step and an evaluation forward: the authors' step structure
 ("reference") against our fast path, side by side in one process, on the same weights and inputs.
 
-    python tools/benchmark_speed.py [--model vit_b] [--size 1024] [--device cpu|cuda] [--repeats 3]
+    python tools/benchmark_speed.py [--model vit_b|sam2.1_hiera_t|...] [--size 1024] [--device cpu|cuda]
+        [--repeats 3]
 
 Modes, each built from the same random weights and run on the same batch:
 - reference: the authors' structure: fp32, segment_anything's attention, a deep-copied frozen
@@ -12,6 +13,10 @@ Modes, each built from the same random weights and run on the same batch:
   on CUDA and on a CPU with bf16 dot-product instructions (avx512_bf16 or AMX), else fp32;
 - fast_fp32: fast without autocast: the defaults (precision=32-true);
 - memory_saving: fast with activation checkpointing of the encoder blocks (memory_saving=true).
+A SAM 2 model type (models/backbones.py is_sam2) has only fast and fast_fp32: the same step (anchor,
+teacher and student on one network with LoRA, views batched) on its own attention (the package's,
+scaled_dot_product_attention), at its configuration's fixed input size; it has no "sam" attention
+to be the reference, and no memory_saving (build_wesam refuses it for SAM 2).
 Measurements are interleaved (reference, fast, memory_saving, reference, ...) and the median of
 --repeats is reported. Prints a table and writes it to --out (results/speed.md) as the section of
 this model and size, the sections of other sizes kept, with the device,
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from sam2.modeling.sam2_base import SAM2Base
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,11 +51,13 @@ from configs.base_config import base_config  # noqa: E402
 from engine.checks import run_main  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
+from models.backbones import MODEL_TYPES, build_network, input_sizes, is_sam2  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
 from models.registry import build_sam_at_size, with_attention  # noqa: E402
 from utils.files import check_output, write_text  # noqa: E402
 
 MODES = ("reference", "fast", "fast_fp32", "memory_saving")
+SAM2_MODES = ("fast", "fast_fp32")
 LOSS = dict(base_config["loss"])
 
 
@@ -67,7 +75,12 @@ class Mode:
 
 
 def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype: torch.dtype | None) -> Mode:
-    """Mode `name` on copies of the random SAM `base` (so every mode has the same weights)."""
+    """Mode `name` on copies of the random SAM or SAM 2 `base` (so every mode has the same weights)."""
+    if isinstance(base, SAM2Base):
+        if name not in SAM2_MODES:
+            raise ValueError(f"SAM 2 has no mode '{name}'; choose from {', '.join(SAM2_MODES)}")
+        model = WeSAM.on(copy.deepcopy(base), lora_rank=4, batch_views=True)
+        return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
     if name == "reference":
         model = WeSAM.on(with_attention(copy.deepcopy(base), "sam"), lora_rank=4).to(device)
         anchor = WeSAM.on(with_attention(copy.deepcopy(base), "sam"), lora_rank=0).to(device).requires_grad_(False)
@@ -187,8 +200,11 @@ def profile_table(mode: Mode, batch: dict[str, Any], device: torch.device, rows:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vit_b", help="SAM shape: vit_b, vit_l, vit_h, vit_small, vit_tiny")
-    parser.add_argument("--size", type=int, default=1024, help="input size (random weights at any size)")
+    parser.add_argument("--model", default="vit_b", choices=MODEL_TYPES,
+                        help="SAM shape (vit_b, vit_l, vit_h, vit_small, vit_tiny) or SAM 2 model type")
+    parser.add_argument("--size", type=int, default=None,
+                        help="input size: SAM at any size (random weights; default 1024), SAM 2 only at its "
+                             "configuration's (the default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--instances", type=int, default=4, help="box prompts in the image")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
@@ -196,7 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                         help="untimed training steps and evaluations before each timed one")
     parser.add_argument("--fast-precision", choices=("fp32", "bf16"), default=None,
                         help="autocast of the fast modes (default: bf16 where it is native, see native_bf16)")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
+    parser.add_argument("--modes", default=None,
+                        help=f"comma-separated subset of {', '.join(MODES)} (SAM 2: of {', '.join(SAM2_MODES)}); "
+                             "default all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
     parser.add_argument("--out", default="results/speed.md")
@@ -205,15 +223,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    modes = args.modes.split(",")
-    if unknown := set(modes) - set(MODES):
-        parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
+    sam2 = is_sam2(args.model)
+    known = SAM2_MODES if sam2 else MODES
+    modes = args.modes.split(",") if args.modes else list(known)
+    if unknown := set(modes) - set(known):
+        parser.error(f"unknown mode(s) {', '.join(sorted(unknown))} for {args.model}; choose from {', '.join(known)}")
+    fixed_size = input_sizes(args.model)["image_size"] if sam2 else None
+    if fixed_size and args.size not in (None, fixed_size):
+        parser.error(f"{args.model} takes only its configuration's input size, {fixed_size} px "
+                     f"(got --size {args.size})")
+    size = args.size or fixed_size or 1024
     precision = args.fast_precision or ("bf16" if native_bf16(device) else "fp32")
     torch.backends.cuda.matmul.allow_tf32 = True  # the fast path's TF32 (the reference autocasts nothing)
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
-    base = build_sam_at_size(args.model, args.size)
-    batch = make_batch(args.size, args.instances, device)
+    base = build_network(args.model) if sam2 else build_sam_at_size(args.model, size)
+    batch = make_batch(size, args.instances, device)
     memory = PeakMemory(device)
     times: dict[str, dict[str, list[float]]] = {m: {"train": [], "eval": [], "memory": []} for m in modes}
     flops = None
@@ -238,14 +263,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                for name, measured in times.items()}
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else platform.processor() or platform.machine())
-    heading = f"## {args.model} at {args.size} px, {args.instances} box prompts, batch 1"
-    threads = f" --threads {args.threads}" if args.threads else ""
+    heading = f"## {args.model} at {size} px, {args.instances} box prompts, batch 1"
+    options = (f" --threads {args.threads}" if args.threads else "") + (f" --modes {args.modes}" if args.modes else "")
+    autocast = " and ".join(name for name in ("fast", "memory_saving") if name in modes) or "no mode"
     lines = [
         heading,
         "",
-        (f"Measured by `python tools/benchmark_speed.py --model {args.model} --size {args.size} "
-         f"--device {args.device} --repeats {args.repeats} --warmup {args.warmup}{threads}` on {device_name} "
-         f"({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads); fast and memory_saving "
+        (f"Measured by `python tools/benchmark_speed.py --model {args.model} --size {size} "
+         f"--device {args.device} --repeats {args.repeats} --warmup {args.warmup}{options}` on {device_name} "
+         f"({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads); {autocast} "
          f"in {precision}; median of {args.repeats} interleaved repetitions. Load average of the machine "
          f"({os.cpu_count()} cores, other work included) at the start and the end: {load_start:.1f}, "
          f"{os.getloadavg()[0]:.1f}."),
@@ -268,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                      f"{1 / r['eval']:.2f} | {ratio('eval')} | {r['memory']:.2f} | {ratio('memory', invert=True)} | "
                      f"{achieved:.3f}" + (f" | {100 * achieved / peak:.1f} % |" if peak else " |"))
     lines += ["", "\"vs reference\": the reference's time over the mode's (speed-up) and the mode's memory over the "
-              "reference's. Peak memory: " + ("CUDA max_memory_allocated." if device.type == "cuda" else
+              "reference's" + ("" if reference else " (\"-\": no reference in this run; SAM 2 has none)")
+              + ". Peak memory: " + ("CUDA max_memory_allocated." if device.type == "cuda" else
                                               "the process's peak RSS during the step (VmHWM), weights included.")]
     if args.profile and "fast" in modes:
         lines += ["", "### Where the time goes (fast mode, one training step)", "", "```",
