@@ -1,6 +1,7 @@
 """The embedded demo and shift benchmark with SAM 2: configs/shift/'s domains (the same scenes,
 prompts and steps) with the shipped `sam2_small` in place of `vit_small`, and each domain's
-learning rate for it, chosen on that domain's validation split (README, "SAM 2").
+learning rate and weak view for it, the best of those tried on that domain's validation split
+(results/sam2/shift_benchmark.md says which).
 
     python adaptation.py --config configs/sam2/glass_blur.py
     python tools/benchmark_shift.py --config "configs/sam2/{domain}.py" --methods wesam --out results/sam2
@@ -13,9 +14,11 @@ from typing import Any
 from configs.shift import shift_config
 
 
-def sam2_shift_config(shift: str, **schedule: Any) -> dict[str, Any]:
-    """configs/shift's config of `shift` with sam2_small and the `opt` keys in `schedule`."""
+def sam2_shift_config(shift: str, flip: bool = True, **schedule: Any) -> dict[str, Any]:
+    """configs/shift's config of `shift` with sam2_small, the weak view's flips on or off, and the
+    `opt` keys in `schedule` replacing configs/config.py's."""
     config = shift_config(shift, **schedule)
     config["out_dir"] = f"runs/sam2/{shift}"
     config["model"] = {"type": "sam2_small", "checkpoint": "models/weights/sam2_small_source.safetensors"}
+    config["augment"] = {"flip": flip}
     return config
