@@ -384,3 +384,22 @@ def test_sam2_1_hiera_t_at_1024_equals_the_predictor(image_files):
     assert ours["logits"][0].shape == (2, 1, 256, 256)
     torch.testing.assert_close(ours["logits"][0].clamp(-32, 32), torch.from_numpy(low_res), rtol=0, atol=1e-4)
     torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("domain", ["glass_blur", "defocus_blur", "medical"])
+def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
+    """configs/sam2/<domain>.py names the shipped weights (at most 30 MiB), which load strictly, with
+    the record of how they were made beside them."""
+    import json
+
+    from models import build_wesam
+    from utils.config import load_config
+
+    cfg = load_config(f"configs/sam2/{domain}.py")
+    assert cfg.model.type == "sam2_small" and cfg.dataset.synthetic.shift == domain
+    weights = Path(__file__).resolve().parent.parent / cfg.model.checkpoint
+    assert weights.stat().st_size <= 30 * 2**20
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert record["model_type"] == "sam2_small" and record["history"][-1]["miou"] > record["history"][-1]["box_prior"]
+    model = build_wesam(cfg)
+    assert model.backbone.family == "sam2" and model.image_size == 128
