@@ -8,7 +8,7 @@ A sample (one image, N instances, input size S, K points):
     valid         4 int64            top, left, height, width of the image inside the padding
                                      (SAM 2: the whole input)
     masks         N x S x S bool     ground-truth instance masks (for metrics; never a training target)
-    prompts       dict               see models/wesam.py (boxes N x 4, points N x K x 2, ...); empty when N = 0
+    prompts       dict               see models/sam1.py (boxes N x 4, points N x K x 2, ...); empty when N = 0
     index         int                position in the dataset
     skipped       list[int]          positions skipped while building this sample (see InstanceDataset)
 """

@@ -9,7 +9,7 @@ from segment_anything.modeling import Sam
 from sam2.modeling.sam2_base import SAM2Base
 
 from models.registry import SAM_CONFIGS, build_sam, sam_embedding_size, sam_image_size
-from models.sam2 import OFFICIAL_SAM2, SAM2_CONFIGS, SMALL_SAM2, build_sam2_model, sam2_config
+from models.sam2 import SAM2_CONFIGS, SMALL_SAM2, build_sam2_model, sam2_config
 
 MODEL_TYPES = sorted(SAM_CONFIGS) + sorted(SAM2_CONFIGS)
 
@@ -21,7 +21,7 @@ def is_sam2(model_type: str) -> bool:
 def input_sizes(model_type: str) -> dict[str, int | str]:
     """What a dataset needs to know of the model: its input side S, image-embedding side h, and how
     an image becomes S x S ("longest_side": SAM's resize and pad; "square": SAM 2's resize)."""
-    if model_type in OFFICIAL_SAM2 or model_type in SMALL_SAM2:
+    if is_sam2(model_type):
         size = SMALL_SAM2[model_type][1]["image_size"] if model_type in SMALL_SAM2 else 1024
         return {"image_size": size, "embedding_size": size // 16, "resize": "square"}
     return {"image_size": sam_image_size(model_type), "embedding_size": sam_embedding_size(model_type),
