@@ -4,12 +4,14 @@ that tells SAM (models/registry.py, models/sam1.py) from SAM 2 (models/sam2.py) 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from segment_anything.modeling import Sam
 from sam2.modeling.sam2_base import SAM2Base
+from segment_anything.modeling import Sam
+from torch import Tensor
 
-from models.registry import SAM_CONFIGS, build_sam, sam_embedding_size, sam_image_size
-from models.sam2 import SAM2_CONFIGS, SMALL_SAM2, build_sam2_model, sam2_config
+from models.registry import OFFICIAL_CHECKPOINTS, SAM_CONFIGS, build_sam, sam_embedding_size, sam_image_size
+from models.sam2 import OFFICIAL_SAM2, SAM2_CONFIGS, SMALL_SAM2, build_sam2_model, sam2_config
 
 MODEL_TYPES = sorted(SAM_CONFIGS) + sorted(SAM2_CONFIGS)
 
@@ -34,6 +36,20 @@ def backbone_metadata(model_type: str) -> dict[str, str]:
     if is_sam2(model_type):
         return {"backbone": "sam2", "sam2_config": sam2_config(model_type)[0]}
     return {"backbone": "sam"}
+
+
+def exported_checkpoint(model_type: str, state: dict[str, Tensor], path: str | Path) -> tuple[Any, str]:
+    """A plain state dict of `model_type` (LoRA merged) as the official tools read it from a file
+    (SAM 2: {"model": state}, Meta's layout, which build_sam2 reads; SAM: the state dict itself), and
+    the line of Python that loads it from `path`."""
+    if is_sam2(model_type):
+        loader = (f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{path}", device="cpu", '
+                  'apply_postprocessing=False)' if model_type in OFFICIAL_SAM2
+                  else f'models.sam2.build_sam2_model("{model_type}", "{path}")')
+        return {"model": state}, loader
+    loader = (f'segment_anything.sam_model_registry["{model_type}"](checkpoint="{path}")'
+              if model_type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{model_type}", "{path}")')
+    return state, loader
 
 
 def build_network(model_type: str, checkpoint: str | Path | None = None, attention: str = "sam") -> Sam | SAM2Base:

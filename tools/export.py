@@ -32,10 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.checks import check_config_file, run_main  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.adapters import load_student_adapter  # noqa: E402
+from models.backbones import exported_checkpoint  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
-from models.backbones import is_sam2  # noqa: E402
-from models.registry import OFFICIAL_CHECKPOINTS  # noqa: E402
-from models.sam2 import OFFICIAL_SAM2, sam2_config  # noqa: E402
 from utils.config import config_of, load_config  # noqa: E402
 from utils.files import check_output, write_torch  # noqa: E402
 
@@ -59,17 +57,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
-    model_type = cfg.model.type
-    merged = merged_state_dict(model.sam)
-    if is_sam2(model_type):  # the layout of Meta's checkpoints, which build_sam2 reads
-        write_torch(out, {"model": merged})
-        loader = (f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{out}", device="cpu", '
-                   'apply_postprocessing=False)'
-                  if model_type in OFFICIAL_SAM2 else f'models.sam2.build_sam2_model("{model_type}", "{out}")')
-    else:
-        write_torch(out, merged)
-        loader = (f'segment_anything.sam_model_registry["{model_type}"](checkpoint="{out}")'
-                  if model_type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{model_type}", "{out}")')
+    data, loader = exported_checkpoint(cfg.model.type, merged_state_dict(model.sam), out)
+    write_torch(out, data)
     print(f"Wrote SAM {cfg.model.type} with the adapter {args.ckpt} merged in (config {config or 'configs/config.py'}) "
           f"to {out}. Load it with {loader}.")
     return out
