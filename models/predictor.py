@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-from models.wesam import WeSAM, upscale_logits
+from models.wesam import WeSAM
 from utils.padding import pad_offsets
 
 # SamAutomaticMaskGenerator's arguments set by the config section `auto`
@@ -70,11 +69,7 @@ class WeSAMPredictor(SamPredictor):
                                                image_pe=self.model.prompt_encoder.get_dense_pe(),
                                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                                multimask_output=multimask_output and self.multimask)
-        size = self.wesam.image_size
-        height, width = self.input_size
-        masks = upscale_logits(low_res, size)
-        masks = F.interpolate(masks[..., top:top + height, left:left + width], self.original_size, mode="bilinear",
-                              align_corners=False)
+        masks = self.wesam.postprocess(low_res, torch.tensor([top, left, *self.input_size]), self.original_size)
         return (masks if return_logits else masks > self.model.mask_threshold), iou, low_res
 
 
