@@ -38,6 +38,7 @@ from models.sam2 import (
     sam2_config,
 )
 from tests.ondisk import build, labels, write_mask
+from utils.config import ConfigError, load_config
 
 # (height, width, PIL mode): the tiny SAM 2's input is 128, so these scale up and down, non-square
 IMAGES = {"wide": (97, 150, "RGB"), "grey": (151, 203, "L"), "rgba_tall": (300, 190, "RGBA")}
@@ -119,6 +120,8 @@ def test_model_types_and_builders():
     assert evaluation_decoding("vit_b", "auto") == "raw"
     assert [evaluation_decoding(name, setting) for name in ("sam2_small", "sam2.1_hiera_l")
             for setting in ("meta", "raw")] == ["meta", "raw"] * 2
+    with pytest.raises(ConfigError, match="model.decoding"):
+        load_config(overrides=["model.decoding=best"])
     blocks = model.image_encoder.trunk.blocks
     stage_changes = [i for i, block in enumerate(blocks) if block.dim != block.dim_out]
     assert stage_changes == [1, 2, 4]
@@ -466,7 +469,6 @@ def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
     import json
 
     from models import build_wesam
-    from utils.config import load_config
 
     cfg = load_config(f"configs/sam2/{domain}.py")
     assert cfg.model.type == "sam2_small" and cfg.dataset.synthetic.shift == domain
@@ -481,7 +483,6 @@ def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
 @pytest.mark.parametrize("override", ["memory_saving=true", "model.pixel_normalize=false"])
 def test_sam1_options_without_a_sam2_twin_are_refused(override):
     from models import build_wesam
-    from utils.config import ConfigError, load_config
 
     cfg = load_config(overrides=["model.type=sam2_tiny", "model.checkpoint=", override])
     with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}=\w+ is a SAM 1 option; SAM 2 \(model.type="
