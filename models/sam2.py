@@ -235,10 +235,10 @@ def box_and_point_prompts(prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]
 @contextmanager
 def stability_fallback(decoder: MaskDecoder, on: bool) -> Iterator[None]:
     """`decoder` with the package's dynamic multimask via stability on or off, whichever way the model
-    was built: the one switch of build_sam2's apply_postprocessing that a SAM2ImagePredictor's masks
-    depend on (the others, binarized memory masks and hole filling, belong to the video predictor).
-    Its threshold and margin are the decoder's own, build_sam2's 0.98 and 0.05 (tested); it acts in
-    eval mode only, as in the package."""
+    was built: all that build_sam2's apply_postprocessing switches on (build_sam2_video_predictor's
+    adds binarised memory masks and hole filling, which the image path never reaches). Its threshold
+    and margin are the decoder's own, build_sam2's 0.98 and 0.05 (tested); it acts in eval mode only,
+    as in the package."""
     built = decoder.dynamic_multimask_via_stability
     decoder.dynamic_multimask_via_stability = on
     try:

@@ -13,6 +13,7 @@ model.type and model.checkpoint give the SAM the adapter is merged into. Then:
     from models.registry import build_sam
     sam = build_sam("vit_small", "merged.pth")                       # vit_tiny, vit_small (this repository)
     from sam2.build_sam import build_sam2                            # SAM 2: {"model": state_dict}, as Meta's files
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
     sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu")   # official configurations
     predictor = SAM2ImagePredictor(sam2)                             # or SAM2AutomaticMaskGenerator(sam2)
     from models.sam2 import build_sam2_model, image_predictor, mask_generator
