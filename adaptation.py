@@ -33,8 +33,8 @@ from datasets.auto_prompts import AutoInstances
 from engine.auto_instances import cached_instances, describe, summarize
 from engine.checks import check_config_file, check_scored, check_train_split, check_training_config, run_main
 from engine.evaluate import evaluate
-from engine.run import (RunFiles, RunState, gather_objects, load_run, rng_state, save_run, set_optimizer_values,
-                        set_process_options, set_rng_state)
+from engine.run import (RunFiles, RunState, announce_precision, gather_objects, load_run, rng_state, save_run,
+                        set_optimizer_values, set_process_options, set_rng_state)
 from engine.signals import RunStopped, StopOnSignal, stop_requested
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
@@ -233,6 +233,7 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
             raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with --resume {files.last_ckpt} "
                               "or choose another out_dir=...")
         set_process_options(cfg)
+        announce_precision(cfg.precision, cfg.accelerator)
         fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                         strategy=cfg.strategy, precision=cfg.precision,
                         loggers=TensorBoardLogger(files.out_dir, name="tensorboard", version=""))

@@ -24,7 +24,7 @@ from datasets.instances import display_pixels
 from engine.checks import check_config_file, check_scored, run_main
 from engine.evaluate import evaluate
 from engine.predictions import crop_to_region, per_image_scores, sample_logits
-from engine.run import set_process_options
+from engine.run import announce_precision, set_process_options
 from models import build_wesam
 from models.adapters import load_student_adapter
 from models.lora import STUDENT
@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     set_process_options(cfg)
+    announce_precision(cfg.precision, cfg.accelerator)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision)
     fabric.launch()
     model = build_wesam(cfg)

@@ -59,8 +59,9 @@ base_config = {
         "cache": "",
     },
     "paper": {
-        # "release" (first code release) or "head" (the authors' later code): sets every key that differs between them
-        # (results/authors_code.md, "Two code versions"); "" sets none
+        # the authors' code: "release" (their first code release) or "head" (their later code) sets every option that
+        # makes ours that version of theirs (README, "Differences from the authors' code"; configs/paper/versions.py),
+        # except those the config file or the command line set; "" sets none
         "code": "",
         "train_images": 0,  # training images of the dataset, from which paper.code derives num_steps and eval_interval
     },
@@ -173,6 +174,9 @@ base_config = {
         # make both views after the resize to the "input" size, or at the image's "native" size before it
         # (authors' code)
         "views_at": "input",
+        # strong view of the "weak" view (flipped with it), or of the "unflipped" image (the authors' first
+        # release: the student then sees another geometry than its prompts and pseudo-labels 3 times in 4)
+        "strong_from": "weak",
     },
 }
 
@@ -202,6 +206,7 @@ CHOICES = {
     "paper.code": ["", "release", "head"],
     "dataset.coco.zero_size": ["drop", "authors"],
     "augment.views_at": ["input", "native"],
+    "augment.strong_from": ["weak", "unflipped"],
     "loss.focal_on": ["pixel", "mean"],
     "loss.focal_bce": ["logits", "probabilities"],
     "loss.contrastive_masks": ["threshold", "raw"],

@@ -4,7 +4,8 @@ the step-indexed sampler that makes training resumable.
 A sample (one image, N instances, input size S, K points):
     image         3 x S x S          weak view: uint8, zero padded (SAM), or float32 in [0, 1]
                                      resized to the square (SAM 2; see datasets/transforms.py)
-    image_strong  3 x S x S          strong view of the same geometry and type (training only)
+    image_strong  3 x S x S          strong view of the same geometry and type (training only; with
+                                     strong_from "unflipped", of the image before the flips)
     valid         4 int64            top, left, height, width of the image inside the padding
                                      (SAM 2: the whole input)
     masks         N x S x S bool     ground-truth instance masks (for metrics; never a training target)
@@ -23,8 +24,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
-from datasets.transforms import (RESIZES, VIEWS_AT, Augment, pad_to_square, resize_image, resize_longest_side,
-                                 resize_square, resize_square_image, to_bytes)
+from datasets.transforms import (RESIZES, STRONG_FROM, VIEWS_AT, Augment, pad_to_square, resize_image,
+                                 resize_longest_side, resize_square, resize_square_image, to_bytes)
 from utils.padding import pad_offsets
 
 
@@ -68,7 +69,8 @@ class InstanceDataset(Dataset):
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
                  strong: bool = True, embedding_size: int | None = None, views_at: str = "input",
                  keep_vanished: bool = False, point_negatives: str = "image", coarse_polygon: str = "largest",
-                 auto_instances: InstanceSource | None = None, resize: str = "longest_side") -> None:
+                 auto_instances: InstanceSource | None = None, resize: str = "longest_side",
+                 strong_from: str = "weak") -> None:
         self.image_size = image_size
         if resize not in RESIZES:
             raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got '{resize}'")
@@ -85,6 +87,9 @@ class InstanceDataset(Dataset):
         if views_at not in VIEWS_AT:
             raise ValueError(f"views_at must be one of {', '.join(VIEWS_AT)}, got '{views_at}'")
         self.views_at_native = views_at == "native"
+        if strong_from not in STRONG_FROM:
+            raise ValueError(f"strong_from must be one of {', '.join(STRONG_FROM)}, got '{strong_from}'")
+        self.strong_unflipped = strong_from == "unflipped"
         self.keep_vanished = keep_vanished and not train
         self.point_negatives = point_negatives
         if coarse_polygon not in COARSE_POLYGONS:
@@ -157,15 +162,17 @@ class InstanceDataset(Dataset):
             raise SampleError("no instance to train on (the image has no annotation, or every mask is empty)")
         strong = None
         if self.views_at_native:  # the authors' order: both views at the image's own size, then the resize
+            unflipped = image
             image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
-            strong = self.augment.strong_view(image, seed) if self.train else None
+            strong = self.strong_view(unflipped, image, seed)
             if strong is not None:
                 strong = (resize_square_image if self.square else resize_image)(strong, self.image_size)
         image, masks, boxes = (resize_square if self.square else resize_longest_side)(image, masks, boxes,
                                                                                       self.image_size)
         if not self.views_at_native:
+            unflipped = image
             image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
-            strong = self.augment.strong_view(image, seed) if self.train else None
+            strong = self.strong_view(unflipped, image, seed)
         if not self.keep_vanished:
             keep = masks.any(axis=(1, 2))  # instances too thin to survive the resize
             masks, boxes = masks[keep], boxes[keep]
@@ -191,6 +198,13 @@ class InstanceDataset(Dataset):
         if strong is not None:
             sample["image_strong"] = _to_chw(pad_to_square(strong, top, left, self.image_size, first_axis=0))
         return sample
+
+    def strong_view(self, unflipped: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarray | None:
+        """The strong view (training only) of the weak view H x W x 3, or of the image before its
+        flips with strong_from "unflipped" (the authors' first release)."""
+        if not self.train:
+            return None
+        return self.augment.strong_view(unflipped if self.strong_unflipped else weak, seed)
 
     def empty_sample(self, index: int, seed: int) -> dict[str, Any]:
         """A blank image without instances, standing in for a skipped evaluation image."""

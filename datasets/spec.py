@@ -72,6 +72,7 @@ class DatasetSpec:
     flip: bool
     strong: bool
     views_at: str
+    strong_from: str
 
     @classmethod
     def from_config(cls, cfg, image_size: int, embedding_size: int, resize: str) -> DatasetSpec:
@@ -85,7 +86,7 @@ class DatasetSpec:
             prompt=cfg.prompt, prompt_source=cfg.prompt_source, seed=cfg.seed, num_points=cfg.num_points,
             coarse_as=cfg.coarse_as, coarse_polygon=cfg.coarse_polygon, point_negatives=cfg.point_negatives,
             max_nums=cfg.max_nums, pad=cfg.model.pad, flip=cfg.augment.flip, strong=cfg.augment.strong,
-            views_at=cfg.augment.views_at,
+            views_at=cfg.augment.views_at, strong_from=cfg.augment.strong_from,
         )
 
     def sample_options(self, split: str) -> dict[str, Any]:
@@ -93,7 +94,8 @@ class DatasetSpec:
         return {"image_size": self.image_size, "embedding_size": self.embedding_size, "resize": self.resize,
                 "prompt": self.prompt, "train": split == "train", "seed": self.seed, "num_points": self.num_points,
                 "coarse_as": self.coarse_as, "max_nums": self.max_nums, "pad": self.pad, "flip": self.flip,
-                "strong": self.strong, "views_at": self.views_at, "keep_vanished": self.keep_vanished,
+                "strong": self.strong, "views_at": self.views_at, "strong_from": self.strong_from,
+                "keep_vanished": self.keep_vanished,
                 "point_negatives": self.point_negatives, "coarse_polygon": self.coarse_polygon}
 
     def labels_optional(self, split: str) -> bool:

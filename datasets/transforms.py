@@ -22,6 +22,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.transforms import Resize, ToTensor
 
 VIEWS_AT = ("input", "native")
+STRONG_FROM = ("weak", "unflipped")  # the strong view of the flipped weak view, or of the image before the flips
 RESIZES = ("longest_side", "square")  # SAM's input path, SAM 2's
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 
 from models.adapters import read_checkpoint, save_adapter
 from utils.files import write_csv, write_json, write_torch
@@ -134,6 +135,46 @@ def gather_objects(fabric: Any, obj: Any) -> list[Any]:
 def set_process_options(cfg: Any) -> None:
     """Process-wide switches of a config, set where a run starts: TF32 matrix products on CUDA."""
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+
+
+# CPU flags of native bf16 matrix products: x86 AVX512-BF16 and AMX, ARM's BF16 (its name on Linux)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
+    """The instruction-set flags of this machine's CPU (the "flags" lines of x86 Linux, "Features"
+    of ARM Linux), or None where they cannot be read (no /proc/cpuinfo: macOS, Windows)."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return None
+    return {flag for line in lines if line.partition(":")[0].strip() in ("flags", "Features")
+            for flag in line.partition(":")[2].split()}
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 matrix products run natively: on CUDA, or on a CPU with one of BF16_CPU_FLAGS
+    (elsewhere oneDNN emulates them, slower than fp32)."""
+    return device_type == "cuda" or bool((cpu_flags() or set()) & set(BF16_CPU_FLAGS))
+
+
+def slow_bf16_notice(precision: str, accelerator: str) -> str | None:
+    """The line that says that `precision` will be slow on this machine, or None: bf16-mixed on a
+    CPU that emulates bf16, where a vit_small step took 8x as long as in fp32 with AVX2 alone and
+    1.3x with AVX-512 (results/speed.md)."""
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    if precision != "bf16-mixed" or not on_cpu or native_bf16("cpu"):
+        return None
+    cpu = ("a CPU whose instruction flags could not be read" if cpu_flags() is None else
+           f"a CPU without bf16 instructions (none of {', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo)")
+    return (f"Note: precision=bf16-mixed on {cpu}: bf16 is emulated, so a step may take several times as long as "
+            "with precision=32-true (README, Troubleshooting).")
+
+
+def announce_precision(precision: str, accelerator: str) -> None:
+    """Print slow_bf16_notice, once (rank 0), where a run chooses its precision."""
+    if (notice := slow_bf16_notice(precision, accelerator)) and rank_zero_only.rank == 0:
+        print(notice, flush=True)
 
 
 class RunFiles:

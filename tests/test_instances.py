@@ -156,6 +156,32 @@ def test_native_views_are_the_views_of_the_native_image_then_sams_resize():
                               RectDataset(height=100, width=60, train=True)[(1, 9)]["image_strong"])
 
 
+@pytest.mark.parametrize("views_at", ["input", "native"])
+def test_strong_view_of_the_unflipped_image_keeps_the_weak_views_geometry_elsewhere(views_at):
+    # the authors' first release made the strong view from the image before the flips
+    kwargs = dict(height=100, width=60, train=True, views_at=views_at)
+    fixed, release = RectDataset(**kwargs), RectDataset(strong_from="unflipped", **kwargs)
+    unflipped = RectDataset(flip=False, **kwargs)
+    flips = []
+    for seed in range(6):
+        ours, theirs = fixed[(1, seed)], release[(1, seed)]
+        for key in ("image", "masks", "valid"):
+            assert torch.equal(ours[key], theirs[key]), key
+        torch.testing.assert_close(ours["prompts"], theirs["prompts"])
+        image, masks, _ = release.load(1)
+        if views_at == "input":
+            image = resize_image(image, 64)
+        strong = release.augment.strong_view(image, seed)
+        expected = strong if views_at == "input" else resize_image(strong, 64)
+        assert np.array_equal(theirs["image_strong"].permute(1, 2, 0).numpy()[:, :38], expected)
+        # the two strong views differ exactly when the weak view is flipped
+        flips.append(not torch.equal(ours["image"], unflipped[(1, seed)]["image"]))
+        assert torch.equal(ours["image_strong"], theirs["image_strong"]) != flips[-1]
+    assert any(flips) and not all(flips)
+    with pytest.raises(ValueError, match="strong_from"):
+        RectDataset(strong_from="image")
+
+
 def test_view_order_makes_no_difference_when_no_resize_is_needed():
     # the shift benchmark's case: scenes at the model's input size
     for seed in range(4):

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.base_config import base_config  # noqa: E402
 from engine.checks import run_main  # noqa: E402
+from engine.run import BF16_CPU_FLAGS, cpu_flags, native_bf16  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
 from models.backbones import MODEL_TYPES, build_network, input_sizes, is_sam2  # noqa: E402
@@ -88,16 +89,6 @@ def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype
     model = WeSAM.on(with_attention(copy.deepcopy(base), "sdpa"), lora_rank=4, memory_saving=name == "memory_saving",
                   batch_views=True)
     return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products are native: CUDA, or a CPU with avx512_bf16 or AMX (elsewhere
-    oneDNN emulates them, slower than fp32)."""
-    if device.type == "cuda":
-        return True
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def make_batch(size: int, instances: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
@@ -211,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed training steps and evaluations before each timed one")
     parser.add_argument("--fast-precision", choices=("fp32", "bf16"), default=None,
-                        help="autocast of the fast modes (default: bf16 where it is native, see native_bf16)")
+                        help="autocast of the fast modes (default: bf16 where native, engine/run.py native_bf16)")
     parser.add_argument("--modes", default=None,
                         help=f"comma-separated subset of {', '.join(MODES)} (SAM 2: of {', '.join(SAM2_MODES)}); "
                              "default all")
@@ -233,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         parser.error(f"{args.model} takes only its configuration's input size, {fixed_size} px "
                      f"(got --size {args.size})")
     size = args.size or fixed_size or 1024
-    precision = args.fast_precision or ("bf16" if native_bf16(device) else "fp32")
+    precision = args.fast_precision or ("bf16" if native_bf16(device.type) else "fp32")
     torch.backends.cuda.matmul.allow_tf32 = True  # the fast path's TF32 (the reference autocasts nothing)
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
@@ -264,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else platform.processor() or platform.machine())
     heading = f"## {args.model} at {size} px, {args.instances} box prompts, batch 1"
-    options = (f" --threads {args.threads}" if args.threads else "") + (f" --modes {args.modes}" if args.modes else "")
+    options = ((f" --threads {args.threads}" if args.threads else "") + (f" --modes {args.modes}" if args.modes else "")
+               + (f" --fast-precision {args.fast_precision}" if args.fast_precision else ""))
     autocast = " and ".join(name for name in ("fast", "memory_saving") if name in modes) or "no mode"
     lines = [
         heading,
@@ -275,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
          f"in {precision}; median of {args.repeats} interleaved repetitions. Load average of the machine "
          f"({os.cpu_count()} cores, other work included) at the start and the end: {load_start:.1f}, "
          f"{os.getloadavg()[0]:.1f}."),
+        *([bf16_instructions()] if device.type == "cpu" else []),
         f"Model FLOPs of a training step: {flops / 1e12:.3f} TFLOP"
         + (f"; measured bf16 matrix-product peak of the device: {peak:.0f} TFLOP/s." if peak else "."),
         "",
@@ -305,6 +298,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print(section)
     write_section(out, heading, section)
     return results
+
+
+def bf16_instructions() -> str:
+    """The line that names this CPU's bf16 instructions (engine/run.py BF16_CPU_FLAGS), or their absence."""
+    flags = cpu_flags()
+    if flags is None:
+        return "CPU instruction flags: not readable here (no /proc/cpuinfo)."
+    found = [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    named = (f"CPU bf16 instructions: {', '.join(found)}" if found else
+             f"CPU bf16 instructions: none of {', '.join(BF16_CPU_FLAGS)} (bf16 emulated)")
+    if isa := os.environ.get("ONEDNN_MAX_CPU_ISA"):  # how a CPU without them is measured on one with them
+        return f"{named}; oneDNN limited to ONEDNN_MAX_CPU_ISA={isa} (below AVX512_CORE_BF16 it emulates bf16)."
+    return f"{named}{' (native bf16)' if found else ''}."
 
 
 def write_section(out: Path, heading: str, section: str) -> None:

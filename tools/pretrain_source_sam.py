@@ -44,7 +44,7 @@ from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
 from engine.checks import run_main  # noqa: E402
 from engine.evaluate import evaluate  # noqa: E402
 from engine.signals import RunStopped, StopOnSignal, stop_requested  # noqa: E402
-from engine.run import (RunState, gather_objects, load_run, rng_state, save_run,  # noqa: E402
+from engine.run import (RunState, announce_precision, gather_objects, load_run, rng_state, save_run,  # noqa: E402
                         set_optimizer_values, set_rng_state)
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
 from models.adapters import read_checkpoint  # noqa: E402
@@ -254,6 +254,7 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
     if saved and (saved["args"]["model_type"] != args.model_type or saved["args"]["steps"] != args.steps):
         raise ConfigError(f"{ckpt_path} is a run of {saved['args']['model_type']} for {saved['args']['steps']} "
                           "steps; resume it with the same --model-type and --steps, or choose another --out.")
+    announce_precision(args.precision, args.accelerator)
     fabric = Fabric(accelerator=args.accelerator, devices=args.devices, precision=args.precision,
                     strategy="ddp" if args.devices > 1 else "auto")
     fabric.launch()

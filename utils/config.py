@@ -232,7 +232,11 @@ def apply_code_version(cfg: dict[str, Any], explicit: set[str]) -> None:
     if train_images < 1:
         raise ConfigError(f"paper.code={code} needs paper.train_images, the training images of the dataset "
                           "(configs/paper/<dataset>.py set it); got 0.")
-    for key, value in code_settings(code, cfg["dataset"]["name"], train_images).items():
+    if cfg["model"]["type"].startswith("sam2"):
+        raise ConfigError(f"paper.code={code} is the authors' code, which runs SAM 1 (RGB / 255 into its encoder); "
+                          f"model.type={cfg['model']['type']} is SAM 2. Leave paper.code empty and set the options of "
+                          "README, \"Differences from the authors' code\", one by one.")
+    for key, value in code_settings(code, cfg["dataset"]["name"], train_images, cfg["prompt"]).items():
         if key not in explicit:
             _set(cfg, key, value, f"paper.code={code}")
 
