@@ -8,6 +8,7 @@ Sam2Backbone); prompts are described there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
-from models.lora import STUDENT, TEACHER, Adapter, ema_update
+from models.lora import DEFAULT_TARGETS, STUDENT, TEACHER, Adapter, ema_update
 from models.sam1 import Prompts, SamBackbone
 from models.sam2 import Sam2Backbone
 
@@ -43,12 +44,14 @@ class WeSAM(nn.Module):
 
     @classmethod
     def on(cls, sam: nn.Module, lora_rank: int, teacher_mode: str = "shared", batch_views: bool = False,
-           **options: Any) -> WeSAM:
+           lora_targets: Sequence[str] = DEFAULT_TARGETS, **options: Any) -> WeSAM:
         """WeSAM on a built SAM (segment_anything's Sam) or SAM 2 (sam2's SAM2Base), with LoRA of
-        `lora_rank` (0: none, the network trainable); `options` go to its backbone."""
+        `lora_rank` (0: none, the network trainable) on the layers of `lora_targets` (config
+        lora.targets); `options` go to its backbone."""
         backbone = Sam2Backbone if isinstance(sam, SAM2Base) else SamBackbone
         adapters = (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,)
-        return cls(backbone(sam, lora_rank, adapters, **options), teacher_mode, batch_views)
+        return cls(backbone(sam, lora_rank, adapters, lora_targets=lora_targets, **options), teacher_mode,
+                   batch_views)
 
     @property
     def sam(self) -> nn.Module:
@@ -66,8 +69,9 @@ class WeSAM(nn.Module):
 
     def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
                 adapter: Adapter = STUDENT) -> Outputs:
-        """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the
-        images, see LoRAQKV) on B images (B x 3 x S x S, as the datasets give them) and their prompts."""
+        """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the images,
+        see models/lora.py LoRALayer) on B images (B x 3 x S x S, as the datasets give them) and their
+        prompts."""
         embeddings, features = self.backbone.encode(self.backbone.preprocess(images, valid), adapter)
         decoded = [self.backbone.decode(f, p) for f, p in zip(features, prompts)]
         return {"embeddings": embeddings, "features": features, "logits": [d[0] for d in decoded],

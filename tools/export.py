@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)
-    load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
+    load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
     data, loader = exported_checkpoint(cfg.model.type, merged_state_dict(model.sam), out)
     write_torch(out, data)
     print(f"Wrote SAM {cfg.model.type} with the adapter {args.ckpt} merged in (config {config or 'configs/config.py'}) "
