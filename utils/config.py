@@ -189,7 +189,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
             if value not in allowed:
                 close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
-                subject = f"holds {value!r}; each of its entries must be one of" if is_list else \
+                subject = f"holds {value!r}; each of its entries must be one of:" if is_list else \
                     f"is {value!r}; allowed values:"
                 raise ConfigError(f"Config key '{key}' {subject} {', '.join(map(str, allowed))}.{hint}")
     for key, interval in RANGES.items():
