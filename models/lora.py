@@ -113,8 +113,8 @@ class LoRALinear(LoRALayer):
     def __init__(self, base: nn.Linear, path: str, rank: int, adapters: Sequence[str], parts: tuple[str, ...]) -> None:
         width = base.out_features // len(QKV) if parts else base.out_features
         # (suffix of the weights' names, first and last + 1 output row), in output order
-        self.spans = [(f"_{part}", QKV.index(part) * width, (QKV.index(part) + 1) * width) for part in parts] \
-            or [("", 0, width)]
+        self.spans = [(f"_{part}", QKV.index(part) * width, (QKV.index(part) + 1) * width)
+                      for part in QKV if part in parts] or [("", 0, width)]
         self.rank = rank
         super().__init__(base, path, adapters)
 
@@ -316,20 +316,28 @@ def ema_update(module: nn.Module, rate: float, source: str = STUDENT, target: st
             dst.lerp_(src, 1.0 - rate)
 
 
-@torch.no_grad()
-def merged_state_dict(network: nn.Module, name: str = STUDENT) -> dict[str, torch.Tensor]:
-    """The state dict of a SAM (or SAM 2) with LoRA as a plain one's: adapter `name` merged into the
-    weight of each adapted layer (LoRALayer.merge; biases unchanged), the official key names, no LoRA
-    keys. Its masks equal those of `network` with adapter `name`; `network` itself is left unchanged."""
-    layers = {layer.path: layer for layer in lora_layers(network)}
+def base_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of `network` without LoRA, whatever its placement: each adapted layer's base
+    weights under the layer's own name ("<path>.weight", not "<path>.base.weight"), no adapter weights;
+    the network's tensors themselves (not copies)."""
+    layers = {layer.path for layer in lora_layers(network)}
     state = {}
     for key, value in network.state_dict().items():
         owner, _, leaf = key.rpartition(".")  # "<path>.base", "weight"
         path, _, role = owner.rpartition(".")
         if path in layers and role == "base":
-            state[f"{path}.{leaf}"] = value.detach().clone()
-        elif not any(key.startswith(f"{p}.adapters.") for p in layers):
-            state[key] = value.detach().clone()
-    for path, layer in layers.items():
-        layer.merge(state[f"{path}.weight"], name)
+            state[f"{path}.{leaf}"] = value
+        elif not any(key.startswith(f"{layer}.adapters.") for layer in layers):
+            state[key] = value
+    return state
+
+
+@torch.no_grad()
+def merged_state_dict(network: nn.Module, name: str = STUDENT) -> dict[str, torch.Tensor]:
+    """The state dict of a SAM (or SAM 2) with LoRA as a plain one's: adapter `name` merged into the
+    weight of each adapted layer (LoRALayer.merge; biases unchanged), the official key names, no LoRA
+    keys. Its masks equal those of `network` with adapter `name`; `network` itself is left unchanged."""
+    state = {key: value.detach().clone() for key, value in base_state_dict(network).items()}
+    for layer in lora_layers(network):
+        layer.merge(state[f"{layer.path}.weight"], name)
     return state

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import adaptation
 import validate
+from engine.auto_instances import anchor_digest, weights_digest
 from models import WeSAM, build_wesam
 from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter, targets_text
 from models.backbones import build_network, exported_checkpoint
@@ -150,6 +151,14 @@ def test_without_adapter_the_network_is_the_base_exactly(model_type, targets):
     assert (student["logits"][0] - anchor["logits"][0]).abs().max() > 1e-3 * anchor["logits"][0].abs().max()
 
 
+def test_the_anchor_has_one_digest_whatever_the_placement():
+    """prompt_source=auto caches the anchor's instances under the digest of its weights: the same
+    network, so the same digest, with any targets and without LoRA."""
+    digests = {anchor_digest(WeSAM.on(plain("sam2_tiny"), rank, lora_targets=targets))
+               for rank, targets in ((0, ["qv"]), (4, ["qv"]), (4, SAM2_WIDE))}
+    assert digests == {weights_digest(plain("sam2_tiny").state_dict())}
+
+
 @pytest.mark.parametrize("model_type, targets", PLACEMENTS, ids=placement_id)
 def test_a_merged_adapter_loads_strictly_into_a_plain_model_with_the_adapted_logits(tmp_path, model_type, targets):
     """merged_state_dict, written as tools/export.py writes it, loads strictly in build_sam /
@@ -169,6 +178,24 @@ def test_a_merged_adapter_loads_strictly_into_a_plain_model_with_the_adapted_log
                             strict=True):
         torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4 * max(1.0, float(ours.abs().max())))
     assert set(data.get("model", data)) == set(plain(model_type).state_dict())  # the official keys, no LoRA
+
+
+@pytest.mark.slow
+def test_a_wide_merge_of_vit_b_loads_in_the_official_registry(tmp_path):
+    """segment_anything's own vit_b builder loads the merged file strictly, and each of its adapted
+    layers (qkv, proj, MLP linears, patch-embedding convolution) equals ours with the adapter."""
+    from segment_anything import sam_model_registry
+
+    model = WeSAM.on(plain("vit_b"), 4, lora_targets=SAM_WIDE)
+    randomise(model)
+    torch.save(merged_state_dict(model.sam), tmp_path / "merged.pth")
+    official = dict(sam_model_registry["vit_b"](checkpoint=str(tmp_path / "merged.pth")).named_modules())
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            shape = (2, 7, layer.base.in_features) if isinstance(layer, LoRALinear) else (1, 3, 64, 64)
+            x = torch.randn(shape, generator=generator)
+            torch.testing.assert_close(official[layer.path](x), layer(x), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("model_type, targets", [("vit_tiny", SAM_WIDE), ("sam2_tiny", SAM2_WIDE)],
