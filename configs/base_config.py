@@ -113,7 +113,7 @@ base_config = {
         "compile": "off",
     },
     "lora": {
-        "rank": 4,  # LoRA rank (paper)
+        "rank": 4,  # LoRA rank of every adapted layer (paper)
         # layers with LoRA (README, "Where LoRA goes"): "qv" q and v of every image-encoder block's attention (paper),
         # "qkv" q, k and v, "proj" its output projection, "mlp" the block's MLP, "patch_embed"; SAM 2 also "stride4",
         # "stride8": everything that makes that high-resolution map. A layer named twice is adapted once

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import adaptation
 import validate
+from configs.base_config import CHOICES
 from engine.auto_instances import anchor_digest, weights_digest
 from models import WeSAM, build_wesam
 from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter, targets_text
@@ -28,7 +29,6 @@ from tests.test_bad_inputs import cli
 from tests.test_e2e import read_csv, run_script
 from tests.test_sam2_runs import sam2_overrides
 from tools import export
-from configs.base_config import CHOICES
 from utils.config import ConfigError, load_config, parse_override
 
 TARGETS = {"vit_tiny": SAM_TARGETS, "sam2_tiny": SAM2_TARGETS}
