@@ -28,6 +28,7 @@ from lightning_fabric.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from configs.base_config import base_config
 from datasets import DatasetSpec, InstanceDataset, StepSampler, build_dataset, collate
 from datasets.auto_prompts import AutoInstances
 from engine.auto_instances import cached_instances, describe, summarize
@@ -38,15 +39,15 @@ from engine.run import (RunFiles, RunState, announce_precision, gather_objects, 
 from engine.signals import RunStopped, StopOnSignal, stop_requested
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
-from models.adapters import read_checkpoint
-from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
+from models.adapters import read_checkpoint, targets_text
+from models.lora import STUDENT, TEACHER, adapter_state_dict, describe_lora, load_adapter_state_dict
 from models.backbones import backbone_metadata, evaluation_decoding, input_sizes
 from utils.config import ConfigError, flatten, load_config, parse_override, read_config_file, update_config
 from utils.lock import hold_folder
 
 # Keys whose change would not fit the saved weights, would start writing over another run, or would
 # score later evaluations unlike Direct (model.decoding).
-FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "model.decoding", "out_dir")
+FIXED_ON_RESUME = ("model.type", "lora.rank", "lora.targets", "teacher.mode", "model.decoding", "out_dir")
 # What last.ckpt holds beside the RunState: the run's config, the LoRA weights of each adapter, the
 # optimizer's state and the random states of every rank (rank order).
 CHECKPOINT_PARTS = ("config", "lora", "optimizer", "rng")
@@ -81,8 +82,9 @@ def learning_rate(cfg: Box, step: int) -> float:
 
 
 def check_resumable(saved: dict[str, Any], cfg: dict[str, Any], source: str) -> None:
-    """ConfigError when `cfg` (from `source`) changes a key of FIXED_ON_RESUME of the run's `saved` config."""
-    before, now = flatten(saved), flatten(cfg)
+    """ConfigError when `cfg` (from `source`) changes a key of FIXED_ON_RESUME of the run's `saved` config.
+    A key newer than the run has its default there, which does what the run did (lora.targets: q and v)."""
+    before, now = flatten(base_config) | flatten(saved), flatten(cfg)
     for key in FIXED_ON_RESUME:
         if now[key] != before[key]:
             raise ConfigError(f"{key} cannot change when resuming ({source} gives {now[key]!r}, the run has "
@@ -186,7 +188,8 @@ def save_checkpoint(fabric: Fabric, run: RunState, files: RunFiles, cfg: Box, mo
     run.skipped_train = set().union(*gather_objects(fabric, run.skipped_train))
     if fabric.global_rank == 0:
         save_run(files.last_ckpt, run, config=cfg.to_dict(), optimizer=optimizer.state_dict(), rng=rng,
-                 lora={name: adapter_state_dict(model.sam, name) for name in adapters})
+                 lora={name: adapter_state_dict(model.sam, name) for name in adapters},
+                 trainable_parameters=files.metadata["trainable_parameters"])
     fabric.barrier()
 
 
@@ -225,7 +228,7 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         check_resumable(dict(saved["config"], out_dir=str(Path(resume).parent.parent)), cfg, "the config")
     check_training_config(cfg)
     metadata = {"model_type": cfg.model.type, **backbone_metadata(cfg.model.type), "lora_rank": cfg.lora.rank,
-                "dataset": cfg.dataset.name, "prompt": cfg.prompt}
+                "lora_targets": targets_text(cfg.lora.targets), "dataset": cfg.dataset.name, "prompt": cfg.prompt}
     files = RunFiles(cfg.out_dir, metadata)
     # one run at a time in a folder (rank 0 holds it for all): a second is refused, naming the first
     with hold_folder(files.out_dir):
@@ -243,6 +246,7 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         model = build_wesam(cfg)
         image_size = model.image_size
         trainable = [p for p in model.parameters() if p.requires_grad]
+        files.metadata["trainable_parameters"] = sum(p.numel() for p in trainable)  # into every adapter file
         optimizer = torch.optim.Adam(trainable, lr=cfg.opt.learning_rate, weight_decay=cfg.opt.weight_decay)
         model, optimizer = fabric.setup(model, optimizer)
         spec = DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
@@ -261,11 +265,11 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         adapters = (STUDENT, TEACHER) if cfg.teacher.mode == "ema" else (STUDENT,)
         # prompt_source=auto refreshes its instances with the adapter that makes the pseudo-labels
         refresh_adapter = TEACHER if cfg.teacher.mode == "ema" else STUDENT
-        fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px, "
-                     f"{sum(p.numel() for p in trainable):,} trainable LoRA parameters), teacher {cfg.teacher.mode}, "
+        fabric.print(f"WeSAM on {cfg.dataset.name}: SAM {cfg.model.type} ({image_size}px), teacher {cfg.teacher.mode}, "
                      f"prompt {cfg.prompt}; {len(train_set)} training images, {cfg.num_steps} steps of "
                      f"{cfg.batch_size} image(s) x {fabric.world_size} device(s) "
                      f"({fabric.device.type}, {cfg.precision})")
+        fabric.print(describe_lora(cfg.lora.rank, model.backbone.lora_parameters, cfg.model.type))
         if is_main:  # on resume too: the config now includes the overrides given with --resume
             files.write_config(cfg.to_dict())
         instances_from = 0  # the step whose model found the training instances (prompt_source=auto)

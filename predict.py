@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     records = image_prompts(args, files)
     model = build_wesam(cfg)
     if args.ckpt:
-        load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
+        load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     dataset = PromptedImages(records, seed=cfg.seed, pad=cfg.model.pad, **input_sizes(cfg.model.type))

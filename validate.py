@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = build_wesam(cfg)
     adapter = None
     if args.ckpt:
-        load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
+        load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), cfg.dataset.eval_split)

@@ -119,7 +119,11 @@ base_config = {
         "decoding": "auto",
     },
     "lora": {
-        "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
+        "rank": 4,  # LoRA rank of every adapted layer (paper)
+        # layers with LoRA (README, "Where LoRA goes"): "qv" q and v of every image-encoder block's attention (paper),
+        # "qkv" q, k and v, "proj" its output projection, "mlp" the block's MLP, "patch_embed"; SAM 2 also "stride4",
+        # "stride8": everything that makes that high-resolution map. A layer named twice is adapted once
+        "targets": ["qv"],
     },
     "teacher": {
         # "shared": the student on the weak view (paper); "ema": separate EMA LoRA weights (our own variant)
@@ -180,10 +184,11 @@ base_config = {
     },
 }
 
-# Keys whose value must be one of a fixed set. The names of models, datasets and synthetic shifts are
-# those of their registries (models/backbones.py MODEL_TYPES, datasets/__init__.py DATASETS,
-# datasets/shifts.py SHIFTS), listed here so that the config is checked without importing them
-# (tests/test_config.py keeps the lists equal).
+# Keys whose value (each entry of a list-valued key) must be one of a fixed set. The names of models,
+# datasets, synthetic shifts and LoRA targets are those of their registries (models/backbones.py
+# MODEL_TYPES, datasets/__init__.py DATASETS, datasets/shifts.py SHIFTS, models/sam2.py SAM2_TARGETS),
+# listed here so that the config is checked without importing them (tests/test_config.py keeps the
+# lists equal).
 CHOICES = {
     "model.type": ["vit_b", "vit_l", "vit_h", "vit_tiny", "vit_small",
                    # SAM 2 (models/sam2.py): the official configurations, then small ones made here
@@ -218,6 +223,8 @@ CHOICES = {
     "model.compile": ["off", "inductor", "aot_eager"],
     "model.decoding": ["auto", "meta", "raw"],
     "teacher.mode": ["shared", "ema"],
+    # each entry of the list (models/sam1.py SAM_TARGETS; models/sam2.py SAM2_TARGETS adds stride4 and stride8)
+    "lora.targets": ["qv", "qkv", "proj", "mlp", "patch_embed", "stride4", "stride8"],
     "loss.target": ["teacher", "ground_truth"],
 }
 

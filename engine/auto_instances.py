@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from datasets.auto_prompts import DIAGNOSTIC_KEYS, RECALL_IOU, AutoInstances, diagnose
 from datasets.instances import InstanceDataset, SampleError
+from models.lora import base_state_dict
 from models.predictor import generator_settings, make_generator
 from models.wesam import WeSAM
 from utils.files import write_text
@@ -43,8 +44,9 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def anchor_digest(model: WeSAM) -> str:
-    """sha256 of SAM's weights without LoRA: the frozen anchor."""
-    return weights_digest({k: v for k, v in model.sam.state_dict().items() if ".adapters." not in k})
+    """sha256 of SAM's weights without LoRA, under their official names: the frozen anchor, the same
+    whatever lora.targets adapts."""
+    return weights_digest(base_state_dict(model.sam))
 
 
 def cache_key(model: WeSAM, dataset: InstanceDataset, auto: Any, pad: str, origin: str) -> str:

@@ -4,7 +4,7 @@ import warnings
 
 import torch
 
-from models.backbones import MODEL_TYPES, build_network, is_sam2
+from models.backbones import MODEL_TYPES, build_network, is_sam2, lora_targets
 from models.registry import OFFICIAL_CHECKPOINTS, CheckpointError, build_sam
 from models.sam2 import OFFICIAL_SAM2
 from models.wesam import WeSAM
@@ -18,6 +18,11 @@ def build_wesam(cfg) -> WeSAM:
     cfg.seed, so adaptation.py and validate.py build the same network from the same config.
     """
     model_type = cfg.model.type
+    allowed = lora_targets(model_type)
+    if foreign := [target for target in cfg.lora.targets if target not in allowed]:
+        raise ConfigError(f"lora.targets={cfg.lora.targets} names {', '.join(foreign)}, which SAM "
+                          f"{'2 ' if is_sam2(model_type) else ''}(model.type={model_type}) does not have; its targets: "
+                          f"{', '.join(allowed)}.")
     if not cfg.model.checkpoint and (model_type in OFFICIAL_CHECKPOINTS or model_type in OFFICIAL_SAM2):
         warnings.warn(f"model.checkpoint is empty: SAM {model_type} starts from random weights. "
                       "Set model.checkpoint to the official file (PREPARE.md) for meaningful results.", stacklevel=2)
@@ -34,7 +39,7 @@ def build_wesam(cfg) -> WeSAM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         sam = build_network(model_type, cfg.model.checkpoint or None, cfg.model.attention)
-        return WeSAM.on(sam, cfg.lora.rank, cfg.teacher.mode, cfg.batch_views, **options)
+        return WeSAM.on(sam, cfg.lora.rank, cfg.teacher.mode, cfg.batch_views, cfg.lora.targets, **options)
 
 
 __all__ = ["MODEL_TYPES", "CheckpointError", "WeSAM", "build_sam", "build_wesam"]

@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from models.lora import STUDENT, load_adapter_state_dict
+from models.lora import DEFAULT_TARGETS, STUDENT, load_adapter_state_dict
 from models.registry import CheckpointError
 from utils.files import atomic_write
 
@@ -79,27 +79,41 @@ def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return weights, metadata
 
 
-def load_student_adapter(sam: torch.nn.Module, path: str | Path, model_type: str, lora_rank: int) -> None:
+def targets_text(targets: Sequence[str]) -> str:
+    """lora.targets as adapter metadata write it: "qv" or "qv,stride4"."""
+    return ",".join(targets)
+
+
+def load_student_adapter(sam: torch.nn.Module, path: str | Path, model_type: str, lora_rank: int,
+                         lora_targets: Sequence[str]) -> None:
     """Load the student LoRA weights of an adapter file or a last.ckpt into `sam` (with LoRA).
 
-    Raises CheckpointError when the file's metadata names another model.type or lora.rank than
-    the config's, or when its weights do not fit the model (a file without metadata).
+    Raises CheckpointError when the file's metadata names another model.type, lora.rank or
+    lora.targets than the config's (files written before lora.targets existed have q and v, the
+    default), or when its weights do not fit the model (a file without metadata).
     """
     path = Path(path)
     if path.suffix == ".ckpt":
         state = read_checkpoint(path, required=("config", "lora"))
         weights = state["lora"][STUDENT]
-        metadata = {"model_type": state["config"]["model"]["type"], "lora_rank": state["config"]["lora"]["rank"]}
+        lora = state["config"]["lora"]
+        metadata = {"model_type": state["config"]["model"]["type"], "lora_rank": lora["rank"],
+                    "lora_targets": targets_text(lora.get("targets", DEFAULT_TARGETS))}
     else:
         weights, metadata = load_adapter(path)
+        if "lora_rank" in metadata:  # written by a run: before lora.targets, always on q and v
+            metadata.setdefault("lora_targets", targets_text(DEFAULT_TARGETS))
     fix = "pass {key}={value} or the run's config.json (--config <out_dir>/config.json)"
-    for key, config_key, value in (("model_type", "model.type", model_type), ("lora_rank", "lora.rank", lora_rank)):
-        if key in metadata and str(metadata[key]) != str(value):
-            raise CheckpointError(f"Adapter '{path}' was trained with {config_key}={metadata[key]} but the config "
-                                  f"has {value}; " + fix.format(key=config_key, value=metadata[key]) + ".")
+    for key, config_key, value in (("model_type", "model.type", model_type), ("lora_rank", "lora.rank", lora_rank),
+                                   ("lora_targets", "lora.targets", targets_text(lora_targets))):
+        saved, value = str(metadata.get(key, value)), str(value)
+        # the order of the targets changes nothing: each layer is adapted once, in the network's order
+        if (set(saved.split(",")) != set(value.split(",")) if key == "lora_targets" else saved != value):
+            raise CheckpointError(f"Adapter '{path}' was trained with {config_key}={saved} but the config "
+                                  f"has {value}; " + fix.format(key=config_key, value=saved) + ".")
     try:
         load_adapter_state_dict(sam, weights, STUDENT)
     except ValueError as error:  # no metadata to compare: the weights themselves do not fit
-        raise CheckpointError(f"Adapter '{path}' does not fit model.type={model_type}, lora.rank={lora_rank}: "
-                              f"{error} Use the config of the run that wrote it (--config <out_dir>/config.json).") \
-            from error
+        raise CheckpointError(f"Adapter '{path}' does not fit model.type={model_type}, lora.rank={lora_rank}, "
+                              f"lora.targets={targets_text(lora_targets)}: {error} Use the config of the run that "
+                              "wrote it (--config <out_dir>/config.json).") from error

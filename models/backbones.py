@@ -11,13 +11,19 @@ from segment_anything.modeling import Sam
 from torch import Tensor
 
 from models.registry import OFFICIAL_CHECKPOINTS, SAM_CONFIGS, build_sam, sam_embedding_size, sam_image_size
-from models.sam2 import OFFICIAL_SAM2, SAM2_CONFIGS, SMALL_SAM2, build_sam2_model, sam2_config
+from models.sam1 import SAM_TARGETS
+from models.sam2 import OFFICIAL_SAM2, SAM2_CONFIGS, SAM2_TARGETS, SMALL_SAM2, build_sam2_model, sam2_config
 
 MODEL_TYPES = sorted(SAM_CONFIGS) + sorted(SAM2_CONFIGS)
 
 
 def is_sam2(model_type: str) -> bool:
     return model_type in SAM2_CONFIGS
+
+
+def lora_targets(model_type: str) -> tuple[str, ...]:
+    """The lora.targets entries that `model_type` takes (models/sam1.py SAM_TARGETS, models/sam2.py SAM2_TARGETS)."""
+    return SAM2_TARGETS if is_sam2(model_type) else SAM_TARGETS
 
 
 def input_sizes(model_type: str) -> dict[str, int | str]:

@@ -1,4 +1,5 @@
-"""SAM (segment_anything) as a WeSAM backbone: its image path with LoRA on every ViT block.
+"""SAM (segment_anything) as a WeSAM backbone: its image path with LoRA on the image encoder (by default
+q and v of every ViT block; lora.targets).
 
 Prompts of one image are a dict of tensors (N instances, K points), in the padded S x S input frame:
     boxes        N x 4        XYXY
@@ -10,15 +11,31 @@ Any subset may be present; every mask of an image is decoded in one batched deco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.lora import STUDENT, Adapter, add_lora, use_adapter
+from models.lora import (BLOCK_TARGETS, DEFAULT_TARGETS, STUDENT, Adapter, Placement, add_lora_targets,
+                         blocks_placement, use_adapter)
 
 Prompts = dict[str, torch.Tensor]
+
+# lora.targets of SAM: those of every encoder block (models/lora.py blocks_placement) and the patch embedding
+SAM_TARGETS = (*BLOCK_TARGETS, "patch_embed")
+
+
+def sam_placement(sam: Sam, target: str) -> Placement:
+    """The layers of SAM's image encoder that lora.targets entry `target` (SAM_TARGETS) adapts:
+    "patch_embed" its patch embedding's convolution, the others the blocks' layers (blocks_placement)."""
+    if target not in SAM_TARGETS:
+        raise ValueError(f"SAM has no LoRA target '{target}'; choose among {', '.join(SAM_TARGETS)}.")
+    if target == "patch_embed":
+        return {"image_encoder.patch_embed.proj": ()}
+    return blocks_placement("image_encoder.blocks", sam.image_encoder.blocks, target)
 
 
 class SamBackbone(nn.Module):
@@ -26,6 +43,7 @@ class SamBackbone(nn.Module):
 
     The interface every backbone gives WeSAM (models/sam2.py has SAM 2's):
       sam            the network, with LoRA (adapter state dicts and merges read it)
+      lora_parameters  {lora.targets entry: weights of one adapter on its layers alone, "total": on them all}
       family         "sam" or "sam2"
       image_size     input side S
       preprocess     B x 3 x S x S images as the datasets give them -> network input
@@ -37,19 +55,22 @@ class SamBackbone(nn.Module):
     family = "sam"
 
     def __init__(self, sam: Sam, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
-                 pixel_normalize: bool = True, memory_saving: bool = False, compiler: str = "off") -> None:
-        """`sam`'s image encoder comes with its attention (build_sam's `attention`);
-        `pixel_normalize` False feeds RGB / 255 as the authors' code; `memory_saving`: recompute each
-        encoder block in the backward pass instead of keeping its activations (activation
-        checkpointing of the passes that train); `compiler`: "off", or the torch.compile backend of
-        the image encoder (the encoder's own call: memory_saving, which runs its blocks one by one,
-        bypasses it). Rank 0: no LoRA and SAM left trainable, for full-supervision pretraining."""
+                 pixel_normalize: bool = True, memory_saving: bool = False, compiler: str = "off",
+                 lora_targets: Sequence[str] = DEFAULT_TARGETS) -> None:
+        """LoRA of `lora_rank` on the layers of `lora_targets` (SAM_TARGETS; the weights of one adapter,
+        per target alone and in all: `lora_parameters`); `sam`'s image encoder comes with its
+        attention (build_sam's `attention`); `pixel_normalize` False feeds RGB / 255 as the authors'
+        code; `memory_saving`: recompute each encoder block in the backward pass instead of keeping
+        its activations (activation checkpointing of the passes that train); `compiler`: "off", or
+        the torch.compile backend of the image encoder (the encoder's own call: memory_saving, which
+        runs its blocks one by one, bypasses it). Rank 0: no LoRA and SAM left trainable, for
+        full-supervision pretraining."""
         super().__init__()
         self.sam = sam
         self.pixel_normalize = pixel_normalize
         self.memory_saving = memory_saving
-        if lora_rank:
-            add_lora(sam, lora_rank, adapters)
+        self.lora_parameters = add_lora_targets(sam, lora_rank, {t: sam_placement(sam, t) for t in lora_targets},
+                                                adapters) if lora_rank else {}
         if compiler != "off":  # Module.compile, in place: the state-dict keys stay the official ones
             sam.image_encoder.compile(backend=compiler)
 
@@ -80,16 +101,16 @@ class SamBackbone(nn.Module):
         block sets its adapter itself, since the backward pass recomputes it outside this call.
         """
         encoder = self.sam.image_encoder
-        if not (self.memory_saving and torch.is_grad_enabled()):
-            with use_adapter(self.sam, adapter):
+        with use_adapter(self.sam, adapter):
+            if not (self.memory_saving and torch.is_grad_enabled()):
                 embeddings = encoder(images)
-        else:
-            x = encoder.patch_embed(images)
-            if encoder.pos_embed is not None:
-                x = x + encoder.pos_embed
-            for block in encoder.blocks:
-                x = checkpoint(_run_block, block, x, adapter, use_reentrant=False)
-            embeddings = encoder.neck(x.permute(0, 3, 1, 2))
+            else:
+                x = encoder.patch_embed(images)
+                if encoder.pos_embed is not None:
+                    x = x + encoder.pos_embed
+                for block in encoder.blocks:
+                    x = checkpoint(_run_block, block, x, adapter, use_reentrant=False)
+                embeddings = encoder.neck(x.permute(0, 3, 1, 2))
         return embeddings, list(embeddings)
 
     def decode(self, features: torch.Tensor, prompts: Prompts,

@@ -1,8 +1,9 @@
 """SAM 2 as a second backbone: Meta's `sam2` package (from the `rf-sam-2` wheel, see INSTALL.md) used
-as a library. Builders for the official configurations and small random ones, rank-r LoRA on q and v
-of every Hiera block (models/lora.py), the image path of `SAM2ImagePredictor` run with gradients and
-decoded either as the package's default build does or from the first mask token only, and the
-package's predictor and automatic mask generator at a model's own feature sizes.
+as a library. Builders for the official configurations and small random ones, rank-r LoRA on the layers
+lora.targets names (models/lora.py; by default q and v of every Hiera block, and for SAM 2 also the
+high-resolution path of the stride-4 and stride-8 maps), the image path of `SAM2ImagePredictor` run
+with gradients and decoded either as the package's default build does or from the first mask token
+only, and the package's predictor and automatic mask generator at a model's own feature sizes.
 
 Prompts of one image are a dict of tensors as for SAM 1 (models/sam1.py), in the S x S input frame
 (x scaled by S / W and y by S / H: SAM 2 resizes to the square without keeping the aspect ratio; the
@@ -12,7 +13,7 @@ datasets do it, datasets/transforms.py resize_square); h = S / 16.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -30,7 +31,8 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.utils.transforms import SAM2Transforms
 from torch import nn
 
-from models.lora import STUDENT, Adapter, add_lora, use_adapter
+from models.lora import (BLOCK_TARGETS, DEFAULT_TARGETS, STUDENT, Adapter, Placement, add_lora_targets,
+                         block_placement, blocks_placement, union, use_adapter)
 from models.registry import CheckpointError, read_state_dict, resolve_path
 from models.sam1 import Prompts
 
@@ -260,9 +262,49 @@ def image_path_parameters(sam: SAM2Base) -> list[str]:
             if name.startswith(IMAGE_PATH) and not name.startswith(UNUSED_BY_IMAGE_PATH)]
 
 
+# lora.targets of SAM 2: those of every Hiera block (models/lora.py blocks_placement), the patch
+# embedding, and everything that makes the stride-4 and the stride-8 map (sam2_placement)
+SAM2_TARGETS = (*BLOCK_TARGETS, "patch_embed", "stride4", "stride8")
+STRIDE_TARGETS = ("stride4", "stride8")  # the feature level of each: 0 and 1 of the neck's backbone_fpn
+
+
+def sam2_placement(sam: SAM2Base, target: str) -> Placement:
+    """The layers of SAM 2 that lora.targets entry `target` (SAM2_TARGETS) adapts.
+
+    "patch_embed": the trunk's patch-embedding convolution (7 x 7, stride 4). "stride4" / "stride8":
+    everything that makes that map from the trunk's input on, that stage alone: the patch embedding
+    (stride4 only), every layer of the Hiera blocks of stage 1 (stride 4) or 2 (stride 8) (the
+    attention's qkv (q, k and v) and output projection, the MLP's linears, and the shortcut projection
+    of the stage-change block), the neck's lateral 1 x 1 convolution of that level and the decoder's
+    conv_s0 (stride 4) or conv_s1 (stride 8), which forward_image applies to it. The others: every
+    block's layers (blocks_placement).
+    """
+    if target not in SAM2_TARGETS:
+        raise ValueError(f"SAM 2 has no LoRA target '{target}'; choose among {', '.join(SAM2_TARGETS)}.")
+    trunk = sam.image_encoder.trunk
+    patch_embed = {"image_encoder.trunk.patch_embed.proj": ()}
+    if target == "patch_embed":
+        return patch_embed
+    if target not in STRIDE_TARGETS:
+        return blocks_placement("image_encoder.trunk.blocks", trunk.blocks, target)
+    level = STRIDE_TARGETS.index(target)
+    first = trunk.stage_ends[level - 1] + 1 if level else 0
+    placement = patch_embed if level == 0 else {}
+    for index in range(first, trunk.stage_ends[level] + 1):
+        path, block = f"image_encoder.trunk.blocks.{index}", trunk.blocks[index]
+        placement = union([placement, *(block_placement(path, block, part) for part in ("qkv", "proj", "mlp"))])
+        if block.dim != block.dim_out:  # the stage-change block's shortcut
+            placement[f"{path}.proj"] = ()
+    convs = sam.image_encoder.neck.convs  # level i's lateral convolution is convs[n - i] (FpnNeck.forward)
+    placement[f"image_encoder.neck.convs.{len(convs) - 1 - level}.conv"] = ()
+    if sam.use_high_res_features_in_sam:
+        placement[f"sam_mask_decoder.conv_s{level}"] = ()
+    return placement
+
+
 class Sam2Backbone(nn.Module):
-    """SAM 2's image path (that of SAM2ImagePredictor) with LoRA on every Hiera block, with gradients;
-    the interface of models/sam1.py SamBackbone.
+    """SAM 2's image path (that of SAM2ImagePredictor) with LoRA (on every Hiera block by default), with
+    gradients; the interface of models/sam1.py SamBackbone.
 
     One frozen base serves every role as for SAM 1: adapter "student", optionally "teacher", and no
     adapter (the anchor). The memory modules, object pointers and the object-score masking of the
@@ -273,17 +315,18 @@ class Sam2Backbone(nn.Module):
     pixel_normalize = True  # always ImageNet's mean and std (SAM 1's option to feed RGB / 255 has no SAM 2 twin)
 
     def __init__(self, sam: SAM2Base, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
-                 compiler: str = "off") -> None:
-        """Rank 0: no LoRA and the image path trainable (pretraining); `compiler`: "off", or the
-        torch.compile backend of the image encoder."""
+                 compiler: str = "off", lora_targets: Sequence[str] = DEFAULT_TARGETS) -> None:
+        """LoRA of `lora_rank` on the layers of `lora_targets` (SAM2_TARGETS; the weights of one adapter,
+        per target alone and in all: `lora_parameters`); rank 0: no LoRA and the image path trainable
+        (pretraining); `compiler`: "off", or the torch.compile backend of the image encoder."""
         super().__init__()
         self.sam = sam
         # the package's own resize, normalisation and upsampling; no torch.jit script of the resize
         # (the switch rf-sam-2 adds), which changes nothing in the values
         self.transforms = SAM2Transforms(resolution=sam.image_size, mask_threshold=0.0, disable_torch_jit=True)
-        if lora_rank:
-            add_lora(sam, lora_rank, adapters, blocks=sam.image_encoder.trunk.blocks)
-        else:
+        self.lora_parameters = add_lora_targets(sam, lora_rank, {t: sam2_placement(sam, t) for t in lora_targets},
+                                                adapters) if lora_rank else {}
+        if not lora_rank:
             trained = set(image_path_parameters(sam))
             for name, parameter in sam.named_parameters():
                 parameter.requires_grad_(name in trained)
@@ -307,7 +350,7 @@ class Sam2Backbone(nn.Module):
         """Preprocessed images B x 3 x S x S -> image embeddings B x C x S/16 x S/16 (no_mem_embed added,
         as SAM2ImagePredictor.set_image) with `adapter` (None: the unadapted anchor), and each image's
         decoder features: (its embedding, [C/8 x S/4 x S/4, C/4 x S/8 x S/8] high-resolution
-        features, conv_s0 and conv_s1 applied)."""
+        features, conv_s0 and conv_s1 applied: by forward_image, under the adapter too)."""
         with use_adapter(self.sam, adapter):
             features = self.sam.forward_image(images)["backbone_fpn"][-self.sam.num_feature_levels:]
         *high_res, embeddings = features

@@ -8,6 +8,7 @@ Sam2Backbone); prompts are described there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
-from models.lora import STUDENT, TEACHER, Adapter, ema_update
+from models.lora import DEFAULT_TARGETS, STUDENT, TEACHER, Adapter, ema_update
 from models.sam1 import Prompts, SamBackbone
 from models.sam2 import Sam2Backbone
 
@@ -43,12 +44,14 @@ class WeSAM(nn.Module):
 
     @classmethod
     def on(cls, sam: nn.Module, lora_rank: int, teacher_mode: str = "shared", batch_views: bool = False,
-           **options: Any) -> WeSAM:
+           lora_targets: Sequence[str] = DEFAULT_TARGETS, **options: Any) -> WeSAM:
         """WeSAM on a built SAM (segment_anything's Sam) or SAM 2 (sam2's SAM2Base), with LoRA of
-        `lora_rank` (0: none, the network trainable); `options` go to its backbone."""
+        `lora_rank` (0: none, the network trainable) on the layers of `lora_targets` (config
+        lora.targets); `options` go to its backbone."""
         backbone = Sam2Backbone if isinstance(sam, SAM2Base) else SamBackbone
         adapters = (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,)
-        return cls(backbone(sam, lora_rank, adapters, **options), teacher_mode, batch_views)
+        return cls(backbone(sam, lora_rank, adapters, lora_targets=lora_targets, **options), teacher_mode,
+                   batch_views)
 
     @property
     def sam(self) -> nn.Module:
@@ -61,16 +64,16 @@ class WeSAM(nn.Module):
 
     def decode(self, features: Any, prompts: Prompts, decoding: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
         """One image's decoder features (Outputs["features"][i]) and N prompts -> low-res logits
-        N x 1 x 4h x 4w and IoU N x 1 (the decoder has no LoRA: any adapter's features), decoded as
-        `decoding` says (Sam2Backbone.decode)."""
+        N x 1 x 4h x 4w and IoU N x 1, decoded as `decoding` says (Sam2Backbone.decode). No adapted layer
+        runs here (SAM 2's conv_s0 and conv_s1 run in encode): it decodes any adapter's features."""
         return self.backbone.decode(features, prompts, decoding)
 
     def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
                 adapter: Adapter = STUDENT, decoding: str = "raw") -> Outputs:
-        """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the
-        images, see LoRAQKV) on B images (B x 3 x S x S, as the datasets give them) and their prompts.
-        `decoding`: "raw", the first mask token (every training pass), or "meta", as the package's
-        predictor on its default build (evaluation; see Sam2Backbone.decode)."""
+        """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the images,
+        see models/lora.py LoRALayer) on B images (B x 3 x S x S, as the datasets give them) and their
+        prompts. `decoding`: "raw", the first mask token (every training pass), or "meta", as the
+        package's predictor on its default build (evaluation; see Sam2Backbone.decode)."""
         embeddings, features = self.backbone.encode(self.backbone.preprocess(images, valid), adapter)
         decoded = [self.backbone.decode(f, p, decoding) for f, p in zip(features, prompts)]
         return {"embeddings": embeddings, "features": features, "logits": [d[0] for d in decoded],

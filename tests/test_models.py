@@ -118,12 +118,12 @@ def test_lora_changes_only_q_and_v():
     model = WeSAM.on(sam, lora_rank=4)
     randomise_lora(model)
     layer = lora_layers(model)[0]
-    x = torch.randn(2, 5, layer.dim)
+    dim = layer.base.out_features // 3
+    x = torch.randn(2, 5, layer.base.in_features)
     with torch.no_grad():
         adapted = layer(x)
         with use_adapter(model, None):
             base = layer(x)
-    dim = layer.dim
     assert not torch.allclose(adapted[..., :dim], base[..., :dim])
     torch.testing.assert_close(adapted[..., dim:2 * dim], base[..., dim:2 * dim])
     assert not torch.allclose(adapted[..., 2 * dim:], base[..., 2 * dim:])
@@ -134,7 +134,8 @@ def test_adapter_state_dict_round_trip_and_mismatch():
     source = WeSAM.on(tiny_sam(), lora_rank=4)
     randomise_lora(source)
     state = adapter_state_dict(source)
-    assert set(state) == {f"blocks.{i}.{p}" for i in range(2) for p in ("down_q", "up_q", "down_v", "up_v")}
+    assert set(state) == {f"image_encoder.blocks.{i}.attn.qkv.{p}" for i in range(2)
+                          for p in ("down_q", "up_q", "down_v", "up_v")}
     target = WeSAM.on(tiny_sam(seed=1), lora_rank=4)
     load_adapter_state_dict(target, state)
     for key, value in adapter_state_dict(target).items():

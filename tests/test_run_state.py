@@ -89,8 +89,14 @@ def test_run_files_write_the_adapters_and_the_tables(tmp_path):
 
 def old_format(path) -> None:
     """Rewrite a last.ckpt as adaptation.py wrote it before RunState: a LambdaLR state beside the
-    optimizer's, whose parameter groups hold the scheduler's initial_lr."""
+    optimizer's, whose parameter groups hold the scheduler's initial_lr; and before lora.targets: no
+    such key in its config, its adapters' weights named blocks.{i}.down_q... (the i-th qkv in order)."""
     state = torch.load(path, weights_only=True)
+    del state["config"]["lora"]["targets"], state["trainable_parameters"]
+    for name, weights in state["lora"].items():
+        layers = list(dict.fromkeys(key.rpartition(".")[0] for key in weights))
+        state["lora"][name] = {f"blocks.{layers.index(key.rpartition('.')[0])}.{key.rpartition('.')[2]}": value
+                               for key, value in weights.items()}
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=state["config"]["opt"]["learning_rate"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -107,7 +113,10 @@ def test_a_checkpoint_of_the_former_format_resumes_exactly(tmp_path):
     split = tmp_path / "split"
     adaptation.main(tiny_config_overrides(split) + common + ["num_steps=2"])
     old_format(split / "checkpoints/last.ckpt")
-    assert "scheduler" in torch.load(split / "checkpoints/last.ckpt", weights_only=True)
+    former = torch.load(split / "checkpoints/last.ckpt", weights_only=True)
+    assert "scheduler" in former and "targets" not in former["config"]["lora"]
+    assert set(former["lora"]["student"]) == {f"blocks.{i}.{p}" for i in range(2) for p in ("down_q", "up_q", "down_v",
+                                                                                              "up_v")}
     adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "num_steps=4"])
     assert_same_adapters(tmp_path / "straight/checkpoints/last.ckpt", split / "checkpoints/last.ckpt")
     assert read_csv(tmp_path / "straight/metrics.csv") == read_csv(split / "metrics.csv")

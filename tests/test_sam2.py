@@ -169,28 +169,28 @@ def test_lora_on_a_stage_change_block_equals_dense_reference():
     assert len(layers) == len(backbone.sam.image_encoder.trunk.blocks)
     randomise_lora(backbone)
     layer = layers[2]  # stage change: 16 -> 3 x 32
-    assert (layer.qkv.in_features, layer.dim) == (16, 32)
+    dim = layer.base.out_features // 3
+    assert (layer.base.in_features, dim) == (16, 32)
     lora = layer.adapters[STUDENT]
-    dim = layer.dim
-    delta = torch.zeros_like(layer.qkv.weight)
+    delta = torch.zeros_like(layer.base.weight)
     delta[:dim] = lora.up_q.weight @ lora.down_q.weight
     delta[2 * dim:] = lora.up_v.weight @ lora.down_v.weight
     assert torch.count_nonzero(delta[:dim]) and torch.count_nonzero(delta[2 * dim:])
-    base_weight = layer.qkv.weight.clone()
+    base_weight = layer.base.weight.clone()
     x = torch.randn(2, 4, 4, 16)  # Hiera's B x H x W x C
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), F.linear(x, base_weight + delta, layer.qkv.bias), rtol=0, atol=1e-6)
+        torch.testing.assert_close(layer(x), F.linear(x, base_weight + delta, layer.base.bias), rtol=0, atol=1e-6)
         with use_adapter(backbone, None):
-            assert torch.equal(layer(x), F.linear(x, base_weight, layer.qkv.bias))
+            assert torch.equal(layer(x), F.linear(x, base_weight, layer.base.bias))
         with use_adapter(backbone, TEACHER):  # a zero copy until trained: the base exactly
-            assert torch.equal(layer(x), F.linear(x, base_weight, layer.qkv.bias))
+            assert torch.equal(layer(x), F.linear(x, base_weight, layer.base.bias))
 
     merged = merged_state_dict(backbone.sam)
     key = "image_encoder.trunk.blocks.2.attn.qkv.weight"
     assert torch.equal(merged[key], base_weight + delta)
     assert torch.equal(merged[key][dim:2 * dim], base_weight[dim:2 * dim])
-    assert torch.equal(layer.qkv.weight, base_weight)  # merging leaves the adapted network as it was
-    assert not any("adapters" in k or ".qkv.qkv." in k for k in merged)
+    assert torch.equal(layer.base.weight, base_weight)  # merging leaves the adapted network as it was
+    assert not any("adapters" in k or ".base." in k for k in merged)
 
 
 def square_batch(count: int, size: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,7 +203,7 @@ def test_lora_trains_only_the_student_and_the_anchor_is_the_plain_model():
     plain = tiny_model()
     model = WeSAM.on(copy.deepcopy(plain), lora_rank=4)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == sum(4 * 2 * (b.attn.qkv.qkv.in_features + b.attn.qkv.qkv.out_features // 3)
+    assert trainable == sum(4 * 2 * (b.attn.qkv.base.in_features + b.attn.qkv.base.out_features // 3)
                             for b in model.sam.image_encoder.trunk.blocks)
     randomise_lora(model)
     images, valid = square_batch(2)

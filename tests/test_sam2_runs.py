@@ -407,7 +407,7 @@ def test_sam2_small_and_its_export_work_with_the_packages_predictor_and_generato
                 **generator_settings(cfg.auto)}
     theirs = mask_generator(exported, **settings).generate(image)
     model = build_wesam(cfg)
-    load_student_adapter(model.sam, adapter, cfg.model.type, cfg.lora.rank)
+    load_student_adapter(model.sam, adapter, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
     expected = make_generator(model.eval(), cfg.auto, cfg.model.pad, STUDENT).generate(image)
     assert len(theirs) == len(expected) > 0 and theirs[0]["segmentation"]["size"] == [HEIGHT, WIDTH]
     for mask, reference in zip(theirs, expected):

@@ -186,7 +186,8 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
             "# Distribution-shift benchmark\n",
             f"SAM `{cfg.model.type}` (weights `{cfg.model.checkpoint or 'random'}`), dataset `{cfg.dataset.name}`, "
             f"domains by `{args.domain_key}`; {cfg.num_steps} steps, {schedule} batch "
-            f"{cfg.batch_size}, LoRA rank {cfg.lora.rank}, EMA rate {cfg.teacher.ema_rate:g}, focal alpha "
+            f"{cfg.batch_size}, LoRA rank {cfg.lora.rank} on {', '.join(cfg.lora.targets)}, EMA rate "
+            f"{cfg.teacher.ema_rate:g}, focal alpha "
             f"{'the number of masks' if cfg.loss.num_masks_as_alpha else f'{cfg.loss.focal_alpha:g}'}; seeds "
             f"{', '.join(args.seeds)}; evaluated on the `{cfg.dataset.eval_split}` split. Written by "
             f"`{command}` on {platform.machine()} ({time.strftime('%Y-%m-%d')}).\n",

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     check_config_file(config)
     cfg = load_config(config, args.overrides)
     model = build_wesam(cfg)
-    load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
+    load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
     data, loader = exported_checkpoint(cfg.model.type, merged_state_dict(model.sam), out,
                                        evaluation_decoding(cfg.model.type, cfg.model.decoding))
     write_torch(out, data)

@@ -109,12 +109,17 @@ def _set(tree: dict, key: str, value: Any, source: str) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """'opt.learning_rate=5e-5' -> ('opt.learning_rate', 5e-05). Values are Python literals,
     true/false in any case, or else plain strings; a key whose default is a string takes the text
-    as it is (out_dir=2024 is the folder '2024')."""
+    as it is (out_dir=2024 is the folder '2024'), one whose default is a list of strings a comma-separated
+    list, brackets and quotes optional (lora.targets=qv,stride4)."""
     if "=" not in text:
         raise ConfigError(f"Command-line override '{text}' must be written key=value, e.g. prompt=point.")
     key, raw = (part.strip() for part in text.split("=", 1))
-    if isinstance(flatten(base_config).get(key), str):
+    default = flatten(base_config).get(key)
+    if isinstance(default, str):
         return key, raw
+    if isinstance(default, list) and default and all(isinstance(item, str) for item in default):
+        # a list of names, quoted or not: lora.targets=qv,stride4 or lora.targets=[qv, stride4]
+        return key, [name.strip().strip("'\"") for name in raw.strip("[]").split(",") if name.strip()]
     if raw.lower() in ("true", "false"):
         return key, raw.lower() == "true"
     try:
@@ -177,11 +182,16 @@ def validate(cfg: Mapping[str, Any]) -> None:
     naming the key."""
     flat = flatten(cfg)
     for key, allowed in CHOICES.items():
-        if flat[key] not in allowed:
-            close = difflib.get_close_matches(str(flat[key]), [str(a) for a in allowed], n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"Config key '{key}' is {flat[key]!r}; "
-                              f"allowed values: {', '.join(map(str, allowed))}.{hint}")
+        is_list = isinstance(flat[key], list)
+        if is_list and not flat[key]:
+            raise ConfigError(f"Config key '{key}' is an empty list; name at least one of: {', '.join(allowed)}.")
+        for value in flat[key] if is_list else [flat[key]]:
+            if value not in allowed:
+                close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                subject = f"holds {value!r}; each of its entries must be one of:" if is_list else \
+                    f"is {value!r}; allowed values:"
+                raise ConfigError(f"Config key '{key}' {subject} {', '.join(map(str, allowed))}.{hint}")
     for key, interval in RANGES.items():
         for value in flat[key] if isinstance(flat[key], list) else [flat[key]]:
             check_range(key, value, interval, isinstance(flat[key], list))
