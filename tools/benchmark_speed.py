@@ -54,7 +54,7 @@ from models import WeSAM  # noqa: E402
 from models.backbones import MODEL_TYPES, build_network, input_sizes, is_sam2  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
 from models.registry import build_sam_at_size, with_attention  # noqa: E402
-from utils.files import check_output, write_text  # noqa: E402
+from utils.files import check_output, path_argument, write_text  # noqa: E402
 
 MODES = ("reference", "fast", "fast_fp32", "memory_saving")
 SAM2_MODES = ("fast", "fast_fp32")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                              "default all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
-    parser.add_argument("--out", default="results/speed.md")
+    parser.add_argument("--out", type=path_argument, default="results/speed.md")
     args = parser.parse_args(argv)
     out = check_output(args.out, "--out")
     device = torch.device(args.device)
