@@ -15,8 +15,11 @@ points inside the image. A value starting with '-' needs '=': --box=-5,0,40,30.
 Writes to DIR, for each image: <stem>.png (label map: 0 background, i for the i-th prompt's mask;
 a later mask covers an earlier one) or, with --format rle, one masks.json of COCO RLE records
 (with --coco: image_id and category_id of each annotation, a COCO results file); and
-<stem>_overlay.png. Images are resized, padded and prompted by the same code as training and
-validate.py (datasets/instances.py), so masks equal validate.py's on the same data.
+<stem>_overlay.png (two images of one stem, a.jpg and a.png: named after the whole file name,
+a.jpg.png). DIR is not the --images folder, and a file there that predict.py did not write is
+never replaced (its PNG files carry the text SOFTWARE). Images are resized, padded and prompted
+by the same code as training and validate.py (datasets/instances.py), so masks equal
+validate.py's on the same data.
 Without --config, the config.json of the run that wrote ADAPTER is used (else configs/config.py).
 """
 
