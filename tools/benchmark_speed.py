@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.base_config import base_config  # noqa: E402
-from engine.checks import run_main  # noqa: E402
+from engine.checks import check_outputs, run_main  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
 from models.backbones import MODEL_TYPES, build_network, input_sizes, is_sam2  # noqa: E402
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--out", type=path_argument, default="results/speed.md")
     args = parser.parse_args(argv)
     out = check_output(args.out, "--out")
+    check_outputs([("--out", out)], [])  # its sections are merged into the file: never a run's file
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

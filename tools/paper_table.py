@@ -41,6 +41,7 @@ from adaptation import adaptation_command  # noqa: E402
 from configs.paper import config_file  # noqa: E402
 from configs.paper.results import COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABLE_PROMPTS, TABLE_TITLES, paper_value  # noqa: E402
 from datasets import DatasetLayoutError, DatasetSpec, UnusableDatasetError, build_dataset  # noqa: E402
+from engine.checks import check_outputs  # noqa: E402
 from models import CheckpointError  # noqa: E402
 from models.backbones import input_sizes  # noqa: E402
 from tools.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
@@ -279,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     """Run (or read back) every run of the table, write the markdown and return it."""
     args = parse_args(argv)
     out = check_output(args.out or Path("results") / f"paper_{args.table}.md", "--out")
+    check_outputs([("--out", out)], [])  # never a file of one of the runs
     check_output(args.runs, "--runs", "folder")
     cells = plan(args)
     configs = {cell: resolve(cell) for cell in cells}
