@@ -43,14 +43,15 @@ from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
 from models.adapters import read_checkpoint
 from models.lora import STUDENT, TEACHER, adapter_state_dict, load_adapter_state_dict
-from models.backbones import backbone_metadata, input_sizes
+from models.backbones import backbone_metadata, evaluation_decoding, input_sizes
 from utils.config import (ConfigError, config_value, flatten, load_config, parse_override, read_config_file,
                           update_config)
 from utils.files import path_argument, same_path
 from utils.lock import hold_folder
 
-# Keys whose change would not fit the saved weights or would start writing over another run.
-FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "out_dir")
+# Keys whose change would not fit the saved weights, would start writing over another run, or would
+# score later evaluations unlike Direct (model.decoding).
+FIXED_ON_RESUME = ("model.type", "lora.rank", "teacher.mode", "model.decoding", "out_dir")
 # What last.ckpt holds beside the RunState: the run's config, the LoRA weights of each adapter, the
 # optimizer's state and the random states of every rank (rank order).
 CHECKPOINT_PARTS = ("config", "lora", "optimizer", "rng")
@@ -189,7 +190,8 @@ def evaluate_at(fabric: Fabric, model: Any, eval_set: InstanceDataset, cfg: Box,
                 step: int) -> dict[str, Any]:
     """{step, miou, f1, area_ratio, ...} of `adapter` (None: the unadapted SAM) on the evaluation split."""
     metrics = evaluate(fabric, model.module, eval_set, adapter, cfg.val_batch_size, cfg.num_workers,
-                       description=f"eval step {step}", threshold=cfg.metric.threshold, region=cfg.metric.region)
+                       description=f"eval step {step}", threshold=cfg.metric.threshold, region=cfg.metric.region,
+                       decoding=evaluation_decoding(cfg.model.type, cfg.model.decoding))
     check_scored(metrics, cfg)
     return {"step": step, **metrics}
 
@@ -308,7 +310,8 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
             # making the anchor's instances is part of the run's time (none when another run made them)
             run.seconds = run.auto_instances["seconds"] if run.auto_instances and run.auto_instances["built"] else 0.0
             fabric.print(f"Evaluating the unadapted SAM (Direct) on {cfg.dataset.name}/{cfg.dataset.eval_split} "
-                         f"({len(eval_set)} images, prompt {cfg.prompt})")
+                         f"({len(eval_set)} images, prompt {cfg.prompt}, decoding "
+                         f"{evaluation_decoding(cfg.model.type, cfg.model.decoding)})")
             run.direct = evaluate_at(fabric, model, eval_set, cfg, None, 0)
             run.best = dict(run.direct)
             fabric.seed_everything(cfg.seed + fabric.global_rank, verbose=False)

@@ -47,7 +47,7 @@ from engine.run import set_process_options
 from models import build_wesam
 from models.adapters import load_student_adapter
 from models.lora import STUDENT
-from models.backbones import input_sizes
+from models.backbones import evaluation_decoding, input_sizes
 from utils.config import ConfigError, config_of, load_config
 from utils.files import OutputPathError, check_output, make_folder, path_argument, writing, write_json
 from utils.visualize import overlay
@@ -345,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     dataset = PromptedImages(records, seed=cfg.seed, pad=cfg.model.pad, **input_sizes(cfg.model.type))
+    decoding = evaluation_decoding(cfg.model.type, cfg.model.decoding)  # as validate.py's
     make_folder(out)
     results: list[dict[str, Any]] = []
     for index in tqdm(range(len(dataset)), desc="predict", dynamic_ncols=True):
@@ -355,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         sets, order = prompt_sets(sample, record["groups"])
         image = read_image(record["path"])
         logits, scores = sample_outputs(model, sample, STUDENT if args.ckpt else None, sets,
-                                        original_size=image.shape[:2])
+                                        original_size=image.shape[:2], decoding=decoding)
         logits[order], scores[order] = logits.clone(), scores.clone()  # back to the order of the prompts
         masks = (logits > cfg.metric.threshold).cpu().numpy()  # the evaluation's threshold (metric.threshold)
         save_png(overlay(image, masks), out / f"{record['stem']}_overlay.png")

@@ -28,7 +28,7 @@ from engine.run import set_process_options
 from models import build_wesam
 from models.adapters import load_student_adapter
 from models.lora import STUDENT
-from models.backbones import input_sizes
+from models.backbones import evaluation_decoding, input_sizes
 from models.wesam import WeSAM
 from utils.config import ConfigError, config_of, load_config
 from utils.files import check_output, path_argument, writing, write_csv, write_json
@@ -51,12 +51,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def per_image_rows(model: WeSAM, dataset: InstanceDataset, adapted: bool, metric: Any) -> list[dict[str, Any]]:
-    """per_image_scores of the evaluated model (config `metric` section); when adapted, with
-    Direct's scores and the gain."""
-    rows = per_image_scores(model, dataset, STUDENT if adapted else None, metric.threshold, metric.region)
+def per_image_rows(model: WeSAM, dataset: InstanceDataset, adapted: bool, metric: Any,
+                   decoding: str) -> list[dict[str, Any]]:
+    """per_image_scores of the evaluated model (config `metric` section, `decoding`); when adapted,
+    with Direct's scores and the gain."""
+    rows = per_image_scores(model, dataset, STUDENT if adapted else None, metric.threshold, metric.region, decoding)
     if adapted:
-        for row, direct in zip(rows, per_image_scores(model, dataset, None, metric.threshold, metric.region)):
+        for row, direct in zip(rows, per_image_scores(model, dataset, None, metric.threshold, metric.region,
+                                                      decoding)):
             gain = None if row["miou"] is None else row["miou"] - direct["miou"]
             row.update(direct_miou=direct["miou"], direct_f1=direct["f1"], gain=gain)
     return rows
@@ -68,7 +70,7 @@ def visualize_folder(out: str) -> Path:
 
 
 def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]], count: int, folder: Path,
-              threshold: float = 0.0) -> None:
+              threshold: float = 0.0, decoding: str = "raw") -> None:
     """Pictures of the ceil(count / 2) images of largest gain and the floor(count / 2) of largest loss."""
     from utils.visualize import save_comparison
 
@@ -80,9 +82,9 @@ def visualize(model: WeSAM, dataset: InstanceDataset, rows: list[dict[str, Any]]
         top, left = sample["valid"][:2].tolist()
         image = display_pixels(crop_to_region(sample["image"], sample["valid"], "image"))
         panels = [(f"Direct: mIoU {row['direct_miou']:.3f}",
-                   (sample_logits(model, sample, None) > threshold).cpu().numpy()),
+                   (sample_logits(model, sample, None, decoding=decoding) > threshold).cpu().numpy()),
                   (f"adapted: mIoU {row['miou']:.3f}",
-                   (sample_logits(model, sample, STUDENT) > threshold).cpu().numpy()),
+                   (sample_logits(model, sample, STUDENT, decoding=decoding) > threshold).cpu().numpy()),
                   ("ground truth", crop_to_region(sample["masks"], sample["valid"], "image").numpy())]
         name = f"{rank:02d}_{'gain' if row in gains else 'loss'}{100 * row['gain']:+.1f}_image{row['index']}.png"
         with writing(folder / name):
@@ -117,12 +119,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), cfg.dataset.eval_split)
+    decoding = evaluation_decoding(cfg.model.type, cfg.model.decoding)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
-                       threshold=cfg.metric.threshold, region=cfg.metric.region)
+                       threshold=cfg.metric.threshold, region=cfg.metric.region, decoding=decoding)
     check_scored(metrics, cfg)
     result = {"dataset": cfg.dataset.name, "prompt": cfg.prompt, **metrics}
     label = f"WeSAM ({args.ckpt})" if args.ckpt else "Direct (unadapted SAM)"
-    fabric.print(f"{label} on {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}: "
+    fabric.print(f"{label} on {cfg.dataset.name}/{cfg.dataset.eval_split}, prompt {cfg.prompt}, decoding {decoding}: "
                  f"mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
                  f"({metrics['num_images']} images, {metrics['num_instances']} instances)")
     if fabric.global_rank != 0:
@@ -131,13 +134,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         write_json(args.out, result)
     if args.per_image or args.visualize:
         model.eval()
-        rows = per_image_rows(model, dataset, adapter is not None, cfg.metric)
+        rows = per_image_rows(model, dataset, adapter is not None, cfg.metric, decoding)
         if args.per_image:
             fields = (["index", "image", "instances", "miou", "f1"]
                       + (["direct_miou", "direct_f1", "gain"] if adapter else []))
             write_csv(args.per_image, rows, fields)
         if args.visualize:
-            visualize(model, dataset, rows, args.visualize, visualize_folder(args.out), cfg.metric.threshold)
+            visualize(model, dataset, rows, args.visualize, visualize_folder(args.out), cfg.metric.threshold,
+                      decoding)
     return result
 
 

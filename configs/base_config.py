@@ -111,6 +111,11 @@ base_config = {
         # torch.compile the image encoder: "off", "inductor" (minutes to compile,
         # then faster: README "Speed and memory") or "aot_eager" (no code generation, for debugging)
         "compile": "off",
+        # single-mask decoding of evaluation (Direct included) and predict.py: "meta" as SAM2ImagePredictor on
+        # build_sam2's default (an unstable first mask replaced by the best multimask output), "raw" the first mask
+        # token; "auto": meta for the official SAM 2 checkpoints, raw for sam2_tiny and sam2_small (their multimask
+        # tokens were never trained) and SAM (the same either way). Training always decodes raw (README, "SAM 2")
+        "decoding": "auto",
     },
     "lora": {
         "rank": 4,  # LoRA rank on q and v of every image-encoder attention block (paper)
@@ -206,6 +211,7 @@ CHOICES = {
     "model.pad": ["bottom_right", "center"],
     "model.attention": ["sdpa", "sam"],
     "model.compile": ["off", "inductor", "aot_eager"],
+    "model.decoding": ["auto", "meta", "raw"],
     "teacher.mode": ["shared", "ema"],
     "loss.target": ["teacher", "ground_truth"],
 }

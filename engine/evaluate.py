@@ -16,7 +16,7 @@ from utils.metrics import SegmentationMeter
 @torch.no_grad()
 def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: str | None, batch_size: int = 1,
              num_workers: int = 0, description: str = "eval", threshold: float = 0.0,
-             region: str = "image") -> dict[str, float]:
+             region: str = "image", decoding: str = "raw") -> dict[str, float]:
     """mIoU and F1 of `model` with `adapter` (None: unadapted SAM) on every image of `dataset`.
 
     `model` is the plain module (not a DDP wrapper): ranks may get different numbers of images,
@@ -25,7 +25,8 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
     Each rank takes every world_size-th image, so no image is counted twice; masks are compared
     at the resized image's resolution, prediction = logits > threshold, over the image without its
     padding (region "image") or over the whole padded canvas (region "canvas", the authors' code,
-    in which predictions in the padding count too). Images without
+    in which predictions in the padding count too); each prompt's single mask decoded as `decoding`
+    says ("raw" or "meta": WeSAM.predict, models/backbones.py evaluation_decoding). Images without
     instances are not scored; `skipped_images` counts those the dataset could not use (see
     InstanceDataset), and a split of which every image was skipped is an error.
     """
@@ -44,7 +45,7 @@ def evaluate(fabric: Fabric, model: WeSAM, dataset: InstanceDataset, adapter: st
         batch = fabric.to_device(batch)
         with fabric.autocast():
             outputs = model.predict(batch["images"][scored], batch["valid"][scored],
-                                    [batch["prompts"][i] for i in scored], adapter=adapter)
+                                    [batch["prompts"][i] for i in scored], adapter=adapter, decoding=decoding)
         for logits, i in zip(outputs["logits"], scored):
             masks = batch["masks"][i]
             pred = upscale_logits(logits.float(), masks.shape[-1])[:, 0] > threshold

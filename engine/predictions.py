@@ -1,7 +1,7 @@
 """Masks of single samples, for the tools that look at images one by one (validate.py
---per-image / --visualize, predict.py). Same decoding as engine/evaluate.py: WeSAM.predict, the
-low-res logits upscaled to the input canvas, the padding cropped (metric.region "image") or not
-("canvas"), thresholded at metric.threshold."""
+--per-image / --visualize, predict.py). Same decoding as engine/evaluate.py: WeSAM.predict (with
+the evaluation's model.decoding), the low-res logits upscaled to the input canvas, the padding cropped
+(metric.region "image") or not ("canvas"), thresholded at metric.threshold."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from utils.metrics import instance_scores
 @torch.no_grad()
 def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None,
                    prompt_sets: list[dict[str, torch.Tensor]] | None = None, region: str = "image",
-                   original_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   original_size: tuple[int, int] | None = None,
+                   decoding: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
     """Mask logits N x h x w of a sample's N >= 1 instances on the resized image (h x w = the
     sample's valid region, padding cropped; with region "canvas" the whole S x S input canvas),
     or with `original_size` (H, W) N x H x W on the image as stored, as the backbone's own predictor
@@ -26,14 +27,16 @@ def sample_outputs(model: WeSAM, sample: dict[str, Any], adapter: str | None,
     `prompt_sets` (default: the sample's prompts) are decoded one after the other on the image's
     one embedding, their instances concatenated: prompts of different shapes (objects with
     different numbers of points) cannot share a decoder call, and padding them would change the
-    masks."""
+    masks. Each prompt's single mask is decoded as `decoding` says (WeSAM.predict)."""
     device = next(model.parameters()).device
     batch = collate([sample])
     sets = [{key: value.to(device) for key, value in prompts.items()}
             for prompts in (prompt_sets or [batch["prompts"][0]])]
-    outputs = model.predict(batch["images"].to(device), batch["valid"].to(device), sets[:1], adapter=adapter)
+    outputs = model.predict(batch["images"].to(device), batch["valid"].to(device), sets[:1], adapter=adapter,
+                            decoding=decoding)
     decoded = [(outputs["logits"][0], outputs["iou"][0])]
-    decoded += [model.decode(outputs["features"][0], prompts) for prompts in sets[1:]]  # the decoder has no LoRA
+    decoded += [model.decode(outputs["features"][0], prompts, decoding)  # the decoder has no LoRA
+                for prompts in sets[1:]]
     logits = torch.cat([d[0] for d in decoded]).float()
     if original_size is not None:
         logits = model.postprocess(logits, sample["valid"], original_size)[:, 0]
@@ -51,9 +54,10 @@ def crop_to_region(masks: torch.Tensor, valid: torch.Tensor, region: str) -> tor
     return masks[:, top:top + height, left:left + width]
 
 
-def sample_logits(model: WeSAM, sample: dict[str, Any], adapter: str | None, region: str = "image") -> torch.Tensor:
+def sample_logits(model: WeSAM, sample: dict[str, Any], adapter: str | None, region: str = "image",
+                  decoding: str = "raw") -> torch.Tensor:
     """The mask logits of sample_outputs."""
-    return sample_outputs(model, sample, adapter, region=region)[0]
+    return sample_outputs(model, sample, adapter, region=region, decoding=decoding)[0]
 
 
 def image_name(dataset: InstanceDataset, index: int) -> str:
@@ -62,17 +66,17 @@ def image_name(dataset: InstanceDataset, index: int) -> str:
 
 
 def per_image_scores(model: WeSAM, dataset: InstanceDataset, adapter: str | None, threshold: float = 0.0,
-                     region: str = "image") -> list[dict[str, Any]]:
+                     region: str = "image", decoding: str = "raw") -> list[dict[str, Any]]:
     """One row per image of `dataset`: {index, image, instances, miou, f1}. The mean of miou over
-    the images with instances is evaluate()'s mIoU with the same threshold and region; an image
-    without instances has miou None."""
+    the images with instances is evaluate()'s mIoU with the same threshold, region and decoding; an
+    image without instances has miou None."""
     rows = []
     for index in range(len(dataset)):
         sample = dataset[index]
         masks = sample["masks"]
         row = {"index": index, "image": image_name(dataset, index), "instances": len(masks), "miou": None, "f1": None}
         if len(masks):
-            pred = sample_logits(model, sample, adapter, region).cpu() > threshold
+            pred = sample_logits(model, sample, adapter, region, decoding).cpu() > threshold
             iou, f1 = instance_scores(pred, crop_to_region(masks, sample["valid"], region))
             row.update(miou=float(iou.mean()), f1=float(f1.mean()))
         rows.append(row)

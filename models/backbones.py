@@ -38,15 +38,44 @@ def backbone_metadata(model_type: str) -> dict[str, str]:
     return {"backbone": "sam"}
 
 
-def exported_checkpoint(model_type: str, state: dict[str, Tensor], path: str | Path) -> tuple[Any, str]:
+def evaluation_decoding(model_type: str, setting: str) -> str:
+    """How evaluation and predict.py decode `model_type`'s single mask for `model.decoding` = `setting`:
+    "meta" (as the package's predictor on its default build) or "raw" (the first mask token).
+
+    "auto" is "meta" for the official SAM 2 configurations, whose checkpoints Meta trained with all
+    four mask tokens; "raw" for the small SAM 2 made here (sam2_small was pretrained on the first token
+    only, and its untrained multimask tokens are what the stability fallback would pick) and for SAM,
+    whose predictor decodes the first token anyway."""
+    if setting != "auto":
+        return setting
+    return "meta" if model_type in OFFICIAL_SAM2 else "raw"
+
+
+def exported_checkpoint(model_type: str, state: dict[str, Tensor], path: str | Path,
+                        decoding: str = "raw") -> tuple[Any, str]:
     """A plain state dict of `model_type` (LoRA merged) as the official tools read it from a file
     (SAM 2: {"model": state}, Meta's layout, which build_sam2 reads; SAM: the state dict itself), and
-    the line of Python that loads it from `path`."""
+    the line of Python that loads it from `path`, with what to say of its use: for SAM 2, the
+    post-processing setting under which SAM2ImagePredictor decodes as predict.py with `decoding`
+    (evaluation_decoding) and, for the small configurations, the predictor and automatic mask
+    generator at their own feature sizes."""
     if is_sam2(model_type):
-        loader = (f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{path}", device="cpu", '
-                  'apply_postprocessing=False)' if model_type in OFFICIAL_SAM2
-                  else f'models.sam2.build_sam2_model("{model_type}", "{path}")')
-        return {"model": state}, loader
+        postprocessing = decoding == "meta"
+        why = ("the package's default: an unstable single mask falls back to the best multimask output, as "
+               "predict.py and validate.py decode with model.decoding=meta" if postprocessing else
+               "the first mask token, as predict.py and validate.py decode with model.decoding=raw and training "
+               "always does")
+        if model_type in OFFICIAL_SAM2:
+            return {"model": state}, (
+                f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{path}", device="cpu", '
+                f"apply_postprocessing={postprocessing}) ({why}), then pass the model to SAM2ImagePredictor or "
+                "SAM2AutomaticMaskGenerator as usual")
+        return {"model": state}, (
+            f'models.sam2.build_sam2_model("{model_type}", "{path}", apply_postprocessing={postprocessing}) ({why}); '
+            "then pass the model to models.sam2.image_predictor or models.sam2.mask_generator (with the "
+            "package's options): they return the package's SAM2ImagePredictor and SAM2AutomaticMaskGenerator at "
+            f"the model's own feature sizes, since their constructors assume 1024 px and {model_type} is "
+            f"{input_sizes(model_type)['image_size']} px")
     loader = (f'segment_anything.sam_model_registry["{model_type}"](checkpoint="{path}")'
               if model_type in OFFICIAL_CHECKPOINTS else f'models.registry.build_sam("{model_type}", "{path}")')
     return state, loader

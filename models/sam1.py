@@ -92,8 +92,11 @@ class SamBackbone(nn.Module):
             embeddings = encoder.neck(x.permute(0, 3, 1, 2))
         return embeddings, list(embeddings)
 
-    def decode(self, features: torch.Tensor, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image's embedding (C x h x w) and N prompts -> logits N x 1 x 4h x 4w, IoU N x 1."""
+    def decode(self, features: torch.Tensor, prompts: Prompts,
+               decoding: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's embedding (C x h x w) and N prompts -> logits N x 1 x 4h x 4w, IoU N x 1: the
+        first mask token's, which is also what SamPredictor decodes for a single mask, so `decoding`
+        ("raw" or "meta", see Sam2Backbone.decode) changes nothing for SAM."""
         points = (prompts["points"], prompts["point_labels"]) if "points" in prompts else None
         sparse, dense = self.sam.prompt_encoder(points=points, boxes=prompts.get("boxes"),
                                                 masks=prompts.get("mask_inputs"))

@@ -1,6 +1,8 @@
 """SAM 2 as a second backbone: Meta's `sam2` package (from the `rf-sam-2` wheel, see INSTALL.md) used
 as a library. Builders for the official configurations and small random ones, rank-r LoRA on q and v
-of every Hiera block (models/lora.py), and the image path of `SAM2ImagePredictor` run with gradients.
+of every Hiera block (models/lora.py), the image path of `SAM2ImagePredictor` run with gradients and
+decoded either as the package's default build does or from the first mask token only, and the
+package's predictor and automatic mask generator at a model's own feature sizes.
 
 Prompts of one image are a dict of tensors as for SAM 1 (models/sam1.py), in the S x S input frame
 (x scaled by S / W and y by S / H: SAM 2 resizes to the square without keeping the aspect ratio; the
@@ -10,6 +12,8 @@ datasets do it, datasets/transforms.py resize_square); h = S / 16.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,12 @@ from typing import Any
 import sam2
 import torch
 from omegaconf import OmegaConf
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.build_sam import build_sam2
 from sam2.modeling.backbones.hieradet import Hiera
+from sam2.modeling.sam.mask_decoder import MaskDecoder
 from sam2.modeling.sam2_base import SAM2Base
+from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.utils.transforms import SAM2Transforms
 from torch import nn
 
@@ -101,22 +108,51 @@ def sam2_config(model_type: str) -> tuple[str, list[str]]:
     raise ValueError(f"Unknown SAM 2 model type '{model_type}'; choose one of {', '.join(SAM2_CONFIGS)}.")
 
 
-def build_sam2_model(model_type: str, checkpoint: str | Path | None = None) -> SAM2Base:
+def build_sam2_model(model_type: str, checkpoint: str | Path | None = None,
+                     apply_postprocessing: bool = False) -> SAM2Base:
     """A SAM 2 of `model_type` (see SAM2_CONFIGS), on the CPU in eval mode, with random weights or
     those of `checkpoint` (an official file, {"model": state_dict}).
 
-    Built without the package's eval-only postprocessing (dynamic multimask via stability), so that
-    the no-grad passes (anchor, EMA teacher) decode as the training student does. Raises
-    CheckpointError with what to do when the checkpoint is missing, unreadable or of another model
-    (a missing or unreadable file before building anything).
+    Built by default without the package's eval-only postprocessing (build_sam2's
+    `apply_postprocessing`: a single mask of low stability replaced by the best multimask output),
+    so that a plain SAM2ImagePredictor on it decodes the first mask token, as training does (WeSAM
+    chooses its decoding per call anyway: Sam2Backbone.decode). Raises CheckpointError with what to
+    do when the checkpoint is missing, unreadable or of another model (a missing or unreadable file
+    before building anything).
     """
     config, overrides = sam2_config(model_type)
     path = resolve_path(checkpoint) if checkpoint else None
     state = read_sam2_checkpoint(path, model_type) if path else None
-    model = build_sam2(config, None, device="cpu", hydra_overrides_extra=overrides, apply_postprocessing=False)
+    model = build_sam2(config, None, device="cpu", hydra_overrides_extra=overrides,
+                       apply_postprocessing=apply_postprocessing)
     if state is not None:
         load_sam2_state(model, model_type, state, path)
     return model
+
+
+def feature_sizes(sam: SAM2Base) -> list[tuple[int, int]]:
+    """The sides of the decoder's three feature maps (strides 4, 8 and 16 of sam.image_size), finest
+    first: what SAM2ImagePredictor's `_bb_feat_sizes` must hold, which the package hard-codes for
+    1024 px ([(256, 256), (128, 128), (64, 64)]); [(32, 32), (16, 16), (8, 8)] for sam2_small."""
+    side = sam.sam_image_embedding_size
+    return [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]
+
+
+def image_predictor(sam: SAM2Base, **options: Any) -> SAM2ImagePredictor:
+    """The package's SAM2ImagePredictor(sam, **options), unchanged but for its feature sizes, which
+    are `sam`'s own (feature_sizes): its constructor assumes 1024 px, and set_image fails on any
+    other size (sam2_tiny, sam2_small). At 1024 px it is the package's predictor exactly."""
+    predictor = SAM2ImagePredictor(sam, **options)
+    predictor._bb_feat_sizes = feature_sizes(sam)
+    return predictor
+
+
+def mask_generator(sam: SAM2Base, **options: Any) -> SAM2AutomaticMaskGenerator:
+    """The package's SAM2AutomaticMaskGenerator(sam, **options), its predictor at `sam`'s own feature
+    sizes (see image_predictor)."""
+    generator = SAM2AutomaticMaskGenerator(sam, **options)
+    generator.predictor._bb_feat_sizes = feature_sizes(sam)
+    return generator
 
 
 def _version(is_2_1: bool) -> str:
@@ -196,6 +232,21 @@ def box_and_point_prompts(prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]
     return (torch.cat(coords, dim=1), torch.cat(labels, dim=1)) if coords else None
 
 
+@contextmanager
+def stability_fallback(decoder: MaskDecoder, on: bool) -> Iterator[None]:
+    """`decoder` with the package's dynamic multimask via stability on or off, whichever way the model
+    was built: all that build_sam2's apply_postprocessing switches on (build_sam2_video_predictor's
+    adds binarised memory masks and hole filling, which the image path never reaches). Its threshold
+    and margin are the decoder's own, build_sam2's 0.98 and 0.05 (tested); it acts in eval mode only,
+    as in the package."""
+    built = decoder.dynamic_multimask_via_stability
+    decoder.dynamic_multimask_via_stability = on
+    try:
+        yield
+    finally:
+        decoder.dynamic_multimask_via_stability = built
+
+
 # The parts of SAM2Base that the image path uses; the rest (memory attention and encoder, object
 # pointers, mask downsampling, the object-score head whose output it drops) stays frozen, out of the
 # optimizer, so that DDP finds no parameter without a gradient.
@@ -265,23 +316,28 @@ class Sam2Backbone(nn.Module):
         return embeddings, [(embedding, [feature[i] for feature in high_res])
                             for i, embedding in enumerate(embeddings)]
 
-    def decode(self, features: tuple[torch.Tensor, list[torch.Tensor]],
-               prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, features: tuple[torch.Tensor, list[torch.Tensor]], prompts: Prompts,
+               decoding: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
         """One image's decoder features (see encode) and N prompts -> low-res logits N x 1 x 4h x 4w
-        and IoU N x 1.
+        and IoU N x 1, a single mask per prompt.
 
-        A single mask per prompt; the IoU head ends in its own sigmoid (the IoU loss adds none); the
-        logits are the decoder's, without the -1024 of an object score <= 0 (video path) or the
-        predictor's clamp to +-32.
+        `decoding` "raw": the first mask token's (what training decodes and the losses see); "meta":
+        as SAM2ImagePredictor on a model of build_sam2's default (apply_postprocessing=True) in eval
+        mode: where the first token's mask is unstable (stability score below 0.98 at +-0.05), the
+        multimask output of highest predicted IoU and its IoU instead (stability_fallback). The IoU
+        head ends in its own sigmoid (the IoU loss adds none); the logits are the decoder's, without
+        the -1024 of an object score <= 0 (video path) or the predictor's clamp to +-32.
         """
         embedding, high_res = features
+        decoder = self.sam.sam_mask_decoder
         sparse, dense = self.sam.sam_prompt_encoder(points=box_and_point_prompts(prompts), boxes=None,
                                                     masks=prompts.get("mask_inputs"))
-        logits, iou, _, _ = self.sam.sam_mask_decoder(
-            image_embeddings=embedding[None], image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
-            repeat_image=True, high_res_features=[feature[None] for feature in high_res] or None,
-        )
+        with stability_fallback(decoder, decoding == "meta"):
+            logits, iou, _, _ = decoder(
+                image_embeddings=embedding[None], image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+                repeat_image=True, high_res_features=[feature[None] for feature in high_res] or None,
+            )
         return logits, iou
 
     def postprocess(self, logits: torch.Tensor, valid: torch.Tensor | None,

@@ -59,17 +59,20 @@ class WeSAM(nn.Module):
     def image_size(self) -> int:
         return self.backbone.image_size
 
-    def decode(self, features: Any, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, features: Any, prompts: Prompts, decoding: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
         """One image's decoder features (Outputs["features"][i]) and N prompts -> low-res logits
-        N x 1 x 4h x 4w and IoU N x 1 (the decoder has no LoRA: any adapter's features)."""
-        return self.backbone.decode(features, prompts)
+        N x 1 x 4h x 4w and IoU N x 1 (the decoder has no LoRA: any adapter's features), decoded as
+        `decoding` says (Sam2Backbone.decode)."""
+        return self.backbone.decode(features, prompts, decoding)
 
     def predict(self, images: torch.Tensor, valid: torch.Tensor, prompts: list[Prompts],
-                adapter: Adapter = STUDENT) -> Outputs:
+                adapter: Adapter = STUDENT, decoding: str = "raw") -> Outputs:
         """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the
-        images, see LoRAQKV) on B images (B x 3 x S x S, as the datasets give them) and their prompts."""
+        images, see LoRAQKV) on B images (B x 3 x S x S, as the datasets give them) and their prompts.
+        `decoding`: "raw", the first mask token (every training pass), or "meta", as the package's
+        predictor on its default build (evaluation; see Sam2Backbone.decode)."""
         embeddings, features = self.backbone.encode(self.backbone.preprocess(images, valid), adapter)
-        decoded = [self.backbone.decode(f, p) for f, p in zip(features, prompts)]
+        decoded = [self.backbone.decode(f, p, decoding) for f, p in zip(features, prompts)]
         return {"embeddings": embeddings, "features": features, "logits": [d[0] for d in decoded],
                 "iou": [d[1] for d in decoded]}
 

@@ -13,7 +13,7 @@ from tests.test_instances import RectDataset
 class FixedLogits(torch.nn.Module):
     """Predicts logit 0.3 on each instance's true mask, 2.0 in the padding, -5 elsewhere."""
 
-    def predict(self, images, valid, prompts, adapter=None):
+    def predict(self, images, valid, prompts, adapter=None, decoding="raw"):
         logits = []
         for image, box_prompts, (top, left, height, width) in zip(images, prompts, valid.tolist()):
             count = len(box_prompts["boxes"])

@@ -1,7 +1,8 @@
 """SAM 2 as a second backbone: builders and checkpoint messages, LoRA on the Hiera blocks against a
 dense reference, the image path that trains (only the parts it uses, decoding alike in train and
 eval mode), our path from a file on disk through a dataset sample against the package's
-SAM2ImagePredictor, and the merged export loaded strictly by the package's build_sam2."""
+SAM2ImagePredictor on a model that the package's build_sam2 built with and without its
+post-processing (model.decoding "meta" and "raw"), and the merged export loaded strictly by build_sam2."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from datasets.files import read_image
 from datasets.transforms import resize_square_image
 from losses.segmentation import iou_head_loss
+from engine.predictions import sample_outputs
 from models import CheckpointError, WeSAM, build_sam
+from models.backbones import evaluation_decoding
 from models.lora import STUDENT, TEACHER, lora_layers, merged_state_dict, use_adapter
 from models.sam2 import (
     IMAGE_PATH,
@@ -29,10 +32,13 @@ from models.sam2 import (
     _official_signature,
     _state_signature,
     build_sam2_model,
+    feature_sizes,
+    image_predictor,
     load_sam2_state,
     sam2_config,
 )
 from tests.ondisk import build, labels, write_mask
+from utils.config import ConfigError, load_config
 
 # (height, width, PIL mode): the tiny SAM 2's input is 128, so these scale up and down, non-square
 IMAGES = {"wide": (97, 150, "RGB"), "grey": (151, 203, "L"), "rgba_tall": (300, 190, "RGBA")}
@@ -52,14 +58,6 @@ def randomise_lora(model: torch.nn.Module, adapter: str = STUDENT, scale: float 
         for layer in lora_layers(model):
             for parameter in layer.adapters[adapter].parameters():
                 parameter.normal_(0, scale)
-
-
-def small_predictor(sam) -> SAM2ImagePredictor:
-    """The package's predictor on a small model: its feature sizes are hard-coded for 1024 px."""
-    predictor = SAM2ImagePredictor(sam)
-    size = sam.image_size
-    predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
-    return predictor
 
 
 def native_prompts(height: int, width: int, prompt: str) -> dict[str, torch.Tensor]:
@@ -108,6 +106,22 @@ def test_model_types_and_builders():
     assert not model.training and model.image_size == 128
     # the eval-only fallback to the most stable multimask output is off (anchor and student decode alike)
     assert not model.sam_mask_decoder.dynamic_multimask_via_stability
+    # the package's default build switches it on with the threshold and margin that "meta" decoding uses
+    # (the decoder's own: models/sam2.py stability_fallback)
+    default = build_sam2_model("sam2_tiny", apply_postprocessing=True).sam_mask_decoder
+    assert default.dynamic_multimask_via_stability
+    assert (default.dynamic_multimask_stability_thresh, default.dynamic_multimask_stability_delta) == (
+        model.sam_mask_decoder.dynamic_multimask_stability_thresh,
+        model.sam_mask_decoder.dynamic_multimask_stability_delta) == (0.98, 0.05)
+    assert feature_sizes(model) == [(32, 32), (16, 16), (8, 8)]
+    # model.decoding=auto: Meta's post-processing for the official checkpoints, the first token for ours
+    assert {name: evaluation_decoding(name, "auto") for name in SAM2_CONFIGS} == {
+        name: "meta" if name in OFFICIAL_SAM2 else "raw" for name in SAM2_CONFIGS}
+    assert evaluation_decoding("vit_b", "auto") == "raw"
+    assert [evaluation_decoding(name, setting) for name in ("sam2_small", "sam2.1_hiera_l")
+            for setting in ("meta", "raw")] == ["meta", "raw"] * 2
+    with pytest.raises(ConfigError, match="model.decoding"):
+        load_config(overrides=["model.decoding=best"])
     blocks = model.image_encoder.trunk.blocks
     stage_changes = [i for i, block in enumerate(blocks) if block.dim != block.dim_out]
     assert stage_changes == [1, 2, 4]
@@ -248,6 +262,14 @@ def test_decoding_is_alike_in_train_and_eval_mode_and_the_iou_head_ends_in_a_sig
     assert torch.equal(train["iou"][0], evaluation["iou"][0])
     decoder = model.sam.sam_mask_decoder
     assert decoder.iou_prediction_head.sigmoid_output and not decoder.dynamic_multimask_via_stability
+    # "raw" is the first token even on the package's default build (post-processing on), which keeps its switch
+    default = WeSAM.on(build_sam2_model("sam2_tiny", apply_postprocessing=True), lora_rank=4).eval()
+    default.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(default.predict(images, valid, prompts)["logits"][0], evaluation["logits"][0])
+        meta = default.predict(images, valid, prompts, decoding="meta")["logits"][0]
+    assert not torch.allclose(meta, evaluation["logits"][0])
+    assert default.sam.sam_mask_decoder.dynamic_multimask_via_stability and not decoder.dynamic_multimask_via_stability
     iou = evaluation["iou"][0]
     assert ((iou > 0) & (iou < 1)).all()
     target = torch.zeros(2, 1, 128, 128)
@@ -268,14 +290,28 @@ def native(prompts: dict[str, torch.Tensor], height: int, width: int, size: int)
     return out
 
 
+def built_by_the_package(model_type: str, state: dict[str, torch.Tensor], apply_postprocessing: bool):
+    """The package's build_sam2 of `model_type`'s configuration, with or without its eval-only
+    post-processing, holding the weights `state` (loaded strictly)."""
+    config, overrides = sam2_config(model_type)
+    sam = build_sam2(config, None, device="cpu", hydra_overrides_extra=overrides,
+                     apply_postprocessing=apply_postprocessing)
+    sam.load_state_dict(state)
+    return sam
+
+
+@pytest.mark.parametrize("decoding", ["raw", "meta"])
 @pytest.mark.parametrize("prompt", ["box", "point", "box+point"])
-def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt):
+def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt, decoding):
     """A file on disk -> a dataset sample (our reader, SAM 2's input path) -> WeSAM with LoRA at zero,
-    against SAM2ImagePredictor.set_image + predict on the same file: low-res logits, IoU head and the
-    masks at the image's size, to 1e-4."""
+    decoded as model.decoding says, against SAM2ImagePredictor.set_image + predict (single mask) on
+    the same file, on a model the package's build_sam2 built with apply_postprocessing=True for
+    "meta" (its default) and False for "raw": the low-res logits and IoU head of the evaluation, and
+    predict.py's logits at the image's size (sample_outputs), to 1e-4. Random weights leave every
+    first-token mask unstable, so "meta" takes the multimask fallback here (its masks differ from raw's)."""
     torch.manual_seed(0)
     sam = build_sam2_model("sam2_tiny")
-    predictor = small_predictor(copy.deepcopy(sam))
+    predictor = image_predictor(built_by_the_package("sam2_tiny", sam.state_dict(), decoding == "meta"))
     model = WeSAM.on(sam, lora_rank=4).eval()  # LoRA at zero
     root = next(iter(image_files.values())).parent.parent.parent
     datasets = {kind: build("folder", root, "test", "model.type=sam2_tiny", f"prompt={kind}")
@@ -293,16 +329,47 @@ def test_our_path_from_file_equals_sam2_image_predictor(image_files, prompt):
             masks, iou, low_res = predictor.predict(
                 point_coords=given.get("points"), point_labels=given.get("point_labels"), box=given.get("boxes"),
                 multimask_output=False, return_logits=True)
-            ours = model.predict(sample["image"][None], sample["valid"][None], [prompts], adapter=STUDENT)
-            upsampled = model.postprocess(ours["logits"][0], sample["valid"], (height, width))
+            ours = model.predict(sample["image"][None], sample["valid"][None], [prompts], adapter=STUDENT,
+                                 decoding=decoding)
+            raw = model.predict(sample["image"][None], sample["valid"][None], [prompts], adapter=STUDENT)
+        upsampled, scores = sample_outputs(model, sample, STUDENT, [prompts], original_size=(height, width),
+                                           decoding=decoding)
         logits = ours["logits"][0]
         assert logits.shape == (2, 1, 32, 32) and ours["iou"][0].shape == (2, 1)
         assert logits.abs().max() < 32  # so the predictor's clamp to +-32 leaves its logits comparable
         assert (logits[0] - logits[1]).abs().max() > 1e-3  # the two objects' masks differ: a real comparison
+        assert ((logits - raw["logits"][0]).abs().amax((1, 2, 3)) > 1e-3).all() == (decoding == "meta")
         assert low_res.shape == (2, 1, 32, 32)  # N > 1: the predictor keeps the batch dimension
         torch.testing.assert_close(logits, torch.from_numpy(low_res), rtol=0, atol=1e-4)
         torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
-        torch.testing.assert_close(upsampled, torch.from_numpy(masks), rtol=0, atol=1e-4)
+        torch.testing.assert_close(upsampled, torch.from_numpy(masks)[:, 0], rtol=0, atol=1e-4)
+        torch.testing.assert_close(scores, torch.from_numpy(iou)[:, 0], rtol=0, atol=1e-4)
+
+
+def test_meta_decoding_keeps_a_stable_first_mask():
+    """Where the first token's mask is stable (stability score >= 0.98: here its logits made large),
+    "meta" keeps it, as the package's predictor on its default build does: the fallback is per mask,
+    not a switch to the multimask outputs."""
+    torch.manual_seed(0)
+    sam = build_sam2_model("sam2_tiny")
+    with torch.no_grad():  # the first mask token's hypernetwork scaled up: logits far from 0, so stable
+        sam.sam_mask_decoder.output_hypernetworks_mlps[0].layers[-1].weight.mul_(1000.0)
+    predictor = image_predictor(built_by_the_package("sam2_tiny", sam.state_dict(), True))
+    model = WeSAM.on(sam, lora_rank=4).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)  # the input size: no resize
+    images, valid = torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255.0, torch.tensor([[0, 0, 128, 128]])
+    prompts = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 64.0, 64.0]])}]
+    with torch.no_grad():
+        meta = model.predict(images, valid, prompts, decoding="meta")
+        raw = model.predict(images, valid, prompts, decoding="raw")
+        predictor.set_image(pixels)
+        _, iou, low_res = predictor.predict(box=prompts[0]["boxes"].numpy(), multimask_output=False,
+                                            return_logits=True)
+    decoder = sam.sam_mask_decoder
+    assert (decoder._get_stability_scores(raw["logits"][0]) >= decoder.dynamic_multimask_stability_thresh).all()
+    assert torch.equal(meta["logits"][0], raw["logits"][0]) and torch.equal(meta["iou"][0], raw["iou"][0])
+    torch.testing.assert_close(meta["logits"][0].clamp(-32, 32), torch.from_numpy(low_res), rtol=0, atol=1e-3)
+    torch.testing.assert_close(meta["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
 
 
 def test_the_dataset_resizes_as_sam2_transforms(image_files):
@@ -365,25 +432,34 @@ def test_merged_export_loads_strictly_in_build_sam2_and_gives_the_adapted_masks(
 
 
 @pytest.mark.slow
-def test_sam2_1_hiera_t_at_1024_equals_the_predictor(image_files):
-    """The official tiny configuration (random weights) at its real size: feature sizes 256/128/64."""
+def test_sam2_1_hiera_t_at_1024_equals_the_predictor_built_each_way(image_files):
+    """The official tiny configuration (random weights) at its real size, where the package's own
+    SAM2ImagePredictor (feature sizes 256/128/64) runs as it is: on build_sam2's default model
+    (post-processing on) it gives our "meta" decoding, on one built without post-processing our "raw"."""
     torch.manual_seed(0)
     sam = build_sam2_model("sam2.1_hiera_t")
-    predictor = SAM2ImagePredictor(copy.deepcopy(sam))
     assert _state_signature(sam.state_dict()) == _official_signature("sam2.1_hiera_t")
+    assert feature_sizes(sam) == SAM2ImagePredictor(sam)._bb_feat_sizes
+    predictors = {decoding: SAM2ImagePredictor(built_by_the_package("sam2.1_hiera_t", sam.state_dict(),
+                                                                    decoding == "meta"))
+                  for decoding in ("meta", "raw")}
     model = WeSAM.on(sam, lora_rank=4).eval()
     path = image_files["wide"]
     dataset = build("folder", path.parent.parent.parent, "test", "model.type=sam2.1_hiera_t", "prompt=box")
     sample = dataset[[record.image for record in dataset.records].index(path)]
     pixels = read_image(path)
     given = native(sample["prompts"], *pixels.shape[:2], 1024)
+    ours = {}
     with torch.no_grad():
-        predictor.set_image(pixels)
-        _, iou, low_res = predictor.predict(box=given["boxes"], multimask_output=False, return_logits=True)
-        ours = model.predict(sample["image"][None], sample["valid"][None], [sample["prompts"]])
-    assert ours["logits"][0].shape == (2, 1, 256, 256)
-    torch.testing.assert_close(ours["logits"][0].clamp(-32, 32), torch.from_numpy(low_res), rtol=0, atol=1e-4)
-    torch.testing.assert_close(ours["iou"][0], torch.from_numpy(iou), rtol=0, atol=1e-4)
+        _, features = model.backbone.encode(model.backbone.preprocess(sample["image"][None]))
+        for decoding, predictor in predictors.items():
+            predictor.set_image(pixels)
+            _, iou, low_res = predictor.predict(box=given["boxes"], multimask_output=False, return_logits=True)
+            ours[decoding], ours_iou = model.decode(features[0], sample["prompts"], decoding)
+            assert ours[decoding].shape == (2, 1, 256, 256)
+            torch.testing.assert_close(ours[decoding].clamp(-32, 32), torch.from_numpy(low_res), rtol=0, atol=1e-4)
+            torch.testing.assert_close(ours_iou, torch.from_numpy(iou), rtol=0, atol=1e-4)
+    assert (ours["meta"] - ours["raw"]).abs().max() > 1e-3  # the fallback was taken (random weights: unstable)
 
 
 @pytest.mark.parametrize("domain", ["glass_blur", "defocus_blur", "medical"])
@@ -393,7 +469,6 @@ def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
     import json
 
     from models import build_wesam
-    from utils.config import load_config
 
     cfg = load_config(f"configs/sam2/{domain}.py")
     assert cfg.model.type == "sam2_small" and cfg.dataset.synthetic.shift == domain
@@ -408,7 +483,6 @@ def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
 @pytest.mark.parametrize("override", ["memory_saving=true", "model.pixel_normalize=false"])
 def test_sam1_options_without_a_sam2_twin_are_refused(override):
     from models import build_wesam
-    from utils.config import ConfigError, load_config
 
     cfg = load_config(overrides=["model.type=sam2_tiny", "model.checkpoint=", override])
     with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}=\w+ is a SAM 1 option; SAM 2 \(model.type="

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +17,28 @@ import pytest
 import sam2
 import torch
 from PIL import Image
-from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.build_sam import build_sam2
+from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 import adaptation
 import predict
 import validate
 from datasets import build_dataset
 from engine.auto_instances import top_instances
+import models.sam2
 from losses.wesam_loss import wesam_loss
 from models import build_wesam
-from models.adapters import load_adapter, read_checkpoint
+from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter
 from models.lora import STUDENT, TEACHER, adapter_state_dict, lora_layers
-from models.predictor import WeSAM2Predictor, generator_settings
-from models.sam2 import Sam2Backbone, build_sam2_model, sam2_config
+from models.predictor import WeSAM2Predictor, generator_settings, make_generator
+from models.sam2 import Sam2Backbone, build_sam2_model, image_predictor, mask_generator, sam2_config
 from tests.conftest import tiny_config_overrides
 from tests.ondisk import dataset_spec, write_image
 from tests.test_auto_prompts import FAST_AUTO
 from tests.test_bad_inputs import cli
 from tests.test_e2e import read_csv, run_script
 from tests.test_predict_export import assert_same_mask, decode, random_adapter
-from tests.test_sam2 import randomise_lora, small_predictor
+from tests.test_sam2 import randomise_lora
 from tools import export
 from utils.config import ConfigError, load_config
 
@@ -152,6 +154,8 @@ def test_resume_continues_exactly(tmp_path):
     adaptation.main(common + [f"out_dir={split}", "num_steps=2"])
     with pytest.raises(ConfigError, match="model.type cannot change when resuming"):
         adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "model.type=vit_tiny"])
+    with pytest.raises(ConfigError, match="model.decoding cannot change when resuming"):  # Direct decoded raw
+        adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "model.decoding=meta"])
     adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "num_steps=4"])
     check_run_files(split, [0, 2, 4])
     a, b = (read_checkpoint(run / "checkpoints/last.ckpt") for run in (straight, split))
@@ -214,9 +218,8 @@ def test_automatic_prompts_come_from_sam2s_generator_on_the_anchor(tmp_path):
     with torch.random.fork_rng(devices=[]):  # the run's network without LoRA, as build_wesam draws it
         torch.manual_seed(cfg.seed)
         plain = build_sam2_model("sam2_tiny")
-    generator = SAM2AutomaticMaskGenerator(plain, output_mode="uncompressed_rle", multimask_output=cfg.auto.multimask,
-                                           **generator_settings(cfg.auto))
-    generator.predictor = small_predictor(plain)
+    generator = mask_generator(plain, output_mode="uncompressed_rle", multimask_output=cfg.auto.multimask,
+                               **generator_settings(cfg.auto))
     train = build_dataset(dataset_spec(cfg), "train")
     assert len(cached) == len(train) == cfg.dataset.synthetic.num_train
     for index, instances in enumerate(cached):
@@ -232,7 +235,7 @@ def test_wesam2_predictor_without_adapter_equals_sam2_image_predictor():
     cfg = load_config(overrides=["model.type=sam2_tiny", "model.checkpoint=", "accelerator=cpu"])
     model = build_wesam(cfg).eval()
     randomise_lora(model.sam)  # a trained-looking student, which the anchor must not use
-    reference = small_predictor(copy.deepcopy(model.sam))
+    reference = image_predictor(copy.deepcopy(model.sam))
     for layer in lora_layers(reference.model):
         layer.active = None
     image = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
@@ -277,6 +280,11 @@ def test_validate_reproduces_the_runs_evaluations(sam2_run, tmp_path):
         assert adapted["f1"] == pytest.approx(expected["f1"], abs=1e-6) and adapted["num_images"] == 4
     direct = validate.main(["--config", str(sam2_run / "config.json")])
     assert direct["miou"] == pytest.approx(summary["direct"]["miou"], abs=1e-6)
+    # model.decoding=meta: the evaluation and its per-image rows decode alike, unlike raw (sam2_tiny's default)
+    meta = validate.main(["--config", str(sam2_run / "config.json"), "--per-image", str(tmp_path / "meta.csv"),
+                          "model.decoding=meta"])
+    assert np.mean([float(r["miou"]) for r in read_csv(tmp_path / "meta.csv")]) == pytest.approx(meta["miou"], abs=1e-6)
+    assert abs(meta["miou"] - direct["miou"]) > 1e-4
 
 
 def test_predict_writes_masks_at_the_stored_size(sam2_run, tmp_path):
@@ -298,20 +306,32 @@ def test_predict_writes_masks_at_the_stored_size(sam2_run, tmp_path):
     assert all(tuple(decode(m["segmentation"]).shape) == (HEIGHT, WIDTH) for m in points)
 
 
-def test_export_gives_sam2_image_predictor_the_masks_of_predict(sam2_run, tmp_path, monkeypatch):
+def printed_loading_line(capsys) -> str:
+    """The Python expression of the loading line that tools/export.py printed (before its advice)."""
+    return re.search(r"Load it with (.+?\)) \(", capsys.readouterr().out).group(1)
+
+
+@pytest.mark.parametrize("decoding", ["raw", "meta"])
+def test_export_gives_sam2_image_predictor_the_masks_of_predict(sam2_run, tmp_path, monkeypatch, capsys, decoding):
     """tools/export.py writes {"model": merged} that build_sam2_model and the package's build_sam2 load
-    strictly; SAM2ImagePredictor on it gives predict.py's logits (bilinear straight to the size of a
-    non-square image) to 1e-4, its masks and its scores."""
+    strictly, and prints a loading line whose post-processing setting follows model.decoding;
+    SAM2ImagePredictor on the model that line loads gives predict.py's logits with that decoding
+    (bilinear straight to the size of a non-square image) to 1e-4, its masks and its scores."""
     adapter = sam2_run / "checkpoints/last-lora.safetensors"
-    out = export.main(["--ckpt", str(adapter), "--out", str(tmp_path / "merged.pt")])
+    out = export.main(["--ckpt", str(adapter), "--out", str(tmp_path / "merged.pt"), f"model.decoding={decoding}"])
+    line = printed_loading_line(capsys)
+    assert line == (f'models.sam2.build_sam2_model("sam2_tiny", "{out}", '
+                    f'apply_postprocessing={decoding == "meta"})')
     state = torch.load(out, weights_only=True)
     assert set(state) == {"model"}
     plain = plain_of(sam2_run)
     assert set(state["model"]) == set(plain.state_dict())  # a plain SAM 2's keys, no LoRA
-    build_sam2_model("sam2_tiny", out)  # load_state_dict(strict=True)
-    config, overrides = sam2_config("sam2_tiny")  # the package's yaml with sam2_tiny's sizes
-    # the package's own builder and strict loader, without its eval-only post-processing (as tools/export.py says)
-    merged = build_sam2(config, str(out), device="cpu", hydra_overrides_extra=overrides, apply_postprocessing=False)
+    loaded = eval(line, {"models": models})  # the line as printed
+    config, overrides = sam2_config("sam2_tiny")  # the package's own builder and strict loader, the same setting
+    merged = build_sam2(config, str(out), device="cpu", hydra_overrides_extra=overrides,
+                        apply_postprocessing=decoding == "meta")
+    for key, value in merged.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
 
     recorded, sample_outputs = [], predict.sample_outputs
 
@@ -323,23 +343,76 @@ def test_export_gives_sam2_image_predictor_the_masks_of_predict(sam2_run, tmp_pa
     image_file = sam2_run.parent / "images/scene.png"
     boxes = sum((["--box", ",".join(map(str, box))] for box in BOXES), [])
     ours = predict.main(["--ckpt", str(adapter), "--images", str(image_file), "--out", str(tmp_path / "pred"),
-                         "--format", "rle", *boxes])
+                         "--format", "rle", *boxes, f"model.decoding={decoding}"])
     (logits, _), = recorded
     assert logits.shape == (len(BOXES), HEIGHT, WIDTH)
 
-    predictor = small_predictor(merged)
-    predictor.set_image(np.array(Image.open(image_file).convert("RGB")))
-    for index, box in enumerate(BOXES):
-        theirs, iou, _ = predictor.predict(box=np.array(box, np.float32), multimask_output=False, return_logits=True)
-        assert theirs.shape == (1, HEIGHT, WIDTH)
-        np.testing.assert_allclose(logits[index].numpy(), theirs[0], rtol=0, atol=1e-4)
-        assert_same_mask(decode(ours[index]["segmentation"]), theirs[0])
-        assert ours[index]["score"] == pytest.approx(float(iou[0]), abs=1e-4)
-    # the adapter is in the merged weights: the unadapted model's masks differ
-    unadapted = small_predictor(plain)
-    unadapted.set_image(np.array(Image.open(image_file).convert("RGB")))
-    direct, _, _ = unadapted.predict(box=np.array(BOXES[0], np.float32), multimask_output=False, return_logits=True)
-    assert np.abs(direct[0] - logits[0].numpy()).max() > 1e-3
+    for sam in (loaded, merged):
+        predictor = image_predictor(sam)
+        predictor.set_image(np.array(Image.open(image_file).convert("RGB")))
+        for index, box in enumerate(BOXES):
+            theirs, iou, _ = predictor.predict(box=np.array(box, np.float32), multimask_output=False,
+                                               return_logits=True)
+            assert theirs.shape == (1, HEIGHT, WIDTH)
+            np.testing.assert_allclose(logits[index].numpy(), theirs[0], rtol=0, atol=1e-4)
+            assert_same_mask(decode(ours[index]["segmentation"]), theirs[0])
+            assert ours[index]["score"] == pytest.approx(float(iou[0]), abs=1e-4)
+    # the adapter is in the merged weights: the unadapted model's masks differ; so do those of the other setting
+    for other in (plain, build_sam2_model("sam2_tiny", out, apply_postprocessing=decoding == "raw")):
+        predictor = image_predictor(other)
+        predictor.set_image(np.array(Image.open(image_file).convert("RGB")))
+        theirs, _, _ = predictor.predict(box=np.array(BOXES[0], np.float32), multimask_output=False,
+                                         return_logits=True)
+        assert np.abs(theirs[0] - logits[0].numpy()).max() > 1e-3
+
+
+def test_sam2_small_and_its_export_work_with_the_packages_predictor_and_generator(tmp_path, capsys):
+    """The shipped sam2_small (128 px) and its merged export, loaded by the line tools/export.py prints,
+    in the package's SAM2ImagePredictor and SAM2AutomaticMaskGenerator as image_predictor and
+    mask_generator give them (nothing patched): the predictor's masks are predict.py's, without and
+    with the adapter, and the generator's are those of our generator on the adapted model. The
+    package's own constructor, which assumes 1024 px, fails on it."""
+    config = "configs/sam2/glass_blur.py"
+    cfg = load_config(config, FAST_AUTO[1:])  # the auto.* settings that keep masks of a random adapter
+    weights = {k: 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0))
+               for k, v in adapter_state_dict(build_wesam(cfg).sam).items()}
+    adapter = tmp_path / "adapter.safetensors"
+    save_adapter(adapter, weights, {"model_type": "sam2_small", "lora_rank": cfg.lora.rank})
+    export.main(["--ckpt", str(adapter), "--out", str(tmp_path / "merged.pt"), "--config", config])
+    line = printed_loading_line(capsys)
+    # raw: its multimask tokens were never trained (README, "SAM 2")
+    assert line == f'models.sam2.build_sam2_model("sam2_small", "{tmp_path / "merged.pt"}", apply_postprocessing=False)'
+    exported = eval(line, {"models": models})
+    shipped = build_sam2_model("sam2_small", cfg.model.checkpoint)
+    image_file = tmp_path / "scene.png"
+    write_image(image_file, seed=3, height=HEIGHT, width=WIDTH)
+    image = np.array(Image.open(image_file).convert("RGB"))
+    with pytest.raises(RuntimeError):  # the package's predictor reshapes to 256 x 256 (1024 px) features
+        SAM2ImagePredictor(exported).set_image(image)
+
+    boxes = sum((["--box", ",".join(map(str, box))] for box in BOXES), [])
+    for sam, ckpt in ((shipped, []), (exported, ["--ckpt", str(adapter)])):
+        out = tmp_path / f"pred{len(ckpt)}"
+        ours = predict.main([*ckpt, "--config", config, "--images", str(image_file), "--out", str(out),
+                             "--format", "rle", *boxes])
+        predictor = image_predictor(sam)
+        predictor.set_image(image)
+        for index, box in enumerate(BOXES):
+            theirs, iou, _ = predictor.predict(box=np.array(box, np.float32), multimask_output=False,
+                                               return_logits=True)
+            assert_same_mask(decode(ours[index]["segmentation"]), theirs[0])
+            assert ours[index]["score"] == pytest.approx(float(iou[0]), abs=1e-4)
+
+    settings = {"output_mode": "uncompressed_rle", "multimask_output": cfg.auto.multimask,
+                **generator_settings(cfg.auto)}
+    theirs = mask_generator(exported, **settings).generate(image)
+    model = build_wesam(cfg)
+    load_student_adapter(model.sam, adapter, cfg.model.type, cfg.lora.rank)
+    expected = make_generator(model.eval(), cfg.auto, cfg.model.pad, STUDENT).generate(image)
+    assert len(theirs) == len(expected) > 0 and theirs[0]["segmentation"]["size"] == [HEIGHT, WIDTH]
+    for mask, reference in zip(theirs, expected):
+        assert mask["segmentation"] == reference["segmentation"]
+        assert mask["predicted_iou"] == pytest.approx(reference["predicted_iou"], abs=1e-5)
 
 
 def plain_of(run: Path):

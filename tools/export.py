@@ -13,11 +13,18 @@ model.type and model.checkpoint give the SAM the adapter is merged into. Then:
     from models.registry import build_sam
     sam = build_sam("vit_small", "merged.pth")                       # vit_tiny, vit_small (this repository)
     from sam2.build_sam import build_sam2                            # SAM 2: {"model": state_dict}, as Meta's files
-    sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu", apply_postprocessing=False)
-(apply_postprocessing=False as WeSAM builds SAM 2: the package's default replaces a single mask of low
-stability by the best of three in eval mode, so SAM2ImagePredictor's masks would differ from predict.py's.)
-    from models.sam2 import build_sam2_model
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu")   # official configurations
+    predictor = SAM2ImagePredictor(sam2)                             # or SAM2AutomaticMaskGenerator(sam2)
+    from models.sam2 import build_sam2_model, image_predictor, mask_generator
     sam2 = build_sam2_model("sam2_small", "merged.pt")               # sam2_tiny, sam2_small (this repository)
+    predictor = image_predictor(sam2)                                # or mask_generator(sam2, ...)
+build_sam2's apply_postprocessing (default True) decides how a SAM2ImagePredictor decodes a single mask:
+the line printed sets it as the config's model.decoding does for predict.py and validate.py (True for
+"meta", the default of the official checkpoints; False for "raw", the default of sam2_tiny and sam2_small,
+whose multimask tokens were never trained), so the predictor's masks are predict.py's. The package's
+predictor and generator hard-code the feature sizes of a 1024 px model: image_predictor and
+mask_generator give them those of the smaller ones.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.checks import check_outputs, config_inputs, run_main  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.adapters import load_student_adapter  # noqa: E402
-from models.backbones import exported_checkpoint  # noqa: E402
+from models.backbones import evaluation_decoding, exported_checkpoint  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
 from utils.config import config_of, load_config  # noqa: E402
 from utils.files import check_output, path_argument, write_torch  # noqa: E402
@@ -58,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     check_outputs([("--out", out)], [("--ckpt", args.ckpt), *config_inputs(cfg, config)])
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank)
-    data, loader = exported_checkpoint(cfg.model.type, merged_state_dict(model.sam), out)
+    data, loader = exported_checkpoint(cfg.model.type, merged_state_dict(model.sam), out,
+                                       evaluation_decoding(cfg.model.type, cfg.model.decoding))
     write_torch(out, data)
     print(f"Wrote SAM {cfg.model.type} with the adapter {args.ckpt} merged in (config {config or 'configs/config.py'}) "
           f"to {out}. Load it with {loader}.")
