@@ -292,13 +292,14 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
         for path, stem in stems.items():
             for name in (f"{stem}.png", f"{stem}_overlay.png"):
                 owners.setdefault(name, []).append(path)
-        shared = [paths for paths in owners.values() if len(paths) > 1]
+        shared = {name: paths for name, paths in owners.items() if len(paths) > 1}
         if not shared:
-            return stems
+            break
         if attempt:
-            raise ConfigError(f"--images '{shared[0][0].name}' and '{shared[0][1].name}' would both write "
-                              f"'{next(n for n, p in owners.items() if p == shared[0])}'; rename one of them.")
-        for path in {path for paths in shared for path in paths}:
+            name, (first, second, *_) = next(iter(shared.items()))
+            raise ConfigError(f"--images '{first.name}' and '{second.name}' would both write '{name}'; rename one "
+                              "of them.")
+        for path in {path for paths in shared.values() for path in paths}:
             stems[path] = path.name
     return stems
 
