@@ -2,11 +2,13 @@
 instance contrastive loss, LoRA on the image encoder.
 
     python adaptation.py [--config FILE] [key=value ...]
-    python adaptation.py --resume OUT_DIR/checkpoints/last.ckpt [key=value ...]
+    python adaptation.py --resume OUT_DIR/checkpoints/last.ckpt [out_dir=NEW_DIR] [key=value ...]
 
 Writes to out_dir: config.json, metrics.csv, summary.json, tensorboard/ and checkpoints/
 (last.ckpt to resume, written at every evaluation and every save_interval steps;
-best-lora.safetensors and last-lora.safetensors adapters, written at every evaluation).
+best-lora.safetensors and last-lora.safetensors adapters, written at every evaluation). A new run
+needs an out_dir that holds no run, nor files of someone else that it would replace; a resumed run
+continues in its checkpoint's run folder, or in the new folder out_dir= names.
 Ctrl-C or SIGTERM during training saves last.ckpt at the end of the step and prints the --resume
 command; a mistake in the config, the data or a file stops with a message (engine/checks.py).
 
@@ -17,6 +19,7 @@ written by engine/run.py RunFiles (people's files) and save_run (last.ckpt).
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,17 +35,19 @@ from configs.base_config import base_config
 from datasets import DatasetSpec, InstanceDataset, StepSampler, build_dataset, collate
 from datasets.auto_prompts import AutoInstances
 from engine.auto_instances import cached_instances, describe, summarize
-from engine.checks import check_config_file, check_scored, check_train_split, check_training_config, run_main
+from engine.checks import check_foreign_files, check_scored, check_train_split, check_training_config, run_main
 from engine.evaluate import evaluate
-from engine.run import (RunFiles, RunState, announce_precision, gather_objects, load_run, rng_state, save_run,
-                        set_optimizer_values, set_process_options, set_rng_state)
+from engine.run import (RunFiles, RunState, announce_precision, gather_objects, load_run, rng_state, run_folder,
+                        save_run, set_optimizer_values, set_process_options, set_rng_state)
 from engine.signals import RunStopped, StopOnSignal, stop_requested
 from losses.wesam_loss import loss_branches, wesam_loss
 from models import build_wesam
 from models.adapters import read_checkpoint, targets_text
 from models.lora import STUDENT, TEACHER, adapter_state_dict, describe_lora, load_adapter_state_dict
 from models.backbones import backbone_metadata, evaluation_decoding, input_sizes
-from utils.config import ConfigError, flatten, load_config, parse_override, read_config_file, update_config
+from utils.config import (ConfigError, config_value, flatten, load_config, parse_override, read_config_file,
+                          update_config)
+from utils.files import path_argument, same_path
 from utils.lock import hold_folder
 
 # Keys whose change would not fit the saved weights, would start writing over another run, or would
@@ -55,10 +60,13 @@ CHECKPOINT_PARTS = ("config", "lora", "optimizer", "rng")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json "
-                                         "(default: configs/config.py)")
-    parser.add_argument("--resume", help="continue the run of this last.ckpt: its config, then the keys of its "
-                                         "config.json edited by hand, of --config, and key=value overrides")
+    parser.add_argument("--config", type=path_argument,
+                        help="Python file with a `config` dict, a run's config.json, or a YAML file of config keys "
+                             "(default: configs/config.py)")
+    parser.add_argument("--resume", type=path_argument,
+                        help="continue the run of this <run>/checkpoints/last.ckpt: its config, then the keys of its "
+                             "config.json edited by hand, of --config, and key=value overrides (out_dir=DIR: "
+                             "continue in the new folder DIR)")
     parser.add_argument("overrides", nargs="*",
                         help="dotted config overrides, e.g. prompt=point opt.learning_rate=5e-5")
     return parser.parse_args(argv)
@@ -87,31 +95,50 @@ def check_resumable(saved: dict[str, Any], cfg: dict[str, Any], source: str) -> 
     before, now = flatten(base_config) | flatten(saved), flatten(cfg)
     for key in FIXED_ON_RESUME:
         if now[key] != before[key]:
+            instead = ("give out_dir=... on the command line to continue the run in another folder" if key == "out_dir"
+                       else "start a new run in another out_dir instead")
             raise ConfigError(f"{key} cannot change when resuming ({source} gives {now[key]!r}, the run has "
-                              f"{before[key]!r}); start a new run in another out_dir instead.")
+                              f"{before[key]!r}); {instead}.")
+
+
+def adaptation_command(*arguments: str | Path) -> str:
+    """The command line `python adaptation.py ARGUMENTS`, quoted to be pasted into a shell as it is."""
+    return shlex.join(["python", "adaptation.py", *map(str, arguments)])
 
 
 def resume_config(checkpoint: str | Path, overrides: Sequence[str] = (), config_file: str | Path | None = None) -> Box:
     """The config of the run of `checkpoint` (a last.ckpt) with what the user gives, applied in this
     order: the keys of the run's config.json edited since it was written, the keys `config_file`
     sets, then `overrides`. Each change is printed; one of FIXED_ON_RESUME is refused naming where
-    it came from. The run continues where its checkpoint is now, even if its folder was moved or
-    copied (the out_dir of its config.json is the old place: not a change)."""
-    out_dir = Path(checkpoint).parent.parent
-    saved = dict(read_checkpoint(checkpoint, required=("config",))["config"], out_dir=str(out_dir))
-    cfg = load_config(user_config=saved, source=f"checkpoint '{checkpoint}'")
+    it came from. The run continues in the folder of its checkpoint, <run>/checkpoints/, even if
+    that was moved or copied (the out_dir of its config.json is the old place: not a change), or
+    in the folder out_dir= of `overrides` names. A checkpoint outside a run folder needs that
+    out_dir: its folder holds no run, and its files are not the run's to replace."""
+    checkpoint = Path(checkpoint)
+    saved = read_checkpoint(checkpoint, required=("config",))["config"]
+    run = run_folder(checkpoint)
+    moved = [config_value(key, value, "the command line") for key, value in map(parse_override, overrides)
+             if key == "out_dir"]
+    if run is None and not moved:
+        instead = adaptation_command("--resume", checkpoint, f"out_dir={checkpoint.parent / 'resumed'}", *overrides)
+        raise ConfigError(f"Checkpoint '{checkpoint}' is not in a run folder (<run>/checkpoints/ beside "
+                          f"<run>/config.json): '{checkpoint.parent.parent}' holds no run, and a resumed run would "
+                          f"write over its files. Continue the run in a folder of its own: {instead}")
+    out_dir = moved[-1] if moved else str(run)
+    cfg = load_config(user_config=dict(saved, out_dir=out_dir), source=f"checkpoint '{checkpoint}'")
     given = []
-    if (out_dir / "config.json").is_file():
-        edited = flatten(read_config_file(out_dir / "config.json"))
-        given.append((f"'{out_dir / 'config.json'}'", {k: v for k, v in edited.items() if k != "out_dir"}))
+    if run is not None:
+        edited = flatten(read_config_file(run / "config.json"))
+        given.append((f"'{run / 'config.json'}'", {k: v for k, v in edited.items() if k != "out_dir"}))
     if config_file:
         given.append((f"--config '{config_file}'", flatten(read_config_file(config_file))))
     given.append(("the command line", flatten(dict(parse_override(text) for text in overrides))))
     for source, values in given:
         current = flatten(cfg)
-        changes = {key: value for key, value in values.items() if current.get(key) != value}
+        changes = {key: value for key, value in values.items()
+                   if current.get(key) != config_value(key, value, source)}
         cfg = update_config(cfg, changes, source)
-        check_resumable(saved, cfg, source)
+        check_resumable(dict(saved, out_dir=out_dir), cfg, source)
         for key, value in changes.items():
             print(f"Resuming with {key}={value!r} (the run had {current.get(key)!r}; from {source})")
     return cfg
@@ -225,16 +252,21 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
     run, saved = RunState(), None
     if resume is not None:
         run, saved = load_run(resume, CHECKPOINT_PARTS)
-        check_resumable(dict(saved["config"], out_dir=str(Path(resume).parent.parent)), cfg, "the config")
+        check_resumable(dict(saved["config"], out_dir=cfg.out_dir), cfg, "the config")
     check_training_config(cfg)
     metadata = {"model_type": cfg.model.type, **backbone_metadata(cfg.model.type), "lora_rank": cfg.lora.rank,
                 "lora_targets": targets_text(cfg.lora.targets), "dataset": cfg.dataset.name, "prompt": cfg.prompt}
     files = RunFiles(cfg.out_dir, metadata)
+    # a resumed run in its own folder replaces its files; any other run needs a folder without a run
+    # (nor files of someone else that it would replace)
+    in_own_folder = resume is not None and (folder := run_folder(resume)) is not None and same_path(folder, cfg.out_dir)
+    if not in_own_folder:
+        check_foreign_files(files.out_dir, RunFiles.WRITTEN, "checkpoints/last.ckpt", "out_dir")
     # one run at a time in a folder (rank 0 holds it for all): a second is refused, naming the first
     with hold_folder(files.out_dir):
-        if resume is None and files.last_ckpt.exists():
-            raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with --resume {files.last_ckpt} "
-                              "or choose another out_dir=...")
+        if not in_own_folder and files.last_ckpt.exists():
+            raise ConfigError(f"'{files.out_dir}' already holds a run. Continue it with: "
+                              f"{adaptation_command('--resume', files.last_ckpt)} (or choose another out_dir=...)")
         set_process_options(cfg)
         announce_precision(cfg.precision, cfg.accelerator)
         fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
@@ -304,7 +336,7 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         refresh = cfg.auto.refresh_every if cfg.prompt_source == "auto" else 0
         model.train()
         progress = tqdm(total=cfg.num_steps, initial=run.step, desc="adapt", disable=not is_main, dynamic_ncols=True)
-        resume_command = f"python adaptation.py --resume {files.last_ckpt}"
+        resume_command = adaptation_command("--resume", files.last_ckpt)
         stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
                                "losing the steps since the last save)")
         with stopper:
@@ -373,7 +405,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.resume:
         cfg = resume_config(args.resume, args.overrides, args.config)
     else:
-        check_config_file(args.config)
         cfg = load_config(args.config, args.overrides)
     return adapt(cfg, resume=args.resume)
 

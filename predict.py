@@ -15,8 +15,11 @@ points inside the image. A value starting with '-' needs '=': --box=-5,0,40,30.
 Writes to DIR, for each image: <stem>.png (label map: 0 background, i for the i-th prompt's mask;
 a later mask covers an earlier one) or, with --format rle, one masks.json of COCO RLE records
 (with --coco: image_id and category_id of each annotation, a COCO results file); and
-<stem>_overlay.png. Images are resized, padded and prompted by the same code as training and
-validate.py (datasets/instances.py), so masks equal validate.py's on the same data.
+<stem>_overlay.png (two images of one stem, a.jpg and a.png: named after the whole file name,
+a.jpg.png). DIR is not the --images folder, and a file there that predict.py did not write is
+never replaced (its PNG files carry the text SOFTWARE). Images are resized, padded and prompted
+by the same code as training and validate.py (datasets/instances.py), so masks equal
+validate.py's on the same data.
 Without --config, the config.json of the run that wrote ADAPTER is used (else configs/config.py).
 """
 
@@ -32,12 +35,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from datasets.files import IMAGE_EXTENSIONS, file_header, read_image
 from datasets.instances import InstanceDataset
-from engine.checks import check_accelerator, check_config_file, run_main
+from engine.checks import check_accelerator, check_outputs, config_inputs, run_main
 from engine.predictions import sample_outputs
 from engine.run import set_process_options
 from models import build_wesam
@@ -45,7 +49,7 @@ from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.backbones import evaluation_decoding, input_sizes
 from utils.config import ConfigError, config_of, load_config
-from utils.files import check_output, make_folder, writing, write_json
+from utils.files import OutputPathError, check_output, make_folder, path_argument, writing, write_json
 from utils.visualize import overlay
 
 
@@ -107,17 +111,20 @@ def checked_points(values: Any, source: str, image: Path,
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", help="adapter .safetensors or last.ckpt; without it, the unadapted SAM")
-    parser.add_argument("--config", help="the run's config.json (default: the one of the adapter's run, "
-                                         "else configs/config.py)")
-    parser.add_argument("--images", required=True, help="an image file or a folder of images")
+    parser.add_argument("--ckpt", type=path_argument, help="adapter .safetensors or last.ckpt; without it, the "
+                                                            "unadapted SAM")
+    parser.add_argument("--config", type=path_argument, help="the run's config.json (default: the one of the "
+                                                             "adapter's run, else configs/config.py)")
+    parser.add_argument("--images", type=path_argument, required=True, help="an image file or a folder of images")
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--box", action="append", help="x1,y1,x2,y2 (repeatable)")
     prompts.add_argument("--points", action="append",
                          help="x,y[,x,y...]: positive points of one object (repeatable)")
-    prompts.add_argument("--boxes-json", help='{"<image file name>": [[x1, y1, x2, y2], ...]}')
-    prompts.add_argument("--coco", help="COCO instances json whose annotation bboxes are the prompts")
-    parser.add_argument("--out", required=True, help="output folder")
+    prompts.add_argument("--boxes-json", type=path_argument, help='{"<image file name>": [[x1, y1, x2, y2], ...]}')
+    prompts.add_argument("--coco", type=path_argument, help="COCO instances json whose annotation bboxes are the "
+                                                            "prompts")
+    parser.add_argument("--out", type=path_argument, required=True,
+                        help="output folder (new, or of an earlier predict.py: no file of another is replaced)")
     parser.add_argument("--format", choices=("png", "rle"), default="png", help="label-map PNGs or COCO RLE json")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.checkpoint=...")
     return parser.parse_args(argv)
@@ -248,22 +255,91 @@ def label_map(masks: np.ndarray) -> np.ndarray:
     return labels
 
 
+# The text chunk of every PNG file predict.py writes: how a later run tells its own files from a person's
+SOFTWARE = ("Software", "wesam predict.py")
+
+
 def save_png(pixels: np.ndarray, path: Path) -> None:
-    """Write H x W (x 3) pixels as a PNG file; a failed write ends in a message (OutputPathError)."""
+    """Write H x W (x 3) pixels as a PNG file marked as predict.py's (SOFTWARE); a failed write ends
+    in a message (OutputPathError)."""
+    info = PngInfo()
+    info.add_text(*SOFTWARE)
     with writing(path):
-        Image.fromarray(pixels).save(path)
+        Image.fromarray(pixels).save(path, pnginfo=info)
+
+
+def written_by_predict(path: Path) -> bool:
+    """Whether the existing file `path` is an output of predict.py: a PNG file marked SOFTWARE, or a
+    masks.json of its records."""
+    try:
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                return getattr(image, "text", {}).get(SOFTWARE[0]) == SOFTWARE[1]
+        records = json.loads(path.read_text())
+        return isinstance(records, list) and all(isinstance(r, dict) and {"file_name", "instance"} <= set(r)
+                                                 for r in records)
+    except (OSError, ValueError, SyntaxError):  # unreadable, not an image, not JSON: not ours
+        return False
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """The stem of each image's outputs (<stem>.png, <stem>_overlay.png): its file name's stem, or
+    its whole file name where two images would share an output (a.jpg and a.png: a.jpg.png and
+    a.png.png). ConfigError naming both when even those coincide."""
+    stems = {path: path.stem for path in files}
+    for attempt in range(2):
+        owners: dict[str, list[Path]] = {}
+        for path, stem in stems.items():
+            for name in (f"{stem}.png", f"{stem}_overlay.png"):
+                owners.setdefault(name, []).append(path)
+        shared = {name: paths for name, paths in owners.items() if len(paths) > 1}
+        if not shared:
+            break
+        if attempt:
+            name, (first, second, *_) = next(iter(shared.items()))
+            raise ConfigError(f"--images '{first.name}' and '{second.name}' would both write '{name}'; rename one "
+                              "of them.")
+        for path in {path for paths in shared.values() for path in paths}:
+            stems[path] = path.name
+    return stems
+
+
+def check_outputs_of(out: Path, args: argparse.Namespace, files: list[Path], records: list[dict[str, Any]],
+                     config: str | Path | None, cfg: Any) -> None:
+    """Before any work: no output is an input (the --images folder, an image, a prompt file, the
+    adapter, the config, the SAM weights) and none replaces a file that predict.py did not write."""
+    ends = ["_overlay.png"] + ([".png"] if args.format == "png" else [])
+    written = [out / f"{record['stem']}{end}" for record in records for end in ends]
+    written += [out / "masks.json"] if args.format == "rle" else []
+    inputs = [("--images", args.images), ("--ckpt", args.ckpt), ("--boxes-json", args.boxes_json),
+              ("--coco", args.coco), *config_inputs(cfg, config)]
+    check_outputs([("--out", out)] + [("--out", path) for path in written],
+                  inputs + [("an image of --images", path) for path in files])
+    for path in written:
+        if path.exists() and not written_by_predict(path):
+            raise OutputPathError(f"--out: '{path}' is there already and predict.py did not write it (a file of yours "
+                                  "or of another program); choose another --out (a new or empty folder), or move it "
+                                  "away.")
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     out = check_output(args.out, "--out", "folder")
     config = config_of(args.config, args.ckpt)
-    check_config_file(config)
     cfg = load_config(config, args.overrides)
     check_accelerator(cfg)
     set_process_options(cfg)
     files = image_files(Path(args.images))
     records = image_prompts(args, files)
+    stems = output_stems([record["path"] for record in records])
+    for record in records:
+        record["stem"] = stems[record["path"]]
+    check_outputs_of(out, args, files, records, config, cfg)
+    renamed = sorted(record["path"].name for record in records if record["stem"] != record["path"].stem)
+    if renamed:
+        print(f"Warning: images whose masks would share a file name ({', '.join(renamed[:4])}"
+              f"{', ...' if len(renamed) > 4 else ''}): their masks are named after the whole file name "
+              f"({renamed[0]}.png, {renamed[0]}_overlay.png).", file=sys.stderr)
     model = build_wesam(cfg)
     if args.ckpt:
         load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
@@ -284,9 +360,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                                         original_size=image.shape[:2], decoding=decoding)
         logits[order], scores[order] = logits.clone(), scores.clone()  # back to the order of the prompts
         masks = (logits > cfg.metric.threshold).cpu().numpy()  # the evaluation's threshold (metric.threshold)
-        save_png(overlay(image, masks), out / f"{record['path'].stem}_overlay.png")
+        save_png(overlay(image, masks), out / f"{record['stem']}_overlay.png")
         if args.format == "png":
-            save_png(label_map(masks), out / f"{record['path'].stem}.png")
+            save_png(label_map(masks), out / f"{record['stem']}.png")
         for i, (mask, score) in enumerate(zip(masks, scores.tolist())):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             entry = {"file_name": record["path"].name, "instance": i, "score": score,

@@ -21,7 +21,7 @@ from lightning_fabric import Fabric
 
 from datasets import DatasetSpec, InstanceDataset, build_dataset
 from datasets.instances import display_pixels
-from engine.checks import check_config_file, check_scored, run_main
+from engine.checks import check_outputs, check_scored, config_inputs, run_main
 from engine.evaluate import evaluate
 from engine.predictions import crop_to_region, per_image_scores, sample_logits
 from engine.run import announce_precision, set_process_options
@@ -31,16 +31,19 @@ from models.lora import STUDENT
 from models.backbones import evaluation_decoding, input_sizes
 from models.wesam import WeSAM
 from utils.config import ConfigError, config_of, load_config
-from utils.files import check_output, writing, write_csv, write_json
+from utils.files import check_output, path_argument, writing, write_csv, write_json
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="Python file with a `config` dict, or a run's config.json (default: the "
-                                         "config.json of the run that wrote --ckpt, else configs/config.py)")
-    parser.add_argument("--ckpt", help="adapter .safetensors or last.ckpt; without it, the unadapted SAM")
-    parser.add_argument("--out", help="write the metrics to this JSON file")
-    parser.add_argument("--per-image", help="write per-image metrics to this CSV file (with --ckpt: Direct's too)")
+    parser.add_argument("--config", type=path_argument,
+                        help="Python file with a `config` dict, a run's config.json or a YAML file of config keys "
+                             "(default: the config.json of the run that wrote --ckpt, else configs/config.py)")
+    parser.add_argument("--ckpt", type=path_argument,
+                        help="adapter .safetensors or last.ckpt; without it, the unadapted SAM")
+    parser.add_argument("--out", type=path_argument, help="write the metrics to this JSON file")
+    parser.add_argument("--per-image", type=path_argument,
+                        help="write per-image metrics to this CSV file (with --ckpt: Direct's too)")
     parser.add_argument("--visualize", type=int, default=0, metavar="N",
                         help="with --ckpt and --out: pictures of the N images of largest gain and loss against "
                              "Direct, in the folder <out without .json>-visualize/")
@@ -103,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.visualize:
         check_output(visualize_folder(args.out), "--visualize's folder", "folder", instead="--out")
     config = config_of(args.config, args.ckpt)
-    check_config_file(config)
     cfg = load_config(config, args.overrides)
+    check_outputs([(option, path) for option, path in (("--out", args.out), ("--per-image", args.per_image)) if path],
+                  [("--ckpt", args.ckpt), *config_inputs(cfg, config)])
     set_process_options(cfg)
     announce_precision(cfg.precision, cfg.accelerator)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision)

@@ -280,3 +280,8 @@ RANGES = {
     "loss.iou_empty": "[0, 1]",  # an IoU
     "metric.threshold": "(-inf, inf)",  # a logit
 }
+
+# Keys that name a file or folder: `~` and $VARIABLES in them are expanded where the config is read
+# (utils/config.py), so that every reader and writer (TensorBoard too) sees the same path.
+PATH_KEYS = ("out_dir", "auto.cache", "dataset.root", "dataset.coco.images", "dataset.coco.annotations",
+             "dataset.coco.train", "dataset.coco.val", "dataset.coco.test", "model.checkpoint")

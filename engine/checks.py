@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from datasets import UnusableDatasetError
+from engine.run import run_of_file
 from engine.signals import RunStopped
 from models import CheckpointError
+from models.registry import resolve_path
 from utils.config import DEFAULT_CONFIG_FILE, ConfigError
 from utils.files import OutputPathError, check_output
+from utils.lock import LOCK_FILE
 
 # OutputPathError includes DiskFullError
 EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableDatasetError, OutputPathError,
@@ -39,19 +42,49 @@ def run_main(main: Callable[[], Any]) -> None:
         sys.exit(130)
 
 
-def check_config_file(path: str | Path | None) -> None:
-    """Raise ConfigError naming the line when a Python config file (default configs/config.py)
-    does not parse. A JSON file is checked when read (utils/config.py)."""
-    path = Path(path) if path else DEFAULT_CONFIG_FILE
-    if path.suffix == ".json" or not path.is_file():
+def check_outputs(outputs: Sequence[tuple[str, str | Path]], inputs: Sequence[tuple[str, str | Path | None]]) -> None:
+    """Before any work: OutputPathError when an output path (option, path) is an input's (the same
+    file or folder, however written), is another output's, or is a file an adaptation run wrote
+    (RunFiles.WRITTEN in its folder). Inputs given as None or '' are not there."""
+    read = {}
+    for name, given in inputs:
+        if given:
+            read.setdefault(Path(given).resolve(), (name, given))
+    written: dict[Path, str] = {}
+    for option, path in outputs:
+        resolved = Path(path).resolve()
+        if resolved in read:
+            name, given = read[resolved]
+            raise OutputPathError(f"{option} '{path}' is also {name} '{given}', which the script reads: its output "
+                                  f"would replace (or mix with) what it reads. Choose another {option}.")
+        if resolved in written:
+            raise OutputPathError(f"{option} and {written[resolved]} are the same path '{path}': one would replace "
+                                  "the other. Give each its own.")
+        written[resolved] = option
+        if (run := run_of_file(path)) is not None:
+            raise OutputPathError(f"{option} '{path}' is a file of the run in '{run}', which the run wrote and reads "
+                                  f"again (--resume): choose another {option} (a new name beside it, for example).")
+
+
+def config_inputs(cfg: Any, config_file: str | Path | None) -> list[tuple[str, Path | None]]:
+    """The files a script that builds SAM from `cfg` reads: the config file and model.checkpoint."""
+    checkpoint = resolve_path(cfg.model.checkpoint) if cfg.model.checkpoint else None
+    return [("the config file", Path(config_file) if config_file else DEFAULT_CONFIG_FILE),
+            ("model.checkpoint", checkpoint)]
+
+
+def check_foreign_files(folder: str | Path, names: Sequence[str], checkpoint: str, option: str) -> None:
+    """Before a run starts to write `names` (paths relative to `folder`): OutputPathError naming those
+    already there when no run ever held `folder` (it has neither a .lock nor the run's `checkpoint`):
+    they are files of another program or of a person, which the run would replace."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / LOCK_FILE).exists() or (folder / checkpoint).exists():
         return
-    try:
-        compile(path.read_text(), str(path), "exec")
-    except SyntaxError as error:
-        line = f":\n    {error.text.rstrip()}" if error.text else ""
-        raise ConfigError(f"Config file '{path}' has a syntax error at line {error.lineno} ({error.msg}){line}\n"
-                          "Fix that line; the file must define a dict named `config` (see configs/config.py).") \
-            from None
+    found = [name for name in names if (folder / name).exists()]
+    if found:
+        raise OutputPathError(f"{option} '{folder}' holds {', '.join(found)}, not written by a run of this "
+                              "repository (the folder holds no run), and a run would replace them. Choose another "
+                              f"{option} (a new or empty folder), or move those files away.")
 
 
 def check_training_config(cfg: Any) -> None:
@@ -62,6 +95,8 @@ def check_training_config(cfg: Any) -> None:
                           "loss.target=teacher, or prompt_source=labels.")
     check_accelerator(cfg)
     check_output(cfg.out_dir, "out_dir", "folder")
+    check_outputs([("out_dir", cfg.out_dir)], [("dataset.root", cfg.dataset.root if cfg.dataset.name != "synthetic"
+                                                 else None)])
     if cfg.prompt_source == "auto" and cfg.auto.cache:
         check_output(cfg.auto.cache, "auto.cache", "folder")
 

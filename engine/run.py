@@ -74,6 +74,29 @@ class RunState:
                    data=dict(state.get("data", {})), data_changes=list(state.get("data_changes", [])))
 
 
+def holds_run(folder: str | Path) -> bool:
+    """Whether `folder` holds an adaptation run: its config.json beside its checkpoints/."""
+    return (Path(folder) / "config.json").is_file() and (Path(folder) / "checkpoints").is_dir()
+
+
+def run_folder(checkpoint: str | Path) -> Path | None:
+    """The folder of the run whose checkpoint is `checkpoint`: <run> for <run>/checkpoints/FILE when
+    <run> holds a run; None for a checkpoint anywhere else (a copy kept in another folder)."""
+    checkpoint = Path(checkpoint)
+    folder = checkpoint.parent.parent
+    return folder if checkpoint.parent.name == "checkpoints" and holds_run(folder) else None
+
+
+def run_of_file(path: str | Path) -> Path | None:
+    """The folder of the run of which `path` is a file (one of RunFiles.WRITTEN), else None."""
+    parts = Path(path).resolve().parts
+    for name in RunFiles.WRITTEN:
+        depth = len(Path(name).parts)
+        if parts[-depth:] == Path(name).parts and holds_run(folder := Path(*parts[:-depth])):
+            return folder
+    return None
+
+
 def save_run(path: str | Path, run: RunState, **parts: Any) -> None:
     """Write a run's checkpoint: the run state and `parts` (adaptation.py: config, lora, optimizer,
     rng, the random states of every rank in rank order)."""
@@ -182,6 +205,9 @@ class RunFiles:
     summary.json, and the adapters checkpoints/{best,last}-lora.safetensors. Written by rank 0."""
 
     METRICS = ("step", "miou", "f1", "area_ratio", "pseudo_label_iou")
+    # what a run writes in out_dir and replaces as it goes (tensorboard/ only adds files), last.ckpt included
+    WRITTEN = ("config.json", "metrics.csv", "summary.json", "checkpoints/best-lora.safetensors",
+               "checkpoints/last-lora.safetensors", "checkpoints/last.ckpt")
 
     def __init__(self, out_dir: str | Path, metadata: dict[str, Any]) -> None:
         self.out_dir = Path(out_dir)

@@ -83,9 +83,11 @@ def test_resume_continues_exactly(tiny_overrides, tmp_path, mode):
     adaptation.main(common + [f"out_dir={straight}"])
     split = tmp_path / "split"
     adaptation.main(common + [f"out_dir={split}", "num_steps=2"])
-    for changed in ("teacher.mode=" + ("shared" if mode == "ema" else "ema"), "lora.rank=8", f"out_dir={straight}"):
+    for changed in ("teacher.mode=" + ("shared" if mode == "ema" else "ema"), "lora.rank=8"):
         with pytest.raises(ConfigError, match="cannot change when resuming"):
             adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), changed])
+    with pytest.raises(ConfigError, match="already holds a run"):  # out_dir= moves a run, never onto another
+        adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), f"out_dir={straight}"])
     adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "num_steps=4"])
     check_run_files(split, [0, 2, 4])
     assert_same_adapters(straight / "checkpoints/last.ckpt", split / "checkpoints/last.ckpt")

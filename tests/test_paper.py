@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -215,8 +216,11 @@ def test_paper_table_runs_a_table_on_tiny_data_and_reuses_finished_runs(tmp_path
         "a run was run again"
 
     # the same folders with other settings are refused before anything runs
-    with pytest.raises(paper_table.PaperTableError, match=r"(?s)other settings.*num_steps 2 there, 3 now"):
+    with pytest.raises(paper_table.PaperTableError, match=r"(?s)other settings.*num_steps 2 there, 3 now") as refused:
         paper_table.main([*argv, "num_steps=3"])
+    command = str(refused.value).split("to extend a finished run to the table's num_steps, for the first: ")[1]
+    assert shlex.split(command.removesuffix(").")) == [
+        "python", "adaptation.py", "--resume", str(runs / "kvasir/box/checkpoints/last.ckpt"), "num_steps=3"]
 
 
 def test_paper_table_lists_every_missing_dataset_folder_before_running(tmp_path):

@@ -29,12 +29,12 @@ from engine.run import set_process_options  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.backbones import input_sizes  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.files import check_output  # noqa: E402
+from utils.files import check_output, path_argument  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="config file (default: configs/config.py)")
+    parser.add_argument("--config", type=path_argument, help="config file (default: configs/config.py)")
     parser.add_argument("--split", default="train", choices=("train", "val", "test"))
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. auto.top_k=6")
     args = parser.parse_args(argv)

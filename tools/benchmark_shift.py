@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from collections import defaultdict
@@ -47,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.checks import run_main  # noqa: E402
 from tools.experiments import markdown_table, mean_spread, run_cell  # noqa: E402
 from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
-from utils.files import check_output, make_folder, write_text, writing  # noqa: E402
+from utils.files import check_output, make_folder, path_argument, write_text, writing  # noqa: E402
 
 METHODS: dict[str, tuple[str, list[str]]] = {
     "self_training": ("Self-training only", ["loss.anchor=0", "loss.contrastive=0"]),
@@ -68,7 +69,7 @@ DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "shift" / "{domain}.py")  # each do
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
+    parser.add_argument("--config", type=path_argument, default=DEFAULT_CONFIG,
                         help=f"base config file; {{domain}} in it is replaced by each domain "
                              f"(default: {DEFAULT_CONFIG})")
     parser.add_argument("--domain-key", default="dataset.synthetic.shift", help="config key that selects a domain")
@@ -76,8 +77,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompts", default=",".join(PROMPTS))
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each cell is their mean")
-    parser.add_argument("--runs", default="runs/shift_benchmark", help="folder of the individual runs")
-    parser.add_argument("--out", default="results", help="folder for shift_benchmark.md and the plots")
+    parser.add_argument("--runs", type=path_argument, default="runs/shift_benchmark",
+                        help="folder of the individual runs")
+    parser.add_argument("--out", type=path_argument, default="results",
+                        help="folder for shift_benchmark.md and the plots")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. num_steps=300)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -169,7 +172,7 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str, str], list[di
     else:
         schedule = "; ".join(f"{domain}: {text}" for domain, text in schedules.items()) + ";"
     cfg = configs[args.domains[0]]
-    command = " ".join(["python tools/benchmark_shift.py", *args.argv])
+    command = shlex.join(["python", "tools/benchmark_shift.py", *args.argv])
     recall_note = ("Recall (no-label rows): of the training split's ground-truth objects, the fraction that an "
                    "automatic instance covers at IoU 0.5 or more, and their mean best IoU (labels read for this "
                    "diagnostic only); their run time includes finding the instances, once per domain (in the first "

@@ -48,14 +48,14 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.base_config import base_config  # noqa: E402
-from engine.checks import run_main  # noqa: E402
+from engine.checks import check_outputs, run_main  # noqa: E402
 from engine.run import BF16_CPU_FLAGS, cpu_flags, native_bf16  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
 from models.backbones import MODEL_TYPES, build_network, input_sizes, is_sam2  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
 from models.registry import build_sam_at_size, with_attention  # noqa: E402
-from utils.files import check_output, write_text  # noqa: E402
+from utils.files import check_output, path_argument, write_text  # noqa: E402
 
 MODES = ("reference", "fast", "fast_fp32", "memory_saving")
 SAM2_MODES = ("fast", "fast_fp32")
@@ -208,9 +208,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                              "default all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
-    parser.add_argument("--out", default="results/speed.md")
+    parser.add_argument("--out", type=path_argument, default="results/speed.md")
     args = parser.parse_args(argv)
     out = check_output(args.out, "--out")
+    check_outputs([("--out", out)], [])  # its sections are merged into the file: never a run's file
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,21 +36,22 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.checks import check_config_file, run_main  # noqa: E402
+from engine.checks import check_outputs, config_inputs, run_main  # noqa: E402
 from models import build_wesam  # noqa: E402
 from models.adapters import load_student_adapter  # noqa: E402
 from models.backbones import evaluation_decoding, exported_checkpoint  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
 from utils.config import config_of, load_config  # noqa: E402
-from utils.files import check_output, write_torch  # noqa: E402
+from utils.files import check_output, path_argument, write_torch  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="adapter .safetensors or a run's last.ckpt")
-    parser.add_argument("--out", required=True, help="the merged SAM state dict to write (.pth)")
-    parser.add_argument("--config", help="the run's config.json (default: the one beside the adapter's run, "
-                                         "else configs/config.py)")
+    parser.add_argument("--ckpt", type=path_argument, required=True, help="adapter .safetensors or a run's last.ckpt")
+    parser.add_argument("--out", type=path_argument, required=True,
+                        help="the merged SAM state dict to write (.pth): a new file, not an input nor a run's file")
+    parser.add_argument("--config", type=path_argument, help="the run's config.json (default: the one beside the "
+                                                             "adapter's run, else configs/config.py)")
     parser.add_argument("overrides", nargs="*",
                         help="dotted config overrides, e.g. model.checkpoint=sam_vit_b_01ec64.pth")
     return parser.parse_args(argv)
@@ -60,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     out = check_output(args.out, "--out")
     config = config_of(args.config, args.ckpt)
-    check_config_file(config)
     cfg = load_config(config, args.overrides)
+    check_outputs([("--out", out)], [("--ckpt", args.ckpt), *config_inputs(cfg, config)])
     model = build_wesam(cfg)
     load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
     data, loader = exported_checkpoint(cfg.model.type, merged_state_dict(model.sam), out,

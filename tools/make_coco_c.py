@@ -35,7 +35,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets.corruptions import CORRUPTIONS, MIN_SIDE, corrupt  # noqa: E402
-from utils.files import OutputPathError, check_output, make_folder, writing  # noqa: E402
+from utils.files import OutputPathError, check_output, make_folder, path_argument, same_path, writing  # noqa: E402
 
 JPEG_QUALITY = 95
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
@@ -113,8 +113,10 @@ def parse_corruptions(text: str) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (sys.argv[1:] when `argv` is None), checked."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="COCO root: holds val2017/, receives corruption/")
-    parser.add_argument("--images", type=Path, help="read the images from this folder instead of ROOT/val2017")
+    parser.add_argument("--root", type=path_argument, required=True,
+                        help="COCO root: holds val2017/, receives corruption/")
+    parser.add_argument("--images", type=path_argument, help="read the images from this folder instead of "
+                                                             "ROOT/val2017 (not one of the output folders)")
     parser.add_argument("--corruptions", type=parse_corruptions, default=list(CORRUPTIONS),
                         help="comma-separated subset of: " + ", ".join(CORRUPTIONS) + " (default: all 15)")
     parser.add_argument("--severity", type=int, choices=range(1, 6), default=5, help="1..5 (default: 5, the paper's)")
@@ -123,6 +125,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    args.root, args.images = Path(args.root), args.images and Path(args.images)
     return args
 
 
@@ -144,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     folders = {name: check_output(output_dir(args.root, name, args.severity), "--root's output folder", "folder",
                                   instead="--root")
                for name in args.corruptions}
+    source = args.images or args.root / "val2017"
+    if any(same_path(folder, source) for folder in folders.values()):  # corrupted images passed off as originals
+        raise OutputPathError(f"--images '{source}' is one of the output folders under '{args.root / 'corruption'}'; "
+                              "give the folder of the original images.")
     for folder in folders.values():
         make_folder(folder)
 

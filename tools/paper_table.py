@@ -29,6 +29,7 @@ same command again picks up where it stopped. A run folder made with other setti
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +37,16 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adaptation import adaptation_command  # noqa: E402
 from configs.paper import config_file  # noqa: E402
 from configs.paper.results import COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABLE_PROMPTS, TABLE_TITLES, paper_value  # noqa: E402
 from datasets import DatasetLayoutError, DatasetSpec, UnusableDatasetError, build_dataset  # noqa: E402
+from engine.checks import check_outputs  # noqa: E402
 from models import CheckpointError  # noqa: E402
 from models.backbones import input_sizes  # noqa: E402
 from tools.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402
 from utils.config import ConfigError, load_config, parse_override  # noqa: E402
-from utils.files import OutputPathError, check_output, write_text  # noqa: E402
+from utils.files import OutputPathError, check_output, path_argument, write_text  # noqa: E402
 
 TABLES = tuple(TABLE_DATASETS)
 # keys the table sets for each run, which an override must not change
@@ -82,17 +85,20 @@ def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, choices=TABLES, help="the paper table to reproduce")
-    parser.add_argument("--root", type=Path, help="folder holding every dataset folder (dataset.root = ROOT/<name>); "
-                                                  "default: each config's own root, data/<name>")
-    parser.add_argument("--runs", type=Path, default=Path("runs/paper"), help="where the run folders go "
-                                                                              "(default: runs/paper)")
+    parser.add_argument("--root", type=path_argument,
+                        help="folder holding every dataset folder (dataset.root = ROOT/<name>); default: each "
+                             "config's own root, data/<name>")
+    parser.add_argument("--runs", type=path_argument, default="runs/paper",
+                        help="where the run folders go (default: runs/paper)")
     parser.add_argument("--prompts", help="comma-separated subset of box,point,coarse (default: the table's: "
                                           "box for coco_c, all three otherwise)")
     parser.add_argument("--datasets", help="comma-separated subset of the table's rows (coco_c: corruption names)")
-    parser.add_argument("--out", type=Path, help="the markdown file (default: results/paper_<table>.md)")
+    parser.add_argument("--out", type=path_argument, help="the markdown file (default: results/paper_<table>.md)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run, e.g. "
                                                      "model.checkpoint=sam_vit_b_01ec64.pth num_steps=500")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.root, args.runs, args.out = (Path(path) if path else None for path in (args.root, args.runs, args.out))
+    return args
 
 
 def plan(args: argparse.Namespace) -> list[Cell]:
@@ -128,13 +134,17 @@ def resolve(cell: Cell):
 
 def check_existing_runs(cells: list[Cell], configs: dict[Cell, Any]) -> None:
     """Refuse run folders whose config.json differs from what the table would run there now."""
-    problems = [f"  {cell.out_dir}: " + "; ".join(differences) for cell in cells
-                if (differences := config_differences(cell.out_dir, configs[cell].to_dict()))]
-    if problems:
+    differing = {cell: differences for cell in cells
+                 if (differences := config_differences(cell.out_dir, configs[cell].to_dict()))}
+    if differing:
+        first = next(iter(differing))
+        extend = adaptation_command("--resume", first.out_dir / "checkpoints" / "last.ckpt",
+                                    f"num_steps={configs[first].num_steps}")
         raise PaperTableError("these run folders hold runs made with other settings (nothing was run):\n"
-                              + "\n".join(problems) + "\nUse another --runs folder, or the same overrides as before "
-                              "(to extend a finished run: python adaptation.py --resume <run>/checkpoints/last.ckpt "
-                              "num_steps=N).")
+                              + "\n".join(f"  {cell.out_dir}: " + "; ".join(differences)
+                                          for cell, differences in differing.items())
+                              + "\nUse another --runs folder, or the same overrides as before (to extend a finished "
+                              f"run to the table's num_steps, for the first: {extend}).")
 
 
 def check_inputs(table: str, cells: list[Cell], configs: dict[Cell, Any]) -> None:
@@ -144,15 +154,16 @@ def check_inputs(table: str, cells: list[Cell], configs: dict[Cell, Any]) -> Non
     checkpoints: dict[str, str] = {}
     for cell in cells:
         cfg = configs[cell]
-        root = Path(cfg.dataset.root).expanduser()
+        root = Path(cfg.dataset.root)
         if not root.is_dir():
             what = ("COCO 2017 with its corruption/ folders" if cfg.dataset.name == "coco_c"
                     else f"the {cfg.dataset.name} dataset")
             missing.setdefault(str(root), f"{what} (dataset.root)")
         elif cfg.dataset.name == "coco_c" and not (root / "corruption" / cfg.dataset.corruption).is_dir():
             missing.setdefault(str(root / "corruption" / cfg.dataset.corruption),
-                               f"COCO-C {cfg.dataset.corruption}: python tools/make_coco_c.py --root {root}")
-        if cfg.model.checkpoint and not Path(cfg.model.checkpoint).expanduser().is_file():
+                               f"COCO-C {cfg.dataset.corruption}: python tools/make_coco_c.py --root "
+                               f"{shlex.quote(str(root))}")
+        if cfg.model.checkpoint and not Path(cfg.model.checkpoint).is_file():
             checkpoints.setdefault(cfg.model.checkpoint, f"the SAM {cfg.model.type} checkpoint (model.checkpoint)")
     missing.update(checkpoints)
     if missing:
@@ -269,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     """Run (or read back) every run of the table, write the markdown and return it."""
     args = parse_args(argv)
     out = check_output(args.out or Path("results") / f"paper_{args.table}.md", "--out")
+    check_outputs([("--out", out)], [])  # never a file of one of the runs
     check_output(args.runs, "--runs", "folder")
     cells = plan(args)
     configs = {cell: resolve(cell) for cell in cells}

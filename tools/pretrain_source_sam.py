@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
-from engine.checks import run_main  # noqa: E402
+from engine.checks import check_foreign_files, check_outputs, run_main  # noqa: E402
 from engine.evaluate import evaluate  # noqa: E402
 from engine.signals import RunStopped, StopOnSignal, stop_requested  # noqa: E402
 from engine.run import (RunState, announce_precision, gather_objects, load_run, rng_state, save_run,  # noqa: E402
@@ -53,7 +54,7 @@ from models.registry import SMALL_CONFIGS, resolve_path  # noqa: E402
 from models.sam2 import SMALL_SAM2  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
-from utils.files import check_output, write_csv, write_json  # noqa: E402
+from utils.files import check_output, path_argument, write_csv, write_json  # noqa: E402
 from utils.lock import hold_folder  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
@@ -76,9 +77,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="dice over all instances of a scene together, or per instance and averaged")
     parser.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", help="start from these SAM weights (.safetensors/.pth, e.g. an --export) "
-                                       "instead of random ones: a further stage with a schedule of its own")
-    parser.add_argument("--out", default="runs/pretrain", help="folder for last.ckpt and metrics.csv")
+    parser.add_argument("--init", type=path_argument,
+                        help="start from these SAM weights (.safetensors/.pth, e.g. an --export) instead of random "
+                             "ones: a further stage with a schedule of its own")
+    parser.add_argument("--out", type=path_argument, default="runs/pretrain", help="folder for last.ckpt and "
+                                                                                   "metrics.csv")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (its last.ckpt) with the same --model-type and --steps")
     parser.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this long; 0: run to --steps")
@@ -94,7 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="data loader processes rendering scenes ahead (0: in the training process; a GPU "
                              "needs several to be kept busy)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    parser.add_argument("--export", help="write the weights of <out>/last.ckpt to this .safetensors file and stop")
+    parser.add_argument("--export", type=path_argument,
+                        help="write the weights of <out>/last.ckpt to this .safetensors file and stop")
     return parser.parse_args(argv)
 
 
@@ -235,10 +239,15 @@ def save(fabric: Fabric, ckpt_path: Path, run: RunState, model: WeSAM, optimizer
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.export:
-        check_output(args.export, "--export")
+        target = check_output(args.export, "--export")
+        # the record beside the weights; --init may be the target: its record is read before it is replaced
+        check_outputs([("--export", target), ("--export's record", target.with_suffix(".json"))],
+                      [("the run's checkpoint", Path(args.out) / "last.ckpt")])
         export(args)
         return {}
     out = check_output(args.out, "--out", "folder")
+    if not args.resume:
+        check_foreign_files(out, ("metrics.csv",), "last.ckpt", "--out")
     # one run at a time in a folder, as adaptation.py (rank 0 holds it for all)
     with hold_folder(out, "pretraining"):
         return pretrain(args, out, argv)
@@ -271,7 +280,7 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
         set_rng_state(saved["rng"][min(fabric.global_rank, len(saved["rng"]) - 1)])
         sessions = saved["sessions"]
         fabric.print(f"Resumed {ckpt_path} at step {run.step}")
-    command = "python tools/pretrain_source_sam.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "tools/pretrain_source_sam.py", *(sys.argv[1:] if argv is None else argv)])
     device = (torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda"
               else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads") + \
         (f" x {fabric.world_size} processes" if fabric.world_size > 1 else "")

@@ -10,18 +10,22 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import io
 import json
 import math
 import re
-import runpy
+import tokenize
+import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
+import yaml
 from box import Box
 
-from configs.base_config import CHOICES, RANGES, base_config
+from configs.base_config import CHOICES, PATH_KEYS, RANGES, base_config
 from configs.paper.versions import code_settings
+from utils.files import expand_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "configs" / "config.py"
@@ -85,6 +89,17 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
     )
 
 
+def config_value(key: str, value: Any, source: str) -> Any:
+    """`value` of `key` as the config holds it: a path of PATH_KEYS with `~` and $VARIABLES
+    expanded (once, here, where every value is read), so every reader and writer agrees on it."""
+    if key not in PATH_KEYS or not isinstance(value, str):
+        return value
+    try:
+        return expand_path(value)
+    except ValueError as error:
+        raise ConfigError(f"Config key '{key}' (from {source}): {error}.") from None
+
+
 def _set(tree: dict, key: str, value: Any, source: str) -> None:
     """Set a dotted key in tree after checking it exists in base_config and has the right type."""
     defaults = flatten(base_config)
@@ -98,7 +113,7 @@ def _set(tree: dict, key: str, value: Any, source: str) -> None:
             raise ConfigError(f"Config key '{key}' (from {source}) is a section; set one of its keys: "
                               + ", ".join(f"{key}.{k}" for k in section))
         raise _unknown_key_error(key, source)
-    value = _check_type(key, value, defaults[key], source)
+    value = config_value(key, _check_type(key, value, defaults[key], source), source)
     node = tree
     *parents, leaf = key.split(".")
     for part in parents:
@@ -128,24 +143,97 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, raw
 
 
+CONFIG_FORMATS = {".py": "Python", ".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}
+READ_FORMATS = "a Python file defining a `config` dict (.py), a run's config.json, or a YAML file of config keys " \
+    "(.yaml, .yml)"
+
+
+def _config_text(path: Path, kind: str) -> str:
+    """The text of a config file: UTF-8 (a Python file may declare another encoding, PEP 263)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"Config file '{path}' cannot be read ({error.strerror or error}).") from None
+    encoding = "utf-8-sig"  # a byte-order mark, as some editors write, is allowed
+    if kind == "Python":
+        try:
+            encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+        except SyntaxError:  # bytes that are not UTF-8 in the first lines: told below, with their line
+            pass
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ConfigError(f"Config file '{path}' is not {encoding.replace('-sig', '').upper()} text (byte "
+                          f"0x{data[error.start]:02x} at line {line}); save it as UTF-8.") from None
+
+
+def _run_python_config(path: Path, text: str) -> Any:
+    """The `config` of a Python config file, run in a namespace of its own. A syntax error, or an
+    exception while it runs, stops with ConfigError naming the file, the line and the cause."""
+    def stop(line: int | None, cause: str, hint: str = "") -> ConfigError:
+        lines = text.splitlines()
+        where, code = (f", line {line}", f" (in `{lines[line - 1].strip()[:80]}`)") \
+            if line and 0 < line <= len(lines) else ("", "")
+        return ConfigError(f"Config file '{path}'{where}: {cause}{code}. " + (hint or "Fix that line; the file must "
+                           "define a dict named `config` (see configs/config.py)."))
+
+    try:
+        code = compile(text, str(path), "exec")
+    except SyntaxError as error:
+        try:
+            as_yaml = yaml.safe_load(text)
+        except yaml.YAMLError:
+            as_yaml = None
+        hint = ("It is YAML: name it .yaml to have it read as YAML." if isinstance(as_yaml, Mapping) and
+                set(as_yaml) <= set(base_config) else "")
+        raise stop(error.lineno, f"syntax error ({error.msg})", hint) from None
+    namespace = {"__file__": str(path), "__name__": "__config__"}
+    try:
+        exec(code, namespace)
+    except Exception as error:  # anything the file raises is a mistake in it: name its line
+        lines = [entry.lineno for entry in traceback.extract_tb(error.__traceback__) if entry.filename == str(path)]
+        raise stop(lines[-1], f"{type(error).__name__}: {error}") from None
+    return namespace.get("config")
+
+
+def _parse_data_config(path: Path, text: str, kind: str) -> Any:
+    """The mapping of a JSON or YAML config file; ConfigError naming the line of a syntax error."""
+    if kind == "JSON":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"Config file '{path}', line {error.lineno}: not valid JSON ({error.msg}).") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        cause = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"Config file '{path}'{where}: not valid YAML ({cause}).") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read the `config` dict of a Python file, or a JSON file (a run's config.json)."""
+    """The config keys of a Python file (its `config` dict), a JSON file (a run's config.json) or a
+    YAML file (a mapping, nested as base_config). A file that cannot be read, is not UTF-8, has a
+    syntax error or raises while it runs stops with ConfigError naming the file, the line and the cause."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Config file '{path}' does not exist. Pass a Python file defining a `config` dict "
-                          "or a run's config.json.")
-    if path.suffix == ".json":
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"Config file '{path}' is not valid JSON ({error}).") from error
+        raise ConfigError(f"Config file '{path}' does not exist. Pass {READ_FORMATS}.")
+    kind = CONFIG_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"Config file '{path}' is of a format not read here ('{path.suffix}'); pass {READ_FORMATS}.")
+    text = _config_text(path, kind)
+    if kind == "Python":
+        config = _run_python_config(path, text)
         if not isinstance(config, Mapping):
-            raise ConfigError(f"Config file '{path}' must hold a JSON object of config keys, like a run's config.json.")
-        return dict(config)
-    namespace = runpy.run_path(str(path))
-    if not isinstance(namespace.get("config"), Mapping):
-        raise ConfigError(f"Config file '{path}' must define a dict named `config` (see configs/config.py).")
-    return dict(namespace["config"])
+            raise ConfigError(f"Config file '{path}' must define a dict named `config` (see configs/config.py).")
+    else:
+        config = _parse_data_config(path, text, kind)
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"Config file '{path}' must hold a {kind} mapping of config keys, like a run's "
+                              "config.json.")
+    return dict(config)
 
 
 INTERVAL = re.compile(r"([\[(])(\S+), (\S+)([\])])")

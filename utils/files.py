@@ -1,5 +1,7 @@
-"""Where a script writes and how: one check of an output path, made before any work, that a script
-can write where it was told to (check_output); files that survive a crash, written to a temporary
+"""Where a script writes and how: the paths a user gives, with `~` and $VARIABLES expanded once
+where they are read (expand_path, path_argument); one check of an output path, made before any
+work, that a script can write where it was told to (check_output); whether two paths name one
+file or folder (same_path); files that survive a crash, written to a temporary
 name and renamed, so a reader sees either the previous complete file or the new one (atomic_write
 and the write_* functions); and one message for a write that fails later all the same (writing),
 a full disk told apart (DiskFullError). No project imports: every layer writes its files through here.
@@ -11,10 +13,12 @@ in which a file can be created.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -26,6 +30,33 @@ import torch
 
 class OutputPathError(OSError):
     """An output path that cannot be written: the wrong kind, below a file, or not writable."""
+
+
+UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
+
+
+def expand_path(text: str) -> str:
+    """`text` with a leading `~` (the home folder) and $NAME / ${NAME} (environment variables)
+    expanded, as a shell would; ValueError naming a variable that is not set (it would otherwise
+    become a folder named '$NAME')."""
+    expanded = os.path.expandvars(os.path.expanduser(text))
+    if unset := UNSET_VARIABLE.search(expanded):
+        raise ValueError(f"'{text}' uses the environment variable {unset.group(1).strip('{}')}, which is not set; "
+                         "set it or write the path out")
+    return expanded
+
+
+def path_argument(text: str) -> str:
+    """argparse `type` of an option that takes a path: expand_path, its error an argparse error."""
+    try:
+        return expand_path(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def same_path(first: str | Path, second: str | Path) -> bool:
+    """Whether two paths name one file or folder (through symbolic links and relative parts)."""
+    return Path(first).resolve() == Path(second).resolve()
 
 
 def _another(option: str) -> str:
