@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from lightning_fabric import Fabric
 
-from datasets import DatasetSpec, InstanceDataset, build_dataset
+from datasets import DatasetSpec, InstanceDataset, build_dataset, files_report
 from datasets.instances import display_pixels
 from engine.checks import check_config_file, check_scored, run_main
 from engine.evaluate import evaluate
@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), cfg.dataset.eval_split)
+    if report := files_report([dataset.inventory]):  # every file used or named
+        fabric.print(report)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
                        threshold=cfg.metric.threshold, region=cfg.metric.region)
     check_scored(metrics, cfg)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.files import (IMAGE_EXTENSIONS, ImageRecord, ImagesOnlyDataset, Layout, LabelMapDataset, MaskRecord,
-                            drop_empty_masks, interleave, mask_records, missing_labels, read_label_map)
+                            drop_empty_masks, interleave, labelled, mask_records, missing_labels, read_label_map)
 from datasets.instances import SampleError
+from datasets.inventory import Inventory
 from datasets.spec import DatasetSpec
 
 TREE = """
@@ -50,22 +51,32 @@ class FolderDataset(LabelMapDataset):
                                   f"{masks[0].shape[1]}x{masks[0].shape[0]} (width x height)")
         return drop_empty_masks(np.stack(masks))[0]
 
+    def no_instance(self, record: MaskRecord) -> str:
+        if record.mask.is_dir():
+            return f"every instance mask of folder '{record.mask}' is empty (0 everywhere)"
+        return super().no_instance(record)
+
 
 def build_folder(spec: DatasetSpec, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
+    """The split's images with their masks (an image without one, a mask without an image, a
+    sub-folder of images/ and a file of another format are skipped, named in the inventory)."""
     layout = Layout.at("folder", spec.root, TREE)
+    inventory = Inventory("folder", split)
     pooled = (layout.root / "images").is_dir()
     base = "." if pooled else split
-    images = layout.files_by_stem(layout.folder(f"{base}/images"))
+    images = layout.files_by_stem(layout.folder(f"{base}/images"), inventory=inventory)
     mask_folder = layout.root / base / "masks"
     if not mask_folder.is_dir():
         if not spec.labels_optional(split):
             raise missing_labels(layout, split, f"folder '{mask_folder}' not found")
         records = [ImageRecord(path) for path in images.values()]
-        return ImagesOnlyDataset(interleave(records, spec.interleave, split) if pooled else records, layout,
-                                 split, spec.exif, **common)
-    masks = layout.files_by_stem(mask_folder)
-    masks.update({path.name: path for path in mask_folder.iterdir() if path.is_dir()})
-    records = mask_records(images, masks, mask_folder)
-    if pooled:
-        records = interleave(records, spec.interleave, split)
-    return FolderDataset(records, layout, split, exif=spec.exif, **common)
+        chosen = interleave(records, spec.interleave, split) if pooled else records
+        inventory.assign(records, chosen)
+        return ImagesOnlyDataset(chosen, layout, split, spec.exif, inventory, **common)
+    masks = layout.files_by_stem(mask_folder, inventory=inventory, sub_folders=True)
+    records = mask_records(images, masks, mask_folder, inventory=inventory)
+    chosen = interleave(records, spec.interleave, split) if pooled else records
+    inventory.assign(records, chosen)
+    if not spec.labels_optional(split):
+        chosen = labelled(chosen, inventory)
+    return FolderDataset(chosen, layout, split, exif=spec.exif, inventory=inventory, **common)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from datasets.inventory import Inventory
 from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
 from datasets.transforms import (RESIZES, VIEWS_AT, Augment, pad_to_square, resize_image, resize_longest_side,
                                  resize_square, resize_square_image, to_bytes)
@@ -63,6 +64,7 @@ class InstanceDataset(Dataset):
 
     records: list[Any]
     has_labels = True  # False: images only (prompt_source=auto), `load` is not available
+    inventory: Inventory | None = None  # what became of the files the split is read from (datasets read from files)
 
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
