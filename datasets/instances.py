@@ -140,8 +140,10 @@ class InstanceDataset(Dataset):
                 if not self.train:
                     return {**self.empty_sample(index, seed), "skipped": skipped}
                 index = (index + 1) % len(self)
-        raise UnusableDatasetError(f"None of the {len(self)} images of {type(self).__name__} could be used for "
-                                   "training; see the warnings above.")
+        what = f"the {self.inventory.split} split of '{self.inventory.dataset}'" if self.inventory else \
+            type(self).__name__
+        raise UnusableDatasetError(f"None of the {len(self)} images of {what} could be used for training; the warnings "
+                                   "above name each file and the reason.")
 
     def make_sample(self, image: np.ndarray, masks: np.ndarray, boxes: np.ndarray | None, index: int,
                     seed: int) -> dict[str, Any]:
