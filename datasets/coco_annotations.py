@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from pycocotools import mask as mask_utils
 
 from datasets.files import DataWarning
@@ -56,6 +57,14 @@ class AnnotationCheck:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_coordinates(values: list) -> bool:
+    """Whether a flat list holds finite numbers only (as pycocotools reads them)."""
+    try:
+        return bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
+    except (TypeError, ValueError):
+        return False
 
 
 def usable_annotation(annotation: dict[str, Any], size: tuple[int, int] | None, check: AnnotationCheck,
@@ -95,12 +104,13 @@ def usable_annotation(annotation: dict[str, Any], size: tuple[int, int] | None, 
 def usable_polygons(annotation: dict[str, Any], polygons: list, check: AnnotationCheck) -> list | None:
     """The polygons of 3 points or more (flat lists of an even count of numbers); the others are
     dropped, said in `check`; None (skipped) if none is left."""
-    good = [p for p in polygons if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(is_number, p))]
-    bad = [p for p in polygons if not any(p is g for g in good)]
-    if not bad:
+    numeric = [isinstance(p, list) and is_coordinates(p) for p in polygons]
+    good = [p for p, ok in zip(polygons, numeric) if ok and len(p) >= 6 and len(p) % 2 == 0]
+    if len(good) == len(polygons):
         return polygons
-    points = ", ".join(f"{len(p) / 2:g} points" if isinstance(p, list) and all(map(is_number, p)) else "not numbers"
-                       for p in bad)
+    points = ", ".join(f"{len(p) / 2:g} points" if ok else "not numbers"
+                       for p, ok in zip(polygons, numeric) if not any(p is g for g in good))
+    bad = [p for p in polygons if not any(p is g for g in good)]
     if not good:
         check.add(SKIPPED, annotation, f"its polygon(s) have fewer than 3 points or are not flat lists of x, y "
                                        f"numbers ({points})")
@@ -134,6 +144,8 @@ def agrees_with_image(annotation: dict[str, Any], segmentation: list | dict, bbo
         rle = (mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width)) if isinstance(segmentation, list)
                else mask_utils.frPyObjects(segmentation, height, width) if isinstance(segmentation["counts"], list)
                else segmentation)
+        if rle is segmentation:  # a compressed RLE: pycocotools checks its runs only when decoding it
+            mask_utils.decode(rle)
         pixels = int(mask_utils.area(rle))
         extent = [float(v) for v in mask_utils.toBbox(rle)]
     except Exception as error:  # pycocotools raises bare Exceptions for what it cannot read
