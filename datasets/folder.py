@@ -1,10 +1,12 @@
 """Custom data as folders of images and masks (`folder`).
 
 Each image images/<stem>.<ext> has either masks/<stem>.png, a label map with one instance per
-non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance; a colour-coded
-PNG, one instance per colour on black), or a folder masks/<stem>/ with one PNG per instance (its
-non-zero pixels). Masks must be lossless (PNG): JPEG noise would add instances. EXIF orientation
-tags are applied by default (dataset.exif=auto), as labelling tools draw on the displayed picture.
+non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance, also saved as
+JPEG; a colour-coded PNG, one instance per colour on black), or a folder masks/<stem>/ with one PNG
+per instance (its non-zero pixels). Other label maps must be lossless (PNG): JPEG ones are refused
+(datasets/files.py read_label_map). Sub-folders of images/ are not read (masks/<stem>/ would be
+ambiguous); they are named when the split is built. EXIF orientation tags are applied by default
+(dataset.exif=auto), as labelling tools draw on the displayed picture.
 
 Splits: per-split folders <root>/<split>/{images,masks} when <root>/images does not exist; else
 the k:1 interleave (k = dataset.interleave) of the images sorted by name ("val" and "test" are
@@ -23,7 +25,7 @@ from datasets.spec import DatasetSpec
 
 TREE = """
 <root>/
-  images/<stem>.jpg            (or .png, .bmp, .tif, .webp)
+  images/<stem>.jpg            (or .png, .bmp, .tif, .webp, .gif; not in sub-folders)
   masks/<stem>.png             a label map: one instance per non-zero value
   masks/<stem>/<any>.png       or one PNG per instance (non-zero pixels)
 split k:1 by dataset.interleave; or with one such pair of folders per split:
