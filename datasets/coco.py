@@ -7,8 +7,9 @@ prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count
 zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
 loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
 that counts are dropped. A json whose parts disagree is reported when read (check_coco), and so
-are annotations that cannot be regions (skipped) or whose fields disagree (datasets/coco_annotations.py); EXIF
-orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored pixels.
+are annotations that cannot be regions (skipped) or whose fields disagree (coco_annotations.py).
+EXIF orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored
+pixels.
 """
 
 from __future__ import annotations
@@ -267,26 +268,12 @@ class CocoDataset(FileDataset):
         return None
 
 
-def folder_inventory(inventory: Inventory, image_folder: Path, coco: CocoJson, whole: bool) -> None:
-    """Scan image_folder (and its sub-folders: file names may hold a folder) into the inventory.
-    Files the json `coco` does not list are skipped by name when it is the `whole` dataset, else
-    (one json per split) counted: they may be another split's."""
-    listed = {record.image for record in coco.records}
-    unlisted = [path for path in inventory.scan(image_folder, recursive=True) if path not in listed]
-    if whole:
-        for path in unlisted:
-            inventory.skip(path, f"not in {coco.path.name}", f"not listed in '{coco.path}', not read")
-    elif unlisted:
-        inventory.note(f"{len(unlisted)} files of '{image_folder}' are not in '{coco.path.name}' (other splits' "
-                       f"images, or not used), not read here")
-
-
 def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path, **common) -> CocoDataset:
     rules = CocoRules.from_spec(spec)
     inventory = Inventory(layout.dataset, split)
     annotation_file = layout.file("annotations/instances_val2017.json")
     coco = read_coco(annotation_file, layout, image_folder, rules)
-    folder_inventory(inventory, image_folder, coco, whole=True)
+    inventory.scan_listed(image_folder, {record.image for record in coco.records}, coco.path, recursive=True)
     chosen = interleave(coco.records, COCO2017_INTERLEAVE, split)
     inventory.assign(coco.records, chosen)
     records = annotated_split(coco, chosen, layout, split, inventory)
@@ -346,7 +333,9 @@ def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesO
     coco = read_coco(annotation_file, layout, image_folder, rules)
     inventory = Inventory("coco", split)
     per_split = bool(options.split_json(split))
-    folder_inventory(inventory, image_folder, coco, whole=not per_split)
+    # file names may hold a folder: the sub-folders are read too
+    inventory.scan_listed(image_folder, {record.image for record in coco.records}, coco.path, recursive=True,
+                          whole=not per_split)
     records = coco.records if per_split else interleave(coco.records, spec.interleave, split)
     inventory.assign(coco.records, records)
     if spec.labels_optional(split) and coco.num_annotations == 0:

@@ -226,19 +226,9 @@ def read_label_map(path: Path, apply_exif: bool = False, binary: bool = False) -
             if binary:
                 return binary_pixels(mask, path)
             labels = label_pixels(mask, path)
-            return binary_like(labels, path, lossy) if mode_is_grey(mask) else labels
+            return labels if mask.mode in ("P", "PA") else binary_like(labels, path, lossy)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SampleError(f"cannot read mask '{path}' ({error})") from error
-
-
-def mode_is_grey(mask: Image.Image) -> bool:
-    """Whether an opened mask holds grey values (not palette indices nor colours; 8 bits)."""
-    return mask.mode in ("L", "LA", "La", "1") or (mask.mode in ("RGB", "RGBA", "RGBa") and is_grey(mask))
-
-
-def is_grey(mask: Image.Image) -> bool:
-    rgb = np.array(mask.convert("RGB"))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 def alpha_drawing(mask: Image.Image) -> np.ndarray | None:
@@ -263,11 +253,12 @@ def interior(values: np.ndarray) -> np.ndarray:
 
 
 def binary_like(labels: np.ndarray, path: Path, lossy: bool) -> np.ndarray:
-    """A grey label map as meant: a binary mask whose edges were blended (lossy compression or
-    anti-aliasing: values between 0 and 255 along edges, but only 0 and 255 fill any region, i.e.
-    have a pixel whose 4 neighbours share it) becomes 0 / 255 at grey > BINARY_THRESHOLD, one
-    instance instead of one per blended value. Any other label map is kept as stored, unless it
-    comes from a lossy format (JPEG), whose compression changes labels: SampleError."""
+    """A label map (of a file not of palette indices) as meant: an 8-bit grey binary mask whose
+    edges were blended (lossy compression or anti-aliasing: values between 0 and 255 along edges,
+    but only 0 and 255 fill any region, i.e. have a pixel whose 4 neighbours share it) becomes
+    0 / 255 at grey > BINARY_THRESHOLD, one instance instead of one per blended value. Any other
+    label map (16-bit, colour-coded: not uint8) is kept as stored, unless it comes from a lossy
+    format (JPEG), whose compression changes labels: SampleError."""
     values = np.unique(labels)
     if labels.dtype != np.uint8 or (set(values.tolist()) <= {0, 255} and not lossy):
         return labels

@@ -6,7 +6,7 @@ and pairs its files; `files_report` gives the lines a script prints when it buil
     4 in the other splits; 3 skipped (in a sub-folder: 1, format not read: 1, mask without an image: 1).
       skipped '<root>/images/old': a sub-folder (2 files), not read
       skipped '<root>/images/notes.txt': a format not read (read: .jpg, .jpeg, .png, ...)
-      skipped '<root>/masks/x.png': a mask without an image (no '<root>/images/x.*')
+      skipped '<root>/masks/x.png': a mask without an image (no image named 'x')
 
 Each skipped file is named once over the lines of one report (the splits of a run share their
 folders), at most MAX_NAMED per reason.
@@ -48,24 +48,32 @@ class Inventory:
         (any case), and with `sub_folders` its folders too; every other entry is counted and skipped.
         `recursive` reads the files of sub-folders as well (COCO file names may hold a folder)."""
         self.folders.append(folder)
-        entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
         readable = []
-        for path in entries:
-            if path.is_dir():
-                if recursive:
-                    continue
-                if not sub_folders:
-                    files = sum(1 for p in path.rglob("*") if p.is_file())
-                    self.skip(path, SUB_FOLDER, f"a sub-folder ({files} file{'s' * (files != 1)}), not read")
-                    self.found += 1
-                    continue
-            elif path.suffix.lower() not in extensions:
-                self.skip(path, OTHER_FORMAT, f"a format not read (read: {', '.join(extensions)})")
-                self.found += 1
+        for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+            if recursive and path.is_dir():
                 continue
             self.found += 1
-            readable.append(path)
+            if path.is_dir() and not sub_folders:
+                files = sum(1 for p in path.rglob("*") if p.is_file())
+                self.skip(path, SUB_FOLDER, f"a sub-folder ({files} file{'s' * (files != 1)}), not read")
+            elif not path.is_dir() and path.suffix.lower() not in extensions:
+                self.skip(path, OTHER_FORMAT, f"a format not read (read: {', '.join(extensions)})")
+            else:
+                readable.append(path)
         return readable
+
+    def scan_listed(self, folder: Path, listed: set[Path], source: Path, recursive: bool = False,
+                    whole: bool = True) -> None:
+        """Scan `folder`; its files that `source` (a json or CSV naming the dataset's files: their
+        paths `listed`) does not list are not read: skipped by name when `source` lists the `whole`
+        dataset, else counted (a split's own list: they may be another split's)."""
+        unlisted = [path for path in self.scan(folder, recursive=recursive) if path not in listed]
+        if whole:
+            for path in unlisted:
+                self.skip(path, f"not in {source.name}", f"not listed in '{source}', not read")
+        elif unlisted:
+            self.note(f"{len(unlisted)} files of '{folder}' are not in '{source.name}' (other splits' images, or not "
+                      "used), not read here")
 
     def skip(self, path: Path, reason: str, detail: str = "") -> None:
         """`path` is not used, for `reason` (shared by files skipped alike; `detail` adds what is

@@ -63,15 +63,6 @@ class KvasirDataset(LabelMapDataset):
                 "kavsir_bboxes.json")
 
 
-def listed_files(inventory: Inventory, folders: list, listed: set, source: str) -> None:
-    """Scan `folders` into the inventory, skipping their files that `source` (a json or CSV) does
-    not list (`listed`: their paths)."""
-    for folder in folders:
-        for path in inventory.scan(folder):
-            if path not in listed:
-                inventory.skip(path, f"not in {source}", f"not listed in '{source}', not read")
-
-
 def existing_images(records: list, inventory: Inventory, source: str) -> list:
     """The records whose image file exists; the others are skipped, naming the file `source` lists."""
     kept = []
@@ -98,7 +89,9 @@ def build_kvasir(spec: DatasetSpec, split: str, **common) -> KvasirDataset:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise layout.error(f"'{path}' does not have the kavsir_bboxes.json format "
                            f"({type(error).__name__}: {error})") from error
-    listed_files(inventory, [images, masks], {f for r in records for f in (r.image, r.mask)}, path.name)
+    listed = {f for r in records for f in (r.image, r.mask)}
+    for folder in (images, masks):
+        inventory.scan_listed(folder, listed, path)
     chosen = interleave(records, KVASIR_INTERLEAVE, split)
     inventory.assign(records, chosen)
     chosen = existing_images(chosen, inventory, path.name)
@@ -129,7 +122,9 @@ def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
             raise layout.error(f"line {line} of '{path}' has {len(row)} columns; expected index, image path, mask path")
         records.append(MaskRecord(layout.root / row[1], layout.root / row[2]))
     folders = sorted({f.parent for r in records for f in (r.image, r.mask) if f.parent.is_dir()})
-    listed_files(inventory, folders, {f for r in records for f in (r.image, r.mask)}, path.name)
+    listed = {f for r in records for f in (r.image, r.mask)}
+    for folder in folders:
+        inventory.scan_listed(folder, listed, path)
     inventory.assign(records, records)
     chosen = existing_images(records, inventory, path.name)
     if not spec.labels_optional(split):
