@@ -105,7 +105,11 @@ class Inventory:
             counts = ", ".join(f"{reason}: {len(files)}" for reason, files in self.skipped.items())
             line += f"; {skipped} skipped ({counts})"
         line += "".join(f"; {note}" for note in self.notes) + "."
-        out = [line]
+        return [line, *self.skipped_lines(named)]
+
+    def skipped_lines(self, named: set[Path]) -> list[str]:
+        """One line per skipped file not in `named` (which it adds to), MAX_NAMED per reason."""
+        out = []
         for reason, files in self.skipped.items():
             fresh = [(path, detail) for path, detail in files if path not in named]
             named.update(path for path, _ in fresh)

@@ -195,3 +195,17 @@ def test_validate_prints_the_split_and_counts_images_without_an_instance(tmp_pat
     assert f"  skipped '{tmp_path / 'images' / 'notes.txt'}'" in printed
     result = json.loads(out.read_text())
     assert result["skipped_images"] == 1 and result["num_images"] == 1
+
+
+def test_predict_names_what_it_does_not_read_of_a_folder(tmp_path, capsys):
+    import predict
+
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "old" / "b.png")
+    (tmp_path / "notes.txt").write_text("")
+    assert predict.image_files(tmp_path) == [tmp_path / "a.png"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"1 image(s) of '{tmp_path}' are read; not read:",
+        f"  skipped '{tmp_path / 'notes.txt'}': a format not read (read: .jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp, "
+        ".gif)",
+        f"  skipped '{tmp_path / 'old'}': a sub-folder (1 file), not read"]
