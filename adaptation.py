@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from configs.base_config import base_config
-from datasets import DatasetSpec, InstanceDataset, StepSampler, build_dataset, collate
+from datasets import DatasetSpec, InstanceDataset, StepSampler, build_dataset, collate, files_report
 from datasets.auto_prompts import AutoInstances
 from engine.auto_instances import cached_instances, describe, summarize
 from engine.checks import check_foreign_files, check_scored, check_train_split, check_training_config, run_main
@@ -283,8 +283,10 @@ def adapt(cfg: Box, resume: str | Path | None = None, loss_fn: Callable[..., Any
         model, optimizer = fabric.setup(model, optimizer)
         spec = DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
         train_set = build_dataset(spec, "train")
-        check_train_split(len(train_set), cfg)
         eval_set = build_dataset(spec, cfg.dataset.eval_split)
+        if report := files_report([train_set.inventory, eval_set.inventory]):  # every file used or named
+            fabric.print(report)
+        check_train_split(len(train_set), cfg)
         data = {"train": train_set.image_identities(), cfg.dataset.eval_split: eval_set.image_identities()}
         for split, images in data.items():  # a resumed run on data that changed under it: said, and recorded
             if split in run.data and (change := split_changes(run.data[split], images)):

@@ -40,6 +40,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from datasets.files import IMAGE_EXTENSIONS, file_header, read_image
+from datasets.inventory import Inventory
 from datasets.instances import InstanceDataset
 from engine.checks import check_accelerator, check_outputs, config_inputs, run_main
 from engine.predictions import sample_outputs
@@ -136,7 +137,10 @@ def image_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"--images '{path}' is neither an image file nor a folder.")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    inventory = Inventory("", "")
+    files = inventory.scan(path)
+    if inventory.skipped:  # every entry of the folder read or named
+        print(f"{len(files)} image(s) of '{path}' are read; not read:", *inventory.skipped_lines(set()), sep="\n")
     if not files:
         raise ConfigError(f"Folder '{path}' has no image file ({', '.join(IMAGE_EXTENSIONS)}).")
     return files

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from lightning_fabric import Fabric
 
-from datasets import DatasetSpec, InstanceDataset, build_dataset
+from datasets import DatasetSpec, InstanceDataset, build_dataset, files_report
 from datasets.instances import display_pixels
 from engine.checks import check_outputs, check_scored, config_inputs, run_main
 from engine.evaluate import evaluate
@@ -120,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         adapter = STUDENT
     model = fabric.to_device(model)  # evaluation only: no DDP wrapper needed
     dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), cfg.dataset.eval_split)
+    if report := files_report([dataset.inventory]):  # every file used or named
+        fabric.print(report)
     decoding = evaluation_decoding(cfg.model.type, cfg.model.decoding)
     metrics = evaluate(fabric, model, dataset, adapter, cfg.val_batch_size, cfg.num_workers,
                        threshold=cfg.metric.threshold, region=cfg.metric.region, decoding=decoding)

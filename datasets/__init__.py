@@ -8,6 +8,7 @@ from typing import Callable
 from datasets import camouflaged, coco, folder, medical, robotic, voc
 from datasets.files import DatasetLayoutError
 from datasets.instances import InstanceDataset, InstanceSource, StepSampler, UnusableDatasetError, collate
+from datasets.inventory import files_report
 from datasets.spec import DatasetSpec
 from datasets.synthetic import SyntheticDataset
 
@@ -45,4 +46,4 @@ def build_dataset(spec: DatasetSpec, split: str, auto_instances: InstanceSource 
 
 
 __all__ = ["DATASETS", "DatasetLayoutError", "DatasetSpec", "InstanceDataset", "StepSampler", "UnusableDatasetError",
-           "build_dataset", "collate"]
+           "build_dataset", "collate", "files_report"]

@@ -6,7 +6,8 @@ authors' decode of the thresholded mask. Masks are matched to images by file nam
 
 from __future__ import annotations
 
-from datasets.files import Layout, LabelMapDataset, interleave, mask_records
+from datasets.files import Layout, LabelMapDataset, interleave, labelled, mask_records
+from datasets.inventory import Inventory
 from datasets.spec import DatasetSpec
 
 COD_INTERLEAVE = 4  # the authors' 4:1 split of the COD10K test set, also used for CHAMELEON
@@ -30,22 +31,33 @@ CHAMELEON_TREE = """
 
 
 def _binary_dataset(layout: Layout, image_folder: str, mask_folder: str, spec: DatasetSpec, split: str,
-                    k: int | None, drop_empty: bool = False, **common) -> LabelMapDataset:
-    """Images of image_folder with the binary masks of mask_folder; all of them, or their k:1 interleave."""
-    images = layout.files_by_stem(layout.folder(image_folder))
+                    k: int | None, drop_empty: bool = False, other_images: str | None = None,
+                    **common) -> LabelMapDataset:
+    """Images of image_folder with the binary masks of mask_folder; all of them, or their k:1
+    interleave. `other_images`: the folder of the other split's images, whose masks share mask_folder."""
+    inventory = Inventory(layout.dataset, split)
+    images = layout.files_by_stem(layout.folder(image_folder), inventory=inventory)
     masks = layout.folder(mask_folder)
-    records = mask_records(images, layout.files_by_stem(masks), masks)
-    if k is not None:
-        records = interleave(records, k, split)
-    return LabelMapDataset(records, layout, split, binary=True, drop_empty=drop_empty, exif=spec.exif, **common)
+    others = layout.files_by_stem(layout.root / other_images) if other_images and \
+        (layout.root / other_images).is_dir() else {}
+    records = mask_records(images, layout.files_by_stem(masks, inventory=inventory), masks, inventory=inventory,
+                           elsewhere=list(others))
+    chosen = records if k is None else interleave(records, k, split)
+    inventory.assign(records, chosen)
+    if others:  # their masks are the other split's
+        inventory.elsewhere = len(others)
+    if not spec.labels_optional(split):
+        chosen = labelled(chosen, inventory)
+    return LabelMapDataset(chosen, layout, split, binary=True, drop_empty=drop_empty, exif=spec.exif,
+                           inventory=inventory, **common)
 
 
 def build_camo(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     """CAMO: the official train / test images ("val" is test). An image whose mask has another size
     is skipped when loaded (the authors drop them)."""
     layout = Layout.at("camo", spec.root, CAMO_TREE)
-    images = "Images/Train" if split == "train" else "Images/Test"
-    return _binary_dataset(layout, images, "GT", spec, split, None, **common)
+    images, others = ("Images/Train", "Images/Test") if split == "train" else ("Images/Test", "Images/Train")
+    return _binary_dataset(layout, images, "GT", spec, split, None, other_images=others, **common)
 
 
 def build_cod10k(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:

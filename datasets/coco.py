@@ -6,8 +6,10 @@ prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count
 `CocoRules` (config dataset.coco.crowd, max_masks, zero_size): by default crowd annotations,
 zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
 loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
-that counts are dropped. A json whose parts disagree is reported when read (check_coco); EXIF
-orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored pixels.
+that counts are dropped. A json whose parts disagree is reported when read (check_coco), and so
+are annotations that cannot be regions (skipped) or whose fields disagree (coco_annotations.py).
+EXIF orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored
+pixels.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from datasets.files import (IMAGE_EXTENSIONS, DataWarning, FileDataset, ImageRecord, ImagesOnlyDataset, Layout,
-                            check_same_size, drop_empty_masks, interleave, missing_labels, read_image)
+from datasets.coco_annotations import AnnotationCheck, usable_annotation
+from datasets.files import (DataWarning, FileDataset, ImageRecord, ImagesOnlyDataset, Layout, check_same_size,
+                            drop_empty_masks, interleave, missing_labels, read_image)
 from datasets.instances import SampleError
+from datasets.inventory import Inventory
 from datasets.spec import DatasetSpec
 
 COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
@@ -86,7 +90,7 @@ class CocoRecord:
     image_id: int
     height: int | None  # as annotated; None: the image's own
     width: int | None
-    annotations: tuple[dict[str, Any], ...]  # listed annotations (segmentation, bbox), in file order
+    annotations: tuple[dict[str, Any], ...]  # usable annotations (segmentation, bbox, id), in file order
 
 
 @dataclass(frozen=True)
@@ -102,16 +106,23 @@ class CocoJson:
 
 def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) -> CocoJson:
     """Every image of a COCO instances json, sorted by id, with its annotations that `rules` list
-    (maybe none); images are image_folder / file_name. Where the json's parts disagree, check_coco
-    raises or warns."""
+    and that can be regions (maybe none); images are image_folder / file_name. Where the json's
+    parts disagree, check_coco raises or warns; annotations that cannot be regions or whose fields
+    disagree are named in a warning (datasets/coco_annotations.py)."""
     try:
         data = json.loads(path.read_text())
         images, annotations = data["images"], data["annotations"]
         check_coco(path, images, annotations, image_folder, layout)
+        sizes = {image["id"]: (image["height"], image["width"]) if isinstance(image.get("height"), int)
+                 and isinstance(image.get("width"), int) else None for image in images}
+        check = AnnotationCheck(path)
         usable: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for a in annotations:
-            if rules.listed(a):
-                usable[a["image_id"]].append({"segmentation": a["segmentation"], "bbox": a["bbox"]})
+            if a["image_id"] in sizes:  # else named by check_coco
+                kept = usable_annotation(a, sizes[a["image_id"]], check, rules.listed, rules.zero_size == "authors")
+                if kept is not None:
+                    usable[a["image_id"]].append(kept)
+        check.warn()
         records = [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
                               tuple(usable[image["id"]])) for image in sorted(images, key=lambda i: i["id"])]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
@@ -152,10 +163,16 @@ def check_coco(path: Path, images: list[dict[str, Any]], annotations: list[dict[
         warnings.warn(f"COCO json '{path}': {problem}.", DataWarning)
 
 
-def annotated_split(coco: CocoJson, records: list[CocoRecord], layout: Layout, split: str) -> list[CocoRecord]:
-    """The records (of the json `coco`, given to `split`) with a usable annotation; none is an error
-    that says why: the json has no annotations, the rules list none, or the split got none."""
+def annotated_split(coco: CocoJson, records: list[CocoRecord], layout: Layout, split: str,
+                    inventory: Inventory) -> list[CocoRecord]:
+    """The records (of the json `coco`, given to `split`) with a usable annotation, the others
+    skipped in the inventory; none is an error that says why: the json has no annotations, the
+    rules list none, or the split got none."""
     kept = [record for record in records if record.annotations]
+    for record in records:
+        if not record.annotations:
+            inventory.skip(record.image, "no usable annotation", f"image id {record.image_id} of '{coco.path.name}' "
+                                                                 "has no usable annotation")
     if kept:
         return kept
     if coco.num_annotations == 0:
@@ -165,7 +182,8 @@ def annotated_split(coco: CocoJson, records: list[CocoRecord], layout: Layout, s
     if coco.num_listed == 0:
         raise layout.error(f"none of the {coco.num_annotations} annotations of '{coco.path}' is used: each is a "
                            "crowd annotation (dataset.coco.crowd=False), has a zero-size box or no segmentation "
-                           "(dataset.coco.zero_size), or names no image of the json")
+                           "(dataset.coco.zero_size), names no image of the json, or cannot be a region (the "
+                           "warnings above name them)")
     raise layout.error(f"the {split} split has no images: it gets {len(records)} of the {len(coco.records)} images "
                        f"of '{coco.path}', none of them with a usable annotation")
 
@@ -187,10 +205,10 @@ class CocoDataset(FileDataset):
     """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
-                 rules: CocoRules, exif: str = "auto", **common) -> None:
+                 rules: CocoRules, exif: str = "auto", inventory: Inventory | None = None, **common) -> None:
         self.annotation_file = annotation_file
         self.rules = rules
-        super().__init__(records, layout, split, exif, **common)
+        super().__init__(records, layout, split, exif, inventory, **common)
 
     def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
         """Warn (DataWarning, naming the json and the count) if images are not the size the json
@@ -218,28 +236,48 @@ class CocoDataset(FileDataset):
         for annotation in record.annotations:
             if self.rules.max_masks and len(masks) >= self.rules.max_masks:
                 break
-            try:
-                mask = decode_segmentation(annotation["segmentation"], height, width)
-            except Exception as error:  # pycocotools raises bare Exceptions for malformed segmentations
-                raise SampleError(f"cannot decode the {source} ({error})") from error
-            if self.rules.kept(annotation["bbox"], mask):
+            mask = self.decode(annotation, record, height, width)
+            if mask is not None and self.rules.kept(annotation["bbox"], mask):
                 masks.append(mask)
                 boxes.append(annotation["bbox"])
         masks = np.stack(masks) if masks else np.zeros((0, height, width), bool)
         check_same_size(image, record.image, masks, source)
         boxes = np.array(boxes, np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
-        if self.rules.zero_size == "authors":  # their loader keeps instances without pixels
-            return image, masks, boxes
-        return (image, *drop_empty_masks(masks, boxes))
+        if self.rules.zero_size != "authors":  # their loader keeps instances without pixels
+            masks, boxes = drop_empty_masks(masks, boxes)
+        if not len(masks):
+            raise SampleError(f"no instance in the {source}: every mask is empty")
+        return image, masks, boxes
+
+    def decode(self, annotation: dict[str, Any], record: CocoRecord, height: int, width: int) -> np.ndarray | None:
+        """H x W bool mask of an annotation of an image height x width; None, with a DataWarning
+        naming its id, for one that cannot be decoded at that size (the json gave no image size to
+        check it by when read)."""
+        segmentation = annotation["segmentation"]
+        if isinstance(segmentation, dict) and list(segmentation["size"]) != [height, width]:
+            problem = f"its RLE is of size {segmentation['size']} ([height, width]), the image [{height}, {width}]"
+        else:
+            try:
+                return decode_segmentation(segmentation, height, width)
+            except Exception as error:  # pycocotools raises bare Exceptions for malformed segmentations
+                problem = f"pycocotools cannot decode it ({error})"
+        warnings.warn(f"COCO json '{self.annotation_file}': annotation id {annotation['id']} of image id "
+                      f"{record.image_id} cannot be a region: {problem}; it is skipped, the image's other annotations "
+                      "kept.", DataWarning)
+        return None
 
 
 def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path, **common) -> CocoDataset:
     rules = CocoRules.from_spec(spec)
+    inventory = Inventory(layout.dataset, split)
     annotation_file = layout.file("annotations/instances_val2017.json")
     coco = read_coco(annotation_file, layout, image_folder, rules)
-    records = annotated_split(coco, interleave(coco.records, COCO2017_INTERLEAVE, split), layout, split)
-    return CocoDataset(records, annotation_file, layout, split, rules, spec.exif, **common)
+    inventory.scan_listed(image_folder, {record.image for record in coco.records}, coco.path, recursive=True)
+    chosen = interleave(coco.records, COCO2017_INTERLEAVE, split)
+    inventory.assign(coco.records, chosen)
+    records = annotated_split(coco, chosen, layout, split, inventory)
+    return CocoDataset(records, annotation_file, layout, split, rules, spec.exif, inventory, **common)
 
 
 def build_coco2017(spec: DatasetSpec, split: str, **common) -> CocoDataset:
@@ -261,17 +299,18 @@ def build_coco_c(spec: DatasetSpec, split: str, **common) -> CocoDataset:
 
 def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rules: CocoRules,
                      **common) -> ImagesOnlyDataset:
-    """The training split without a json: the images of image_folder (sorted by name) that the
-    val / test json do not list, or without those json the k part of the k:1 interleave."""
+    """The training split without a json: the images of image_folder and its sub-folders (sorted by
+    path) that the val / test json do not list, or without those json the k part of the k:1
+    interleave."""
     options = spec.coco
-    images = [path for path in sorted(image_folder.iterdir())
-              if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
+    inventory = Inventory("coco", "train")
+    images = inventory.scan(image_folder, recursive=True)
     evaluated = {record.image for name in (options.val, options.test) if name
                  for record in read_coco(layout.file(name), layout, image_folder, rules).records}
-    if not (options.val or options.test):
-        images = interleave(images, spec.interleave, "train")
-    return ImagesOnlyDataset([ImageRecord(path) for path in images if path not in evaluated], layout, "train",
-                             spec.exif, **common)
+    chosen = interleave(images, spec.interleave, "train") if not (options.val or options.test) else images
+    chosen = [path for path in chosen if path not in evaluated]
+    inventory.assign(images, chosen)
+    return ImagesOnlyDataset([ImageRecord(path) for path in chosen], layout, "train", spec.exif, inventory, **common)
 
 
 def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesOnlyDataset:
@@ -292,8 +331,15 @@ def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesO
         raise missing_labels(layout, split, problem)
     annotation_file = layout.file(json_name)
     coco = read_coco(annotation_file, layout, image_folder, rules)
-    records = coco.records if options.split_json(split) else interleave(coco.records, spec.interleave, split)
+    inventory = Inventory("coco", split)
+    per_split = bool(options.split_json(split))
+    # file names may hold a folder: the sub-folders are read too
+    inventory.scan_listed(image_folder, {record.image for record in coco.records}, coco.path, recursive=True,
+                          whole=not per_split)
+    records = coco.records if per_split else interleave(coco.records, spec.interleave, split)
+    inventory.assign(coco.records, records)
     if spec.labels_optional(split) and coco.num_annotations == 0:
-        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.exif, **common)
-    return CocoDataset(annotated_split(coco, records, layout, split), annotation_file, layout, split, rules, spec.exif,
-                       **common)
+        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.exif,
+                                 inventory, **common)
+    return CocoDataset(annotated_split(coco, records, layout, split, inventory), annotation_file, layout, split, rules,
+                       spec.exif, inventory, **common)

@@ -19,14 +19,18 @@ from PIL import Image, ImageOps
 
 from configs.base_config import CHOICES
 from datasets.instances import InstanceDataset, SampleError
+from datasets.inventory import IMAGE_EXTENSIONS, NO_IMAGE, NO_INSTANCE, NO_MASK, Inventory
 
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BINARY_THRESHOLD = 127  # a grey mask pixel above this is foreground (the authors' binary GTs)
 MAX_GREY_SPREAD = 100  # channel spread above which a binary mask's pixel is a colour, not a lossy grey
 # PIL modes whose pixel values are labels as stored: grey, palette indices, 16- and 32-bit integers
 LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
+# PIL modes with an alpha channel (a mask may be drawn in it alone)
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+# PIL formats whose compression changes pixel values (label values with them)
+LOSSY_FORMATS = ("JPEG", "MPO")
 # PIL modes of greyscale images with more than 8 bits per pixel
 WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
 ORIENTATION_TAG = 0x0112  # EXIF orientation
@@ -77,15 +81,18 @@ class Layout:
             raise self.error(f"file '{path}' not found")
         return path
 
-    def files_by_stem(self, folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
+    def files_by_stem(self, folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                      inventory: Inventory | None = None, sub_folders: bool = False) -> dict[str, Path]:
         """{stem: path} of the files in `folder` (a checked folder, see `folder`) with one of
-        `extensions` (any case), sorted by stem."""
+        `extensions` (any case), sorted by stem; with `sub_folders` its folders too, by name. The
+        `inventory` counts the folder's entries and skips the others (Inventory.scan)."""
+        inventory = inventory or Inventory(self.dataset, "")
         files: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in extensions:
-                if path.stem in files:
-                    raise self.error(f"'{files[path.stem]}' and '{path}' have the same name; keep one of them")
-                files[path.stem] = path
+        for path in inventory.scan(folder, extensions, sub_folders):
+            stem = path.name if path.is_dir() else path.stem
+            if stem in files:
+                raise self.error(f"'{files[stem]}' and '{path}' have the same name; keep one of them")
+            files[stem] = path
         return dict(sorted(files.items()))
 
 
@@ -129,12 +136,22 @@ def oriented(image: Image.Image, apply_exif: bool) -> Image.Image:
     return ImageOps.exif_transpose(image) if apply_exif and exif_orientation(image) != 1 else image
 
 
+def refuse_animated(image: Image.Image, path: Path, kind: str) -> None:
+    """Raise SampleError for an opened file of several frames (animated GIF, PNG or WebP; a TIFF
+    stack): which frame a mask belongs to is unknown."""
+    if getattr(image, "is_animated", False):
+        raise SampleError(f"{kind} '{path}' has {image.n_frames} frames (an animation or a stack): which of them "
+                          f"the {'image' if kind == 'mask' else 'mask'} belongs to is unknown; save that frame alone "
+                          f"(e.g. as PNG)")
+
+
 def read_image(path: Path, apply_exif: bool = False) -> np.ndarray:
     """H x W x 3 uint8 RGB pixels of an image file of any mode PIL opens, as stored or with
     `apply_exif` as displayed (see dataset.exif). Raises SampleError, naming the file and the
-    reason, if the file cannot be read or its mode cannot be made RGB."""
+    reason, if the file cannot be read, has several frames, or its mode cannot be made RGB."""
     try:
         with Image.open(path) as image:
+            refuse_animated(image, path, "image")
             return image_pixels(oriented(image, apply_exif), path)
     except Image.UnidentifiedImageError as error:
         raise SampleError(f"cannot read image '{path}' ({error}; PIL cannot open this format, e.g. a multi-channel "
@@ -188,21 +205,71 @@ def read_label_map(path: Path, apply_exif: bool = False, binary: bool = False) -
     Grey, palette (as indices) and 16/32-bit files are read as stored; 1-bit as 0 / 255; transparent
     pixels (alpha 0, or a palette's transparent index) are 0, background. A colour file whose
     pixels are all grey is read as grey; otherwise it is colour-coded (colour_labels: each colour
-    one label, black 0). With `binary` the map is 0 / 1, 1 where the file as grey (colour converted
+    one label, black 0). A file of one colour whose alpha varies is drawn in its alpha: alpha > 127
+    is 255, the rest 0 (alpha_drawing). A grey binary mask whose edges were blended (JPEG, anti-
+    aliasing: only 0 and 255 fill regions) is thresholded to 0 / 255 (binary_like); any other JPEG
+    label map is refused. With `binary` the map is 0 / 1, 1 where the file as grey (colour converted
     as PIL does, as the authors' loaders read their binary ground truths) is above BINARY_THRESHOLD.
     Raises SampleError, naming the file and the reason, if unreadable or refused.
     """
     try:
         with Image.open(path) as mask:
+            refuse_animated(mask, path, "mask")
             if not binary and mask.mode not in LABEL_MODES and wide_colour(mask):
                 raise SampleError(f"mask '{path}' is 16-bit colour, which PIL reads as 8 bits per channel (distinct "
                                   "colours may merge); save it as 8-bit colour, or as a 16-bit grey label map")
+            lossy = mask.format in LOSSY_FORMATS
             mask = oriented(mask, apply_exif)
+            drawn = alpha_drawing(mask)
+            if drawn is not None:
+                return (drawn > 0).astype(np.uint8) if binary else drawn
             if binary:
                 return binary_pixels(mask, path)
-            return label_pixels(mask, path)
+            labels = label_pixels(mask, path)
+            return labels if mask.mode in ("P", "PA") else binary_like(labels, path, lossy)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SampleError(f"cannot read mask '{path}' ({error})") from error
+
+
+def alpha_drawing(mask: Image.Image) -> np.ndarray | None:
+    """H x W uint8 0 / 255 of a mask drawn in its alpha channel alone (every pixel the same colour,
+    alpha varying: 255 where alpha > 127), or None for any other mask."""
+    if mask.mode not in ALPHA_MODES:
+        return None
+    rgba = np.array(mask.convert("RGBA"))
+    alpha = rgba[..., 3]
+    if alpha.min(initial=0) == alpha.max(initial=0) or not (rgba[..., :3] == rgba[:1, :1, :3]).all():
+        return None
+    return np.where(alpha > 127, 255, 0).astype(np.uint8)
+
+
+def interior(values: np.ndarray) -> np.ndarray:
+    """H x W bool: pixels whose 4 neighbours share their value (False on the image border)."""
+    inner = np.zeros(values.shape, bool)
+    centre = values[1:-1, 1:-1]
+    inner[1:-1, 1:-1] = ((centre == values[:-2, 1:-1]) & (centre == values[2:, 1:-1])
+                         & (centre == values[1:-1, :-2]) & (centre == values[1:-1, 2:]))
+    return inner
+
+
+def binary_like(labels: np.ndarray, path: Path, lossy: bool) -> np.ndarray:
+    """A label map (of a file not of palette indices) as meant: an 8-bit grey binary mask whose
+    edges were blended (lossy compression or anti-aliasing: values between 0 and 255 along edges,
+    but only 0 and 255 fill any region, i.e. have a pixel whose 4 neighbours share it) becomes
+    0 / 255 at grey > BINARY_THRESHOLD, one instance instead of one per blended value. Any other
+    label map (16-bit, colour-coded: not uint8) is kept as stored, unless it comes from a lossy
+    format (JPEG), whose compression changes labels: SampleError."""
+    values = np.unique(labels)
+    if labels.dtype != np.uint8 or (set(values.tolist()) <= {0, 255} and not lossy):
+        return labels
+    solid = set(np.unique(labels[interior(labels)]).tolist())
+    if solid <= {0, 255}:
+        return np.where(labels > BINARY_THRESHOLD, 255, 0).astype(np.uint8)
+    if lossy:
+        raise SampleError(f"mask '{path}' is a JPEG label map of {len(values)} grey values: JPEG compression changes "
+                          "label values along every edge, each of which would become an instance. Save label maps as "
+                          "PNG (a binary 0 / 255 mask may be JPEG: it is read at grey > 127)")
+    return labels
 
 
 def binary_pixels(mask: Image.Image, path: Path) -> np.ndarray:
@@ -212,6 +279,8 @@ def binary_pixels(mask: Image.Image, path: Path) -> np.ndarray:
     a red foreground is grey 76, which the threshold would make background."""
     if mask.mode in LABEL_MODES:
         return (np.array(mask) > BINARY_THRESHOLD).astype(np.uint8)
+    # transparent pixels are background, as in a label map
+    opaque = np.array(mask.getchannel("A")) > 0 if mask.mode in ALPHA_MODES else True
     if mask.mode not in ("1", "L", "LA", "La"):
         rgb = np.array(mask.convert("RGB")).astype(np.int16)
         spread = rgb.max(axis=2) - rgb.min(axis=2)
@@ -221,7 +290,7 @@ def binary_pixels(mask: Image.Image, path: Path) -> np.ndarray:
                               f"x={x}, y={y}); this loader reads masks as grey > {BINARY_THRESHOLD}, which would "
                               "turn colours into background or foreground by their brightness: save it as a grey "
                               "0 / 255 mask")
-    return (np.array(mask.convert("L")) > BINARY_THRESHOLD).astype(np.uint8)
+    return ((np.array(mask.convert("L")) > BINARY_THRESHOLD) & opaque).astype(np.uint8)
 
 
 def label_pixels(mask: Image.Image, path: Path) -> np.ndarray:
@@ -282,10 +351,8 @@ def colour_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
     labels = labels.reshape(codes.shape).astype(np.int32)
     if values[0] != 0:
         labels += 1  # no black: every colour is an instance
-    interior = np.zeros(codes.shape, bool)
-    interior[1:-1, 1:-1] = ((codes[1:-1, 1:-1] == codes[:-2, 1:-1]) & (codes[1:-1, 1:-1] == codes[2:, 1:-1])
-                            & (codes[1:-1, 1:-1] == codes[1:-1, :-2]) & (codes[1:-1, 1:-1] == codes[1:-1, 2:]))
-    edge_only = np.setdiff1d(np.unique(labels[labels > 0]), np.unique(labels[interior & (labels > 0)]))
+    inner = interior(codes)
+    edge_only = np.setdiff1d(np.unique(labels[labels > 0]), np.unique(labels[inner & (labels > 0)]))
     if len(edge_only):
         example = values[edge_only[0] - (1 if values[0] == 0 else 0)]
         raise SampleError(
@@ -328,7 +395,8 @@ class DataWarning(UserWarning):
 
 class FileDataset(InstanceDataset):
     """A dataset read from disk: `records` describe one image each (its file is `record.image`, and
-    `record.mask` its mask file if it has one); an empty split is an error.
+    `record.mask` its mask file if it has one); an empty split is an error. `inventory` says what
+    became of every file of the folders the split is read from (datasets/inventory.py).
 
     `exif` (dataset.exif) says whether EXIF orientation tags are applied to images and mask files:
     "apply", "ignore", or "auto", the loader's convention `EXIF_CONVENTION`. A dataset with labels
@@ -336,11 +404,16 @@ class FileDataset(InstanceDataset):
 
     EXIF_CONVENTION = "ignore"  # COCO's and the paper datasets': annotations follow the stored pixels
 
-    def __init__(self, records: list, layout: Layout, split: str, exif: str = "auto", **common) -> None:
+    def __init__(self, records: list, layout: Layout, split: str, exif: str = "auto",
+                 inventory: Inventory | None = None, **common) -> None:
         super().__init__(**common)
         if not records:
-            raise layout.error(f"the {split} split has no images")
+            skips = f" (of the files found, skipped: {inventory.skips()})" if inventory and inventory.skipped else ""
+            raise layout.error(f"the {split} split has no images{skips}")
         self.records = records
+        self.inventory = inventory
+        if inventory is not None:
+            inventory.used = len(records)
         self.apply_exif = self.exif_applied(exif)
         if self.has_labels:
             self.check_files(layout.dataset, split, exif)
@@ -438,11 +511,47 @@ class MaskRecord:
 
 
 def mask_records(images: dict[str, Path], masks: dict[str, Path], mask_folder: Path,
-                 background: tuple[int, ...] = (0,)) -> list[MaskRecord]:
+                 background: tuple[int, ...] = (0,), inventory: Inventory | None = None,
+                 elsewhere: Sequence[str] = ()) -> list[MaskRecord]:
     """One record per image ({stem: path}, in that order) with the mask of the same stem; an image
-    without one gets mask_folder / <stem>.png, so that loading it reports the missing file."""
+    without one gets mask_folder / <stem>.png (`labelled` skips it). The `inventory` skips the masks
+    of no image, but those of the `elsewhere` stems (another split's images, in a shared folder)."""
+    if inventory is not None:
+        for stem in sorted(set(masks) - set(images) - set(elsewhere)):
+            inventory.skip(masks[stem], NO_IMAGE, f"a mask without an image (no image named '{stem}')")
     return [MaskRecord(image, masks.get(stem, mask_folder / f"{stem}.png"), background)
             for stem, image in images.items()]
+
+
+def labelled(records: Sequence[T], inventory: Inventory) -> list[T]:
+    """The records whose mask file (or folder) exists; the others are skipped as images without a
+    mask, naming the file expected."""
+    kept = []
+    for record in records:
+        if record.mask.exists():
+            kept.append(record)
+        else:
+            inventory.skip(record.image, NO_MASK, f"an image without a mask (no '{record.mask}')")
+    return kept
+
+
+def upright(labels: np.ndarray, path: Path, binary: bool = False) -> np.ndarray:
+    """A binary label map (0 and one value v) as meant: one whose v covers the whole border of the
+    image while 0 is enclosed is taken for an inverted mask (255 as background) and read inverted,
+    with a DataWarning naming the file; any other map is returned as is."""
+    values = np.unique(labels)
+    if len(values) != 2 or values[0] != 0 or min(labels.shape) < 3:
+        return labels
+    foreground = labels != 0
+    if not (foreground[0].all() and foreground[-1].all() and foreground[:, 0].all() and foreground[:, -1].all()):
+        return labels
+    value = values[1].item()
+    share = 100 * float(foreground.mean())
+    what = f"foreground (grey > {BINARY_THRESHOLD})" if binary else f"value {value}"
+    warnings.warn(f"mask '{path}' looks inverted: its {what} covers the whole border of the image ({share:.0f}% of "
+                  "it) and the background only enclosed regions, so it is read inverted, the enclosed regions as the "
+                  "object (PREPARE.md, \"Masks\"). Save masks with 0 as the background.", DataWarning)
+    return np.where(foreground, 0, value).astype(labels.dtype)
 
 
 class LabelMapDataset(FileDataset):
@@ -453,22 +562,34 @@ class LabelMapDataset(FileDataset):
     not read, prompt_source=auto)."""
 
     def __init__(self, records: list[MaskRecord], layout: Layout, split: str, binary: bool = False,
-                 drop_empty: bool = False, exif: str = "auto", **common) -> None:
+                 drop_empty: bool = False, exif: str = "auto", inventory: Inventory | None = None, **common) -> None:
         self.binary = binary
         self.apply_exif = self.exif_applied(exif)  # read_masks needs it now
         if drop_empty:
-            records = [r for r in records if self._has_instances(r)]
-        super().__init__(records, layout, split, exif, **common)
+            kept = []
+            for record in records:
+                if self._has_instances(record):
+                    kept.append(record)
+                elif inventory is not None:
+                    inventory.skip(record.image, NO_INSTANCE, self.no_instance(record))
+            records = kept
+        super().__init__(records, layout, split, exif, inventory, **common)
 
     def read_masks(self, record: MaskRecord) -> np.ndarray:
-        """N x H x W bool instances of a record's mask file."""
-        return label_instances(read_label_map(record.mask, self.apply_exif, self.binary), record.background)
+        """N x H x W bool instances of a record's mask file; a binary map (0 / one value, `binary` or
+        a background of 0 alone) that looks inverted is read inverted (upright)."""
+        labels = read_label_map(record.mask, self.apply_exif, self.binary)
+        if self.binary or record.background == (0,):
+            labels = upright(labels, record.mask, self.binary)
+        return label_instances(labels, record.background)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, None]:
         record = self.records[index]
         image = read_image(record.image, self.apply_exif)
         masks = self.read_masks(record)
         check_same_size(image, record.image, masks, record.mask)
+        if not len(masks):
+            raise SampleError(self.no_instance(record))
         return image, masks, None
 
     def _has_instances(self, record: MaskRecord) -> bool:
@@ -476,3 +597,9 @@ class LabelMapDataset(FileDataset):
             return len(self.read_masks(record)) > 0
         except SampleError:
             return True  # kept, so that loading it is reported and counted as a skip
+
+    def no_instance(self, record: MaskRecord) -> str:
+        """Why a record's mask gives no instance (its masks are empty), naming the file."""
+        background = f"grey {BINARY_THRESHOLD} or less" if self.binary else \
+            f"value{'s' * (len(record.background) > 1)} {', '.join(map(str, record.background))}"
+        return f"mask '{record.mask}' has no instance: every pixel is background ({background})"

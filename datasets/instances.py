@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from datasets.inventory import Inventory
 from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
 from datasets.transforms import (RESIZES, STRONG_FROM, VIEWS_AT, Augment, pad_to_square, resize_image,
                                  resize_longest_side, resize_square, resize_square_image, to_bytes)
@@ -64,6 +65,7 @@ class InstanceDataset(Dataset):
 
     records: list[Any]
     has_labels = True  # False: images only (prompt_source=auto), `load` is not available
+    inventory: Inventory | None = None  # what became of the files the split is read from (datasets read from files)
 
     def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
                  coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
@@ -143,8 +145,10 @@ class InstanceDataset(Dataset):
                 if not self.train:
                     return {**self.empty_sample(index, seed), "skipped": skipped}
                 index = (index + 1) % len(self)
-        raise UnusableDatasetError(f"None of the {len(self)} images of {type(self).__name__} could be used for "
-                                   "training; see the warnings above.")
+        what = f"the {self.inventory.split} split of '{self.inventory.dataset}'" if self.inventory else \
+            type(self).__name__
+        raise UnusableDatasetError(f"None of the {len(self)} images of {what} could be used for training; the warnings "
+                                   "above name each file and the reason.")
 
     def make_sample(self, image: np.ndarray, masks: np.ndarray, boxes: np.ndarray | None, index: int,
                     seed: int) -> dict[str, Any]:

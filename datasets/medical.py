@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, drop_empty_masks, interleave
+from datasets.files import Layout, LabelMapDataset, MaskRecord, drop_empty_masks, interleave, labelled
+from datasets.inventory import Inventory
 from datasets.spec import DatasetSpec
 
 KVASIR_INTERLEAVE = 5  # the authors' 5:1 split, in the order of kavsir_bboxes.json's keys
@@ -57,11 +58,27 @@ class KvasirDataset(LabelMapDataset):
     def read_masks(self, record: KvasirRecord) -> np.ndarray:
         return masks_in_boxes(super().read_masks(record).any(axis=0), record.boxes)
 
+    def no_instance(self, record: KvasirRecord) -> str:
+        return (f"mask '{record.mask}' has no foreground (grey > 127) inside its {len(record.boxes)} box(es) of "
+                "kavsir_bboxes.json")
+
+
+def existing_images(records: list, inventory: Inventory, source: str) -> list:
+    """The records whose image file exists; the others are skipped, naming the file `source` lists."""
+    kept = []
+    for record in records:
+        if record.image.is_file():
+            kept.append(record)
+        else:
+            inventory.skip(record.image, "listed without a file", f"listed in '{source}', but there is no such file")
+    return kept
+
 
 def build_kvasir(spec: DatasetSpec, split: str, **common) -> KvasirDataset:
     """Kvasir-SEG: 5:1 interleave in the key order of kavsir_bboxes.json ("val" and "test" are
     both the 1 part)."""
     layout = Layout.at("kvasir", spec.root, KVASIR_TREE)
+    inventory = Inventory("kvasir", split)
     images, masks = layout.folder("images"), layout.folder("masks")
     path = layout.file("kavsir_bboxes.json")
     try:
@@ -72,8 +89,15 @@ def build_kvasir(spec: DatasetSpec, split: str, **common) -> KvasirDataset:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise layout.error(f"'{path}' does not have the kavsir_bboxes.json format "
                            f"({type(error).__name__}: {error})") from error
-    return KvasirDataset(interleave(records, KVASIR_INTERLEAVE, split), layout, split, binary=True, exif=spec.exif,
-                         **common)
+    listed = {f for r in records for f in (r.image, r.mask)}
+    for folder in (images, masks):
+        inventory.scan_listed(folder, listed, path)
+    chosen = interleave(records, KVASIR_INTERLEAVE, split)
+    inventory.assign(records, chosen)
+    chosen = existing_images(chosen, inventory, path.name)
+    if not spec.labels_optional(split):
+        chosen = labelled(chosen, inventory)
+    return KvasirDataset(chosen, layout, split, binary=True, exif=spec.exif, inventory=inventory, **common)
 
 
 def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
@@ -83,6 +107,7 @@ def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     and 2 (0-based; column 0 is pandas' index) the image and mask paths relative to the root.
     """
     layout = Layout.at("isic2016", spec.root, ISIC_TREE)
+    inventory = Inventory("isic2016", split)
     path = layout.file(ISIC_CSV[split])
     try:
         with path.open(encoding="gbk", newline="") as handle:
@@ -96,4 +121,12 @@ def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
         if len(row) < 3:
             raise layout.error(f"line {line} of '{path}' has {len(row)} columns; expected index, image path, mask path")
         records.append(MaskRecord(layout.root / row[1], layout.root / row[2]))
-    return LabelMapDataset(records, layout, split, binary=True, exif=spec.exif, **common)
+    folders = sorted({f.parent for r in records for f in (r.image, r.mask) if f.parent.is_dir()})
+    listed = {f for r in records for f in (r.image, r.mask)}
+    for folder in folders:
+        inventory.scan_listed(folder, listed, path)
+    inventory.assign(records, records)
+    chosen = existing_images(records, inventory, path.name)
+    if not spec.labels_optional(split):
+        chosen = labelled(chosen, inventory)
+    return LabelMapDataset(chosen, layout, split, binary=True, exif=spec.exif, inventory=inventory, **common)

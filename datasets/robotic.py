@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, mask_records
+from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, labelled, mask_records
+from datasets.inventory import Inventory
 from datasets.spec import DatasetSpec
 
 ROBOTIC_INTERLEAVE = 6
@@ -34,21 +35,39 @@ def robotic_background(relative: Path) -> tuple[int, ...]:
 
 
 def build_ocid(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+    """The rgb/ and label/ PNGs of every sequence folder ("seq" in its name) paired by name."""
     layout = Layout.at("ocid", spec.root, OCID_TREE)
-    images = sorted(layout.root.glob("**/*seq*/rgb/*.png"))
-    if not images:
+    inventory = Inventory("ocid", split)
+    records = []
+    for sequence in sorted(path.parent for path in layout.root.glob("**/*seq*/rgb") if path.is_dir()):
+        images = layout.files_by_stem(sequence / "rgb", (".png",), inventory)
+        labels = sequence / "label"
+        masks = layout.files_by_stem(labels, (".png",), inventory) if labels.is_dir() else {}
+        records += mask_records(images, masks, labels, inventory=inventory)
+    if not records:
         raise layout.error(f"no images matching '{layout.root}/**/*seq*/rgb/*.png'")
-    records = [MaskRecord(image, image.parent.parent / "label" / image.name,
-                          robotic_background(image.relative_to(layout.root))) for image in images]
-    return LabelMapDataset(interleave(records, ROBOTIC_INTERLEAVE, split), layout, split,
-                           drop_empty=not spec.labels_optional(split), exif=spec.exif, **common)
+    records = sorted((replace(r, background=robotic_background(r.image.relative_to(layout.root))) for r in records),
+                     key=lambda r: r.image)
+    return _robotic_dataset(layout, inventory, records, interleave(records, ROBOTIC_INTERLEAVE, split), spec, split,
+                            **common)
 
 
 def build_osd(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     layout = Layout.at("osd", spec.root, OSD_TREE)
-    images = layout.files_by_stem(layout.folder("image_color"))
+    inventory = Inventory("osd", split)
+    images = layout.files_by_stem(layout.folder("image_color"), inventory=inventory)
     masks = layout.folder("annotation")
-    records = mask_records(images, layout.files_by_stem(masks), masks)
+    records = mask_records(images, layout.files_by_stem(masks, inventory=inventory), masks, inventory=inventory)
     records = [replace(r, background=robotic_background(r.mask.relative_to(layout.root))) for r in records]
-    return LabelMapDataset(interleave(records, spec.interleave, split), layout, split,
-                           drop_empty=not spec.labels_optional(split), exif=spec.exif, **common)
+    return _robotic_dataset(layout, inventory, records, interleave(records, spec.interleave, split), spec, split,
+                            **common)
+
+
+def _robotic_dataset(layout: Layout, inventory: Inventory, records: list[MaskRecord], chosen: list[MaskRecord],
+                     spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+    """The split `chosen` of `records`; with labels needed, its images without a mask and those
+    without an object are skipped."""
+    inventory.assign(records, chosen)
+    labels_needed = not spec.labels_optional(split)
+    return LabelMapDataset(labelled(chosen, inventory) if labels_needed else chosen, layout, split,
+                           drop_empty=labels_needed, exif=spec.exif, inventory=inventory, **common)

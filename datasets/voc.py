@@ -9,6 +9,7 @@ part); the official VOC train/val lists are not used.
 from __future__ import annotations
 
 from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave
+from datasets.inventory import NO_IMAGE, Inventory
 from datasets.spec import DatasetSpec
 
 VOC_INTERLEAVE = 6
@@ -31,9 +32,22 @@ def voc2012_folder(layout: Layout) -> str:
 
 
 def build_voc2012(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+    """The images of the SegmentationObject masks; a mask without its JPEGImages image is skipped,
+    and the JPEGImages without an instance mask are counted (VOC annotates objects in 2,913 of them)."""
     layout = Layout.at("voc2012", spec.root, TREE)
+    inventory = Inventory("voc2012", split)
     base = voc2012_folder(layout)
     images = layout.folder(f"{base}/JPEGImages")
-    masks = layout.files_by_stem(layout.folder(f"{base}/SegmentationObject"), (".png",))
+    masks = layout.files_by_stem(layout.folder(f"{base}/SegmentationObject"), (".png",), inventory)
     records = [MaskRecord(images / f"{stem}.jpg", mask, BACKGROUND) for stem, mask in masks.items()]
-    return LabelMapDataset(interleave(records, VOC_INTERLEAVE, split), layout, split, exif=spec.exif, **common)
+    chosen = interleave(records, VOC_INTERLEAVE, split)
+    inventory.assign(records, chosen)
+    with_image = {record.mask for record in records if record.image.is_file()}
+    for record in chosen:
+        if record.mask not in with_image:
+            inventory.skip(record.mask, NO_IMAGE, f"a mask without an image (no '{record.image}')")
+    chosen = [record for record in chosen if record.mask in with_image]
+    unmasked = sum(1 for path in images.iterdir() if path.suffix.lower() == ".jpg") - len(with_image)
+    if unmasked > 0:
+        inventory.note(f"{unmasked} images of '{images}' have no instance mask (VOC's design), not read")
+    return LabelMapDataset(chosen, layout, split, exif=spec.exif, inventory=inventory, **common)

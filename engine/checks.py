@@ -2,11 +2,15 @@
 wrapper that shows an expected mistake as a short message instead of a traceback.
 
 Only the exception types in EXPECTED_ERRORS become messages: any other exception is a bug of
-ours and keeps its traceback.
+ours and keeps its traceback. The message is the same wherever the mistake is met: in a data
+loader worker (torch raises the error again in the main process with the worker's traceback as
+its message: error_message takes the original back) or in one process of a distributed run
+(every process says the same line: engine/shared_errors.py).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,6 +19,7 @@ import torch
 
 from datasets import UnusableDatasetError
 from engine.run import run_of_file
+from engine.shared_errors import ErrorWatch, share, shared_message
 from engine.signals import RunStopped
 from models import CheckpointError
 from models.registry import resolve_path
@@ -27,19 +32,51 @@ EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, UnusableData
                    FloatingPointError)
 
 
+# torch's message for an error raised in a DataLoader worker (torch/_utils.py ExceptionWrapper)
+WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback \(most recent call")
+
+
 def run_main(main: Callable[[], Any]) -> None:
     """Run a script's main(): an expected mistake exits with 'Error: <message>' (status 1), an
-    interrupt with a short line (status 130); anything else keeps its traceback."""
-    try:
-        main()
-    except EXPECTED_ERRORS as error:
-        sys.exit(f"Error: {error}")
-    except RunStopped as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(stop.exit_code)
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        sys.exit(130)
+    interrupt with a short line (status 130); anything else keeps its traceback. In a distributed
+    run, a process whose collective fails because another stopped on an expected mistake exits
+    with that process's line."""
+    with ErrorWatch() as watch:
+        try:
+            main()
+            watch.finish()
+        except EXPECTED_ERRORS as error:
+            watch.claim()
+            message = error_message(error)
+            share(message)
+            sys.exit(f"Error: {message}")
+        except RuntimeError:  # the backend's error of a collective that another process left
+            watch.claim()
+            message = shared_message()
+            if message is None:
+                raise
+            sys.exit(f"Error: {message}")
+        except RunStopped as stop:
+            watch.finish()
+            print(stop, file=sys.stderr)
+            sys.exit(stop.exit_code)
+        except KeyboardInterrupt:
+            print("\nInterrupted.", file=sys.stderr)
+            sys.exit(130)
+
+
+def error_message(error: BaseException) -> str:
+    """The message of an error as it was raised, also when it was raised in a DataLoader worker:
+    torch raises it again in the main process, of the same type, with the worker's traceback as its
+    message, which ends with the original message."""
+    text = str(error)
+    if not WORKER_ERROR.match(text):
+        return text
+    kind = type(error)
+    for prefix in (f"\n{kind.__module__}.{kind.__qualname__}: ", f"\n{kind.__qualname__}: "):
+        if (at := text.rfind(prefix)) >= 0:
+            return text[at + len(prefix):].rstrip("\n")
+    return text
 
 
 def check_outputs(outputs: Sequence[tuple[str, str | Path]], inputs: Sequence[tuple[str, str | Path | None]]) -> None:

@@ -212,15 +212,18 @@ def test_cuda_without_a_gpu(tiny_overrides, tmp_path, capsys):
 
 
 def test_evaluation_split_with_no_scored_image(tmp_path, capsys):
-    """A folder dataset whose masks are all background: nothing to score, not mIoU 0."""
+    """A folder dataset whose masks are all background: each image skipped, naming its mask; nothing
+    to score, not mIoU 0."""
+    from datasets.instances import SkippedImageWarning
+
     for i in range(3):
         write_image(tmp_path / "data/images" / f"{i}.png", seed=i)
         write_mask(tmp_path / "data/masks" / f"{i}.png", np.zeros((40, 60), np.uint8))
     overrides = ["dataset.name=folder", f"dataset.root={tmp_path / 'data'}", "dataset.interleave=1",
                  "model.type=vit_tiny", "model.checkpoint=", "accelerator=cpu", "dataset.eval_split=val"]
-    code, message = cli(validate.main, overrides, capsys)
-    assert code == 1 and "No image of the val split of folder was scored" in message
-    assert "dataset.eval_split" in message
+    with pytest.warns(SkippedImageWarning, match=r"mask '.*1.png' has no instance: every pixel is background"):
+        code, message = cli(validate.main, overrides, capsys)
+    assert code == 1 and "None of the 1 evaluation images could be used" in message
 
 
 # --- faults during a run

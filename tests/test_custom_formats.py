@@ -145,7 +145,8 @@ def test_folder_per_split_subfolders(tmp_path):
 
 
 def write_broken_folder(root: Path) -> None:
-    """Six images sorted a, b, c, e, p1, p2, of which only c can be used."""
+    """Six images sorted a, b, c, e, p1, p2, of which only c can be used; e has no mask (skipped
+    when the split is built)."""
     write_folder(root, ["a", "b", "c"], corrupt=("a",), taller=("b",))
     write_image(root / "images" / "e.png")  # no mask
     for stem in ("p1", "p2"):
@@ -158,9 +159,12 @@ def write_broken_folder(root: Path) -> None:
 def test_folder_skips_unreadable_files_and_wrong_sizes_with_a_warning(tmp_path):
     write_broken_folder(tmp_path / "test")
     dataset = build("folder", tmp_path, "test")
+    assert [r.image.name for r in dataset.records] == ["a.png", "b.png", "c.png", "p1.png", "p2.png"]
+    assert dataset.inventory.skipped["image without a mask"] == [
+        (tmp_path / "test/images/e.png", f"an image without a mask (no '{tmp_path / 'test/masks/e.png'}')")]
     reasons = {0: r"cannot read image '.*a.png'", 1: r"mask '.*b.png' is 60x41 but image '.*b.png' is 60x40",
-               3: r"cannot read mask '.*e.png'", 4: r"instance mask '.*p1/b.png' is 60x41 but '.*p1/a.png' is 60x40",
-               5: r"cannot read mask '.*p2/b.png'"}
+               3: r"instance mask '.*p1/b.png' is 60x41 but '.*p1/a.png' is 60x40",
+               4: r"cannot read mask '.*p2/b.png'"}
     for index, reason in reasons.items():
         with pytest.warns(SkippedImageWarning, match=reason):
             sample = dataset[index]
@@ -176,7 +180,7 @@ def test_folder_training_uses_the_next_usable_image(tmp_path):
     assert sample["index"] == 2 and sample["skipped"] == [0, 1]
     with pytest.warns(SkippedImageWarning):
         sample = dataset[(3, 0)]
-    assert sample["index"] == 2 and sample["skipped"] == [3, 4, 5, 0, 1]
+    assert sample["index"] == 2 and sample["skipped"] == [3, 4, 0, 1]
 
 
 # end to end: adaptation.py on custom data with broken images

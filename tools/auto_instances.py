@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import DatasetSpec, build_dataset  # noqa: E402
+from datasets import DatasetSpec, build_dataset, files_report  # noqa: E402
 from engine.auto_instances import cached_instances, describe, summarize  # noqa: E402
 from engine.checks import run_main  # noqa: E402
 from engine.run import set_process_options  # noqa: E402
@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not cache.is_file():  # made and written by this run
         check_output(cache, "The cache file", instead="auto.cache" if cfg.auto.cache else "out_dir")
     dataset = build_dataset(DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type)), args.split)
+    if report := files_report([dataset.inventory]):  # every file used or named
+        print(report)
     _, record = cached_instances(cache, build_wesam(cfg), dataset, cfg.auto, cfg.model.pad, diagnostic=True)
     print(f"{cfg.dataset.name}/{args.split} ({len(dataset)} images): {describe(record)}")
     summary = summarize(record)
