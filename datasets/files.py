@@ -56,7 +56,7 @@ class Layout:
     @classmethod
     def at(cls, dataset: str, root: str, tree: str) -> Layout:
         """The layout of `dataset` at `root` (dataset.root), which must be an existing folder."""
-        layout = cls(dataset, Path(root).expanduser(), tree)
+        layout = cls(dataset, Path(root), tree)
         if not root:
             raise layout.error("dataset.root is empty; set it to the dataset's folder")
         layout.folder(".")

@@ -8,7 +8,8 @@ thread may be blocked in a collective that will never complete. A process whose 
 first reads the message too (shared_message). Each waits (at most STOP_WAIT_S) until every
 process has stopped before it ends, also at the end of a run that went well, rank 0 a moment
 longer: the store may live in it (Fabric's launcher puts it there), and a process that finds it
-gone would print the backend's complaint.
+gone would print the backend's complaint; a process that rank 0 started ends after it (Fabric's
+launcher in rank 0 kills the run when one of them ends first with a non-zero status).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.distributed as dist
 
 # keys of a distributed run's store: the first expected mistake met, and how many processes stopped
 ERROR_KEY, STOPPED_KEY = "wesam/error", "wesam/stopped"
+RANK0_PID_KEY = "wesam/rank0_pid"  # rank 0's process id: the processes it started wait for it to end
 STOP_WAIT_S = 30.0  # how long a stopping process waits for the others to stop
 STORE_GRACE_S = 1.0  # how much longer rank 0 waits, so that no other process finds the store gone
 WATCH_INTERVAL_S = 0.5  # how often each process looks for a message in the store
@@ -69,17 +71,33 @@ def shared_message() -> str | None:
 
 def stop_together(store: Any) -> None:
     """Count this process as stopped and wait until every process of the run has (at most
-    STOP_WAIT_S), rank 0 STORE_GRACE_S longer."""
+    STOP_WAIT_S), rank 0 STORE_GRACE_S longer; a process that rank 0 started waits for it to end
+    (outlive_parent)."""
     try:
+        if dist.get_rank() == 0:
+            store.set(RANK0_PID_KEY, str(os.getpid()))
         stopped = store.add(STOPPED_KEY, 1)
         deadline = time.monotonic() + STOP_WAIT_S
         while stopped < dist.get_world_size() and time.monotonic() < deadline:
             time.sleep(0.05)
             stopped = store.add(STOPPED_KEY, 0)
+        rank0_pid = int(store.get(RANK0_PID_KEY)) if dist.get_rank() != 0 and store.check([RANK0_PID_KEY]) else None
     except RuntimeError:  # the store's process has ended
         return
     if dist.get_rank() == 0:
         time.sleep(STORE_GRACE_S)
+    elif rank0_pid == os.getppid():
+        outlive_parent(rank0_pid)
+
+
+def outlive_parent(parent: int) -> None:
+    """Wait (at most STOP_WAIT_S) until the parent process `parent` has ended. Fabric's launcher starts
+    the other processes of a machine from rank 0 and watches them from there: one that ends with a
+    non-zero status while rank 0 still runs makes it kill the whole run (SIGKILL, status -9 instead of
+    the mistake's 1), which under load can come before rank 0 has ended on its own."""
+    deadline = time.monotonic() + STOP_WAIT_S
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class ErrorWatch:
