@@ -25,11 +25,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from datasets.coco_annotations import AnnotationCheck, usable_annotation
-from datasets.files import (DataWarning, FileDataset, ImageRecord, ImagesOnlyDataset, Layout, check_same_size,
-                            drop_empty_masks, interleave, missing_labels, read_image)
+from datasets.files import FileDataset, ImagesOnlyDataset
+from datasets.images import read_image
 from datasets.instances import SampleError
 from datasets.inventory import Inventory
-from datasets.spec import DatasetSpec
+from datasets.layout import DataWarning, ImageRecord, Layout, interleave, missing_labels
+from datasets.masks import check_same_size, drop_empty_masks
+from datasets.spec import DatasetSpec, SampleOptions
 
 COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
 
@@ -205,10 +207,10 @@ class CocoDataset(FileDataset):
     """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
-                 rules: CocoRules, exif: str = "auto", inventory: Inventory | None = None, **common) -> None:
+                 options: SampleOptions, rules: CocoRules, inventory: Inventory | None = None) -> None:
         self.annotation_file = annotation_file
         self.rules = rules
-        super().__init__(records, layout, split, exif, inventory, **common)
+        super().__init__(records, layout, split, options, inventory)
 
     def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
         """Warn (DataWarning, naming the json and the count) if images are not the size the json
@@ -268,7 +270,7 @@ class CocoDataset(FileDataset):
         return None
 
 
-def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path, **common) -> CocoDataset:
+def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path) -> CocoDataset:
     rules = CocoRules.from_spec(spec)
     inventory = Inventory(layout.dataset, split)
     annotation_file = layout.file("annotations/instances_val2017.json")
@@ -277,16 +279,16 @@ def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folde
     chosen = interleave(coco.records, COCO2017_INTERLEAVE, split)
     inventory.assign(coco.records, chosen)
     records = annotated_split(coco, chosen, layout, split, inventory)
-    return CocoDataset(records, annotation_file, layout, split, rules, spec.exif, inventory, **common)
+    return CocoDataset(records, annotation_file, layout, split, spec.sample, rules, inventory)
 
 
-def build_coco2017(spec: DatasetSpec, split: str, **common) -> CocoDataset:
+def build_coco2017(spec: DatasetSpec, split: str) -> CocoDataset:
     """COCO 2017 val: 6:1 interleave on sorted image ids ("val" and "test" are both the 1 part)."""
     layout = Layout.at("coco2017", spec.root, COCO2017_TREE)
-    return _coco2017_dataset(spec, split, layout, layout.folder("val2017"), **common)
+    return _coco2017_dataset(spec, split, layout, layout.folder("val2017"))
 
 
-def build_coco_c(spec: DatasetSpec, split: str, **common) -> CocoDataset:
+def build_coco_c(spec: DatasetSpec, split: str) -> CocoDataset:
     """COCO-C: the coco2017 split and annotations, images from corruption/<dataset.corruption>/."""
     layout = Layout.at("coco_c", spec.root, COCO_C_TREE)
     folder = layout.root / "corruption" / spec.corruption
@@ -294,11 +296,10 @@ def build_coco_c(spec: DatasetSpec, split: str, **common) -> CocoDataset:
         present = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
         raise layout.error(f"folder '{folder}' not found (dataset.corruption={spec.corruption!r}; "
                            f"corruptions present: {', '.join(present) or 'none'})")
-    return _coco2017_dataset(spec, split, layout, folder, **common)
+    return _coco2017_dataset(spec, split, layout, folder)
 
 
-def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rules: CocoRules,
-                     **common) -> ImagesOnlyDataset:
+def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rules: CocoRules) -> ImagesOnlyDataset:
     """The training split without a json: the images of image_folder and its sub-folders (sorted by
     path) that the val / test json do not list, or without those json the k part of the k:1
     interleave."""
@@ -310,10 +311,10 @@ def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rule
     chosen = interleave(images, spec.interleave, "train") if not (options.val or options.test) else images
     chosen = [path for path in chosen if path not in evaluated]
     inventory.assign(images, chosen)
-    return ImagesOnlyDataset([ImageRecord(path) for path in chosen], layout, "train", spec.exif, inventory, **common)
+    return ImagesOnlyDataset([ImageRecord(path) for path in chosen], layout, "train", spec.sample, inventory)
 
 
-def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesOnlyDataset:
+def build_coco(spec: DatasetSpec, split: str) -> CocoDataset | ImagesOnlyDataset:
     """Custom COCO data: dataset.coco.<split> if set (the whole json is the split), else the k:1
     interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike).
     With prompt_source=auto the training split may have no json (coco_images_only), or a json
@@ -325,7 +326,7 @@ def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesO
     json_name = options.split_json(split) or options.annotations
     if not (json_name and (layout.root / json_name).is_file()):
         if spec.labels_optional(split):
-            return coco_images_only(spec, layout, image_folder, rules, **common)
+            return coco_images_only(spec, layout, image_folder, rules)
         problem = f"file '{layout.root / json_name}' not found" if json_name else \
             f"neither dataset.coco.{split} nor dataset.coco.annotations is set"
         raise missing_labels(layout, split, problem)
@@ -339,7 +340,7 @@ def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesO
     records = coco.records if per_split else interleave(coco.records, spec.interleave, split)
     inventory.assign(coco.records, records)
     if spec.labels_optional(split) and coco.num_annotations == 0:
-        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.exif,
-                                 inventory, **common)
-    return CocoDataset(annotated_split(coco, records, layout, split, inventory), annotation_file, layout, split, rules,
-                       spec.exif, inventory, **common)
+        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.sample,
+                                 inventory)
+    return CocoDataset(annotated_split(coco, records, layout, split, inventory), annotation_file, layout, split,
+                       spec.sample, rules, inventory)
