@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from configs.base_config import CHOICES, base_config
 from datasets import DatasetSpec, build_dataset
 from datasets.prompts import boxes_from_masks
 from datasets.scenes import MIN_VISIBLE_FRACTION, SHAPES, box_prior_masks, render_scene, shape_mask
@@ -14,7 +17,7 @@ from datasets.shifts import SHIFTS, apply_shift, scene_style
 from datasets.spec import SampleOptions
 from datasets.synthetic import SyntheticDataset
 from tests.ondisk import dataset_spec, sample_options
-from utils.config import load_config
+from utils.config import flatten, load_config
 
 
 @pytest.mark.parametrize("style", ["source", "camouflage"])
@@ -182,8 +185,6 @@ def test_build_dataset_for_each_prompt_type(tiny_overrides, prompt, coarse_as, k
 
 
 def test_dataset_spec_is_made_once_from_the_config(tiny_overrides):
-    import dataclasses
-
     cfg = load_config(overrides=tiny_overrides + ["prompt=point", "dataset.coco.crowd=true", "augment.flip=false"])
     spec = DatasetSpec.from_config(cfg, 256, 16, "longest_side")
     sample = spec.sample
@@ -194,6 +195,26 @@ def test_dataset_spec_is_made_once_from_the_config(tiny_overrides):
         sample.prompt = "box"
     # every split's dataset, and every dataset of a spec, makes its samples with the spec's one options object
     assert all(build_dataset(spec, split).options is sample for split in ("train", "val", "test"))
+
+
+def test_each_sample_option_is_the_config_key_of_its_name():
+    """SampleOptions.from_config reads each field (the model's sizes aside) from the one config key whose
+    last part is the field's name: setting that key away from its default changes that field alone, to
+    the key's value."""
+    defaults = flatten(base_config)
+    names = [field.name for field in dataclasses.fields(SampleOptions)]
+    keys = {name: [key for key in defaults if key.split(".")[-1] == name]
+            for name in names if name not in ("image_size", "embedding_size", "resize")}
+    assert all(len(found) == 1 for found in keys.values()), keys
+    default = SampleOptions.from_config(load_config(user_config={}), 64, 4, "square")
+    for name, (key,) in keys.items():
+        value = defaults[key]
+        changed = next(c for c in CHOICES[key] if c != value) if key in CHOICES else \
+            (not value) if isinstance(value, bool) else value + 1
+        cfg = load_config(user_config={}, overrides=[f"{key}={changed}"])
+        options = SampleOptions.from_config(cfg, 64, 4, "square")
+        assert [n for n in names if getattr(options, n) != getattr(default, n)] == [name], key
+        assert getattr(options, name) == changed, key
 
 
 def test_the_default_dataset_is_what_the_config_fields_gave(tiny_overrides):
