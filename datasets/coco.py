@@ -2,10 +2,10 @@
 corruption) and `coco`, any COCO instances json with an image folder (custom data).
 
 Annotations become instances in file order, polygons and RLE decoded with pycocotools, the box
-prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count follows
-`CocoRules` (config dataset.coco.crowd, max_masks, zero_size): by default crowd annotations,
-zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
-loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
+prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count follows the
+rules of config dataset.coco (crowd, max_masks, zero_size: `listed`, `kept`): by default crowd
+annotations, zero-size boxes and empty segmentations are dropped; the paper configs load COCO as
+the authors' loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
 that counts are dropped. A json whose parts disagree is reported when read (check_coco), and so
 are annotations that cannot be regions (skipped) or whose fields disagree (coco_annotations.py).
 EXIF orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored
@@ -31,7 +31,7 @@ from datasets.instances import SampleError
 from datasets.inventory import Inventory
 from datasets.layout import DataWarning, ImageRecord, Layout, interleave, missing_labels
 from datasets.masks import check_same_size, drop_empty_masks
-from datasets.spec import DatasetSpec, SampleOptions
+from datasets.spec import CocoOptions, DatasetSpec, SampleOptions
 
 COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
 
@@ -60,30 +60,21 @@ prompt_source=auto: the training split needs no json; without one it is every im
 AUTHORS_ZERO_HEIGHT_PIXELS = 100
 
 
-@dataclass(frozen=True)
-class CocoRules:
-    """Which annotations of an image become instances (see the module docstring)."""
+def listed(annotation: dict[str, Any], rules: CocoOptions) -> bool:
+    """Whether an annotation is read at all under the `rules` (dataset.coco.crowd: keep crowd
+    annotations; dataset.coco.zero_size: "drop" zero-size boxes and empty segmentations, or the
+    "authors" rule): the checks that need no decoding."""
+    width, height = (annotation.get("bbox") or [0, 0, 0, 0])[2:]
+    if annotation.get("iscrowd", 0) and not rules.crowd:
+        return False
+    if rules.zero_size == "authors":
+        return width != 0
+    return width > 0 and height > 0 and bool(annotation.get("segmentation"))
 
-    crowd: bool = False  # keep crowd annotations
-    max_masks: int = 0  # at most this many instances per image, in file order (0: all)
-    zero_size: str = "drop"  # "drop" zero-size boxes and empty segmentations, or the "authors" rule
 
-    @classmethod
-    def from_spec(cls, spec: DatasetSpec) -> CocoRules:
-        return cls(spec.coco.crowd, spec.coco.max_masks, spec.coco.zero_size)
-
-    def listed(self, annotation: dict[str, Any]) -> bool:
-        """Whether an annotation is read at all (the checks that need no decoding)."""
-        width, height = (annotation.get("bbox") or [0, 0, 0, 0])[2:]
-        if annotation.get("iscrowd", 0) and not self.crowd:
-            return False
-        if self.zero_size == "authors":
-            return width != 0
-        return width > 0 and height > 0 and bool(annotation.get("segmentation"))
-
-    def kept(self, box: list[float], mask: np.ndarray) -> bool:
-        """Whether a listed annotation, decoded to `mask`, is kept (the authors' zero-height check)."""
-        return self.zero_size != "authors" or box[3] != 0 or np.count_nonzero(mask) >= AUTHORS_ZERO_HEIGHT_PIXELS
+def kept(box: list[float], mask: np.ndarray, rules: CocoOptions) -> bool:
+    """Whether a listed annotation, decoded to `mask`, is kept (the authors' zero-height check)."""
+    return rules.zero_size != "authors" or box[3] != 0 or np.count_nonzero(mask) >= AUTHORS_ZERO_HEIGHT_PIXELS
 
 
 @dataclass(frozen=True)
@@ -106,7 +97,7 @@ class CocoJson:
     num_listed: int
 
 
-def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) -> CocoJson:
+def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoOptions) -> CocoJson:
     """Every image of a COCO instances json, sorted by id, with its annotations that `rules` list
     and that can be regions (maybe none); images are image_folder / file_name. Where the json's
     parts disagree, check_coco raises or warns; annotations that cannot be regions or whose fields
@@ -121,9 +112,11 @@ def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) 
         usable: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for a in annotations:
             if a["image_id"] in sizes:  # else named by check_coco
-                kept = usable_annotation(a, sizes[a["image_id"]], check, rules.listed, rules.zero_size == "authors")
-                if kept is not None:
-                    usable[a["image_id"]].append(kept)
+                usable_fields = usable_annotation(a, sizes[a["image_id"]], check,
+                                                  lambda annotation: listed(annotation, rules),
+                                                  rules.zero_size == "authors")
+                if usable_fields is not None:
+                    usable[a["image_id"]].append(usable_fields)
         check.warn()
         records = [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
                               tuple(usable[image["id"]])) for image in sorted(images, key=lambda i: i["id"])]
@@ -207,7 +200,7 @@ class CocoDataset(FileDataset):
     """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
-                 options: SampleOptions, rules: CocoRules, inventory: Inventory | None = None) -> None:
+                 options: SampleOptions, rules: CocoOptions, inventory: Inventory | None = None) -> None:
         self.annotation_file = annotation_file
         self.rules = rules
         super().__init__(records, layout, split, options, inventory)
@@ -239,7 +232,7 @@ class CocoDataset(FileDataset):
             if self.rules.max_masks and len(masks) >= self.rules.max_masks:
                 break
             mask = self.decode(annotation, record, height, width)
-            if mask is not None and self.rules.kept(annotation["bbox"], mask):
+            if mask is not None and kept(annotation["bbox"], mask, self.rules):
                 masks.append(mask)
                 boxes.append(annotation["bbox"])
         masks = np.stack(masks) if masks else np.zeros((0, height, width), bool)
@@ -271,15 +264,14 @@ class CocoDataset(FileDataset):
 
 
 def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path) -> CocoDataset:
-    rules = CocoRules.from_spec(spec)
     inventory = Inventory(layout.dataset, split)
     annotation_file = layout.file("annotations/instances_val2017.json")
-    coco = read_coco(annotation_file, layout, image_folder, rules)
+    coco = read_coco(annotation_file, layout, image_folder, spec.coco)
     inventory.scan_listed(image_folder, {record.image for record in coco.records}, coco.path, recursive=True)
     chosen = interleave(coco.records, COCO2017_INTERLEAVE, split)
     inventory.assign(coco.records, chosen)
     records = annotated_split(coco, chosen, layout, split, inventory)
-    return CocoDataset(records, annotation_file, layout, split, spec.sample, rules, inventory)
+    return CocoDataset(records, annotation_file, layout, split, spec.sample, spec.coco, inventory)
 
 
 def build_coco2017(spec: DatasetSpec, split: str) -> CocoDataset:
@@ -299,7 +291,7 @@ def build_coco_c(spec: DatasetSpec, split: str) -> CocoDataset:
     return _coco2017_dataset(spec, split, layout, folder)
 
 
-def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rules: CocoRules) -> ImagesOnlyDataset:
+def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path) -> ImagesOnlyDataset:
     """The training split without a json: the images of image_folder and its sub-folders (sorted by
     path) that the val / test json do not list, or without those json the k part of the k:1
     interleave."""
@@ -307,7 +299,7 @@ def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rule
     inventory = Inventory("coco", "train")
     images = inventory.scan(image_folder, recursive=True)
     evaluated = {record.image for name in (options.val, options.test) if name
-                 for record in read_coco(layout.file(name), layout, image_folder, rules).records}
+                 for record in read_coco(layout.file(name), layout, image_folder, options).records}
     chosen = interleave(images, spec.interleave, "train") if not (options.val or options.test) else images
     chosen = [path for path in chosen if path not in evaluated]
     inventory.assign(images, chosen)
@@ -320,18 +312,17 @@ def build_coco(spec: DatasetSpec, split: str) -> CocoDataset | ImagesOnlyDataset
     With prompt_source=auto the training split may have no json (coco_images_only), or a json
     without annotations (its images)."""
     options = spec.coco
-    rules = CocoRules.from_spec(spec)
     layout = Layout.at("coco", spec.root, CUSTOM_TREE)
     image_folder = layout.folder(options.images)
     json_name = options.split_json(split) or options.annotations
     if not (json_name and (layout.root / json_name).is_file()):
         if spec.labels_optional(split):
-            return coco_images_only(spec, layout, image_folder, rules)
+            return coco_images_only(spec, layout, image_folder)
         problem = f"file '{layout.root / json_name}' not found" if json_name else \
             f"neither dataset.coco.{split} nor dataset.coco.annotations is set"
         raise missing_labels(layout, split, problem)
     annotation_file = layout.file(json_name)
-    coco = read_coco(annotation_file, layout, image_folder, rules)
+    coco = read_coco(annotation_file, layout, image_folder, options)
     inventory = Inventory("coco", split)
     per_split = bool(options.split_json(split))
     # file names may hold a folder: the sub-folders are read too
@@ -343,4 +334,4 @@ def build_coco(spec: DatasetSpec, split: str) -> CocoDataset | ImagesOnlyDataset
         return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.sample,
                                  inventory)
     return CocoDataset(annotated_split(coco, records, layout, split, inventory), annotation_file, layout, split,
-                       spec.sample, rules, inventory)
+                       spec.sample, options, inventory)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CocoOptions:
     """COCO-format datasets (config dataset.coco): where the custom `coco` loader finds its files,
-    and which annotations count (datasets/coco.py, CocoRules)."""
+    and which annotations count (datasets/coco.py, listed and kept)."""
 
     images: str
     annotations: str
@@ -51,9 +51,9 @@ class SampleOptions:
     model's input, the prompts and the augmentation. `image_size` (the input side S),
     `embedding_size` (the side of the image embedding) and `resize` (the input path: "longest_side"
     for SAM, "square" for SAM 2) are the model's (models/backbones.py input_sizes); every other field
-    is the config key that from_config names, whose meaning and default configs/base_config.py gives.
-    The training split augments (flip, strong) and subsamples (max_nums); evaluation splits keep
-    vanished instances if keep_vanished."""
+    is the config key whose last part is its name (from_config), whose meaning and default
+    configs/base_config.py gives. The training split augments (flip, strong) and subsamples
+    (max_nums); evaluation splits keep vanished instances if keep_vanished."""
 
     image_size: int
     embedding_size: int
