@@ -20,7 +20,8 @@ def check_model_config(cfg) -> Family:
     the models) cannot make: model.type is a registered one, lora.targets are its targets, the options
     that its backbone does not take are at their defaults, paper.code only on a family that runs the
     authors' code, prompt_source=auto only on one with an automatic mask generator. ConfigError naming
-    the key; called before any work (engine/checks.py check_training_config, build_wesam)."""
+    the key. build_wesam calls it first; a script that works before building the model calls it before
+    (engine/checks.py check_training_config, validate.py)."""
     model_type = cfg.model.type
     family = family_of(model_type)
     targets, allowed = cfg.lora.targets, family.lora_targets

@@ -15,6 +15,7 @@ from torch import nn
 
 import adaptation
 import predict
+import validate
 from models import build_wesam, check_model_config, model_types
 from models.adapters import load_adapter
 from models.backbones import FAMILIES, backbone_metadata, evaluation_decoding, family_of, input_sizes
@@ -164,6 +165,8 @@ def test_an_unknown_model_type_is_named_with_the_registry_s_types(tmp_path, monk
         check_model_config(cfg)
     assert str(info.value) == (f"Config key 'model.type' is 'vit_smal'; allowed values: {', '.join(model_types())}. "
                                "Did you mean 'vit_small'?")
-    forbid_work(monkeypatch, adaptation)
+    forbid_work(monkeypatch, adaptation, validate)
     code, message = cli(adaptation.main, [*tiny_config_overrides(tmp_path / "run"), "model.type=vit_smal"], capsys)
     assert code == 1 and message.strip().endswith("Did you mean 'vit_small'?") and not (tmp_path / "run").exists()
+    code, message = cli(validate.main, ["model.type=vit_smal", "accelerator=cpu"], capsys)
+    assert code == 1 and message.strip().endswith("Did you mean 'vit_small'?")
