@@ -160,6 +160,7 @@ def test_what_a_family_lacks_is_refused_with_one_line(toy_family, override, mess
 def test_an_unknown_model_type_is_named_with_the_registry_s_types(tmp_path, monkeypatch, capsys):
     """The config loads any model.type; the registry refuses an unknown one as the config refuses a
     choice, before a run does any work."""
+    assert {"vit_b", "vit_l", "vit_h", "vit_tiny", "sam2.1_hiera_t", "sam2_tiny"} <= set(model_types())
     cfg = load_config(overrides=["model.type=vit_smal"])
     with pytest.raises(ConfigError) as info:
         check_model_config(cfg)
