@@ -25,7 +25,7 @@ from engine.checks import check_outputs, check_scored, config_inputs, run_main
 from engine.evaluate import evaluate
 from engine.predictions import crop_to_region, per_image_scores, sample_logits
 from engine.run import announce_precision, set_process_options
-from models import build_wesam
+from models import build_wesam, check_model_config
 from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.backbones import evaluation_decoding, input_sizes
@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         check_output(visualize_folder(args.out), "--visualize's folder", "folder", instead="--out")
     config = config_of(args.config, args.ckpt)
     cfg = load_config(config, args.overrides)
+    check_model_config(cfg)  # before Fabric starts any process
     check_outputs([(option, path) for option, path in (("--out", args.out), ("--per-image", args.per_image)) if path],
                   [("--ckpt", args.ckpt), *config_inputs(cfg, config)])
     set_process_options(cfg)

@@ -21,8 +21,8 @@ from datasets import UnusableDatasetError
 from engine.run import run_of_file
 from engine.shared_errors import ErrorWatch, share, shared_message
 from engine.signals import RunStopped
-from models import CheckpointError
-from models.registry import resolve_path
+from models import CheckpointError, check_model_config
+from models.weight_files import resolve_path
 from utils.config import DEFAULT_CONFIG_FILE, ConfigError
 from utils.files import OutputPathError, check_output
 from utils.lock import LOCK_FILE
@@ -126,7 +126,9 @@ def check_foreign_files(folder: str | Path, names: Sequence[str], checkpoint: st
 
 def check_training_config(cfg: Any) -> None:
     """Checks of a training run that utils/config.py's schema cannot make (value ranges are
-    there): the target of the loss, the accelerator and the output folders. Raise before any work."""
+    there): the model's (check_model_config), the target of the loss, the accelerator and the output
+    folders. Raise before any work."""
+    check_model_config(cfg)
     if cfg.prompt_source == "auto" and cfg.loss.target == "ground_truth":
         raise ConfigError("loss.target=ground_truth trains on labels, but prompt_source=auto reads none; use "
                           "loss.target=teacher, or prompt_source=labels.")

@@ -13,7 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from models.lora import DEFAULT_TARGETS, STUDENT, load_adapter_state_dict
-from models.registry import CheckpointError
+from models.weight_files import CheckpointError
 from utils.files import atomic_write
 
 

@@ -10,7 +10,7 @@ the path `attention_path` picks for the shape, precision, gradient mode and devi
   backward pass as segment_anything keeps them.
 - "chunked": the same over chunks of queries, each recomputed in the backward pass, so nothing
   N x N is kept (`chunked_attention`).
-The builder chooses the kind (`attention_module`, called by models.registry.build_sam).
+The builder chooses the kind (`attention_module`, called by models/sam1.py with_attention).
 """
 
 from __future__ import annotations

@@ -1,28 +1,166 @@
-"""SAM (segment_anything) as a WeSAM backbone: its image path with LoRA on the image encoder (by default
-q and v of every ViT block; lora.targets).
-
-Prompts of one image are a dict of tensors (N instances, K points), in the padded S x S input frame:
-    boxes        N x 4        XYXY
-    points       N x K x 2    XY, with
-    point_labels N x K        1 positive, 0 negative
-    mask_inputs  N x 1 x 4h x 4w   mask prompt logits (h x w: image-embedding size)
-Any subset may be present; every mask of an image is decoded in one batched decoder call.
+"""SAM (segment_anything) as a WeSAM family: its builders (the official ViT-B/L/H through the package's
+registry, and small configurations for tests and the embedded default, built from the same package's
+modules), its image path with LoRA on the image encoder (by default q and v of every ViT block;
+lora.targets), SamPredictor fed as WeSAM is, and its entry of the family registry (SAM_FAMILY).
+Prompts: models/family.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from models.attention import attention_module
+from models.family import Family, InputSizes, Prompts
 from models.lora import (BLOCK_TARGETS, DEFAULT_TARGETS, STUDENT, Adapter, Placement, add_lora_targets,
                          blocks_placement, use_adapter)
+from models.weight_files import CheckpointError, read_state_dict, resolve_path
+from utils.padding import pad_offsets
 
-Prompts = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    from models.wesam import WeSAM
+
+# Official checkpoints (see PREPARE.md) and the encoder width that identifies each.
+OFFICIAL_CHECKPOINTS = {
+    "vit_b": ("sam_vit_b_01ec64.pth", 768),
+    "vit_l": ("sam_vit_l_0b3195.pth", 1024),
+    "vit_h": ("sam_vit_h_4b8939.pth", 1280),
+}
+
+# Small configurations. Shape rules: decoder dim divisible by 8, decoder dim / 2 divisible by
+# decoder heads, encoder dim divisible by encoder heads.
+SMALL_CONFIGS: dict[str, dict[str, Any]] = {
+    "vit_tiny": dict(image_size=256, patch=16, encoder_dim=64, depth=2, heads=2, window=4, global_attn=(1,),
+                     prompt_dim=64, decoder_heads=2, decoder_mlp=128),
+    # the embedded default's source model (2.5M parameters, 16 x 16 embedding at 128 px)
+    "vit_small": dict(image_size=128, patch=8, encoder_dim=160, depth=6, heads=5, window=8, global_attn=(2, 5),
+                      prompt_dim=96, decoder_heads=4, decoder_mlp=384),
+}
+
+SAM_CONFIGS = sorted(list(OFFICIAL_CHECKPOINTS) + list(SMALL_CONFIGS))
+
+# The official models' shapes (segment_anything/build_sam.py), to build them at another input size
+# with random weights (benchmarks); checkpoints load into the 1024 px models of sam_model_registry.
+OFFICIAL_SHAPES: dict[str, dict[str, Any]] = {
+    name: dict(image_size=1024, patch=16, encoder_dim=dim, depth=depth, heads=heads, window=14, global_attn=attn,
+               prompt_dim=256, decoder_heads=8, decoder_mlp=2048)
+    for name, dim, depth, heads, attn in (("vit_b", 768, 12, 12, (2, 5, 8, 11)),
+                                          ("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+                                          ("vit_h", 1280, 32, 16, (7, 15, 23, 31)))
+}
+
+
+def _build_small_sam(image_size: int, patch: int, encoder_dim: int, depth: int, heads: int, window: int,
+                     global_attn: tuple[int, ...], prompt_dim: int, decoder_heads: int, decoder_mlp: int) -> Sam:
+    embedding_size = image_size // patch
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=image_size, patch_size=patch, embed_dim=encoder_dim, depth=depth, num_heads=heads,
+            mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True, rel_pos_zero_init=True, window_size=window, global_attn_indexes=global_attn,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim, image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(image_size, image_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=decoder_mlp,
+                                          num_heads=decoder_heads),
+            transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=prompt_dim,
+        ),
+    )
+
+
+def _identify(state: dict[str, torch.Tensor]) -> str | None:
+    """Guess which official model a state dict belongs to from its encoder width."""
+    weight = state.get("image_encoder.patch_embed.proj.weight")
+    if weight is None:
+        return None
+    for name, (_, width) in OFFICIAL_CHECKPOINTS.items():
+        if weight.shape[0] == width:
+            return name
+    return None
+
+
+def with_attention(sam: Sam, attention: str) -> Sam:
+    """`sam` with an attention block of kind `attention` ("sam" or "sdpa", models/attention.py) in each
+    image-encoder block, holding the same parameters under the same names."""
+    for block in sam.image_encoder.blocks:
+        block.attn = attention_module(attention, block.attn)
+    return sam
+
+
+def build_sam(model_type: str, checkpoint: str | Path | None = None, attention: str = "sam") -> Sam:
+    """Build a SAM of `model_type` (see SAM_CONFIGS) with random weights or those of `checkpoint`, its
+    image encoder's attention of kind `attention` ("sam": segment_anything's; "sdpa": models/attention.py).
+
+    Raises CheckpointError with the expected file and where to get it when the checkpoint is
+    missing, unreadable or of another model type.
+    """
+    if model_type in OFFICIAL_CHECKPOINTS:
+        sam = sam_model_registry[model_type](checkpoint=None)
+    elif model_type in SMALL_CONFIGS:
+        sam = _build_small_sam(**SMALL_CONFIGS[model_type])
+    else:
+        raise ValueError(f"Unknown SAM model type '{model_type}'; choose one of {', '.join(SAM_CONFIGS)}.")
+    with_attention(sam, attention)
+    if checkpoint:
+        load_sam_weights(sam, model_type, resolve_path(checkpoint))
+    sam.eval()
+    return sam
+
+
+def build_sam_at_size(model_type: str, image_size: int, attention: str = "sam") -> Sam:
+    """A SAM of `model_type`'s shape at input size `image_size`, with random weights and attention of
+    kind `attention` (benchmarks)."""
+    shapes = {**OFFICIAL_SHAPES, **SMALL_CONFIGS}
+    if model_type not in shapes:
+        raise ValueError(f"Unknown SAM model type '{model_type}'; choose one of {', '.join(SAM_CONFIGS)}.")
+    return with_attention(_build_small_sam(**{**shapes[model_type], "image_size": image_size}), attention).eval()
+
+
+def load_sam_weights(sam: Sam, model_type: str, path: Path) -> None:
+    """Load a full SAM state dict into `sam`, with errors that say what to do."""
+    official = OFFICIAL_CHECKPOINTS.get(model_type, (None,))[0]
+    expected = f" (the official file is '{official}')" if official else ""
+    if not path.is_file():
+        raise CheckpointError(
+            f"SAM checkpoint '{path}' for model.type={model_type} does not exist{expected}. "
+            "See PREPARE.md for where to download it, then set model.checkpoint to its path."
+        )
+    try:
+        state = read_state_dict(path)
+    except Exception as error:  # torch and safetensors raise many types for a corrupt file
+        raise CheckpointError(f"SAM checkpoint '{path}' could not be read ({error}). "
+                              f"Download it again{expected}; see PREPARE.md.") from error
+    try:
+        sam.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        guess = _identify(state)
+        hint = (f" It looks like a {guess} checkpoint: set model.type={guess}." if guess and guess != model_type
+                else f" Expected a full SAM {model_type} state dict{expected}.")
+        raise CheckpointError(f"SAM checkpoint '{path}' does not fit model.type={model_type}.{hint}") from error
+
+
+def sam_image_size(model_type: str) -> int:
+    """Input side S of a SAM configuration (1024 for the official models)."""
+    return SMALL_CONFIGS[model_type]["image_size"] if model_type in SMALL_CONFIGS else 1024
+
+
+def sam_embedding_size(model_type: str) -> int:
+    """Side h of the image embedding (S / patch size: 64 for the official models)."""
+    return sam_image_size(model_type) // (SMALL_CONFIGS[model_type]["patch"] if model_type in SMALL_CONFIGS else 16)
+
 
 # lora.targets of SAM: those of every encoder block (models/lora.py blocks_placement) and the patch embedding
 SAM_TARGETS = (*BLOCK_TARGETS, "patch_embed")
@@ -39,20 +177,8 @@ def sam_placement(sam: Sam, target: str) -> Placement:
 
 
 class SamBackbone(nn.Module):
-    """SAM's image path (that of SamPredictor) with LoRA on the image encoder, with gradients.
-
-    The interface every backbone gives WeSAM (models/sam2.py has SAM 2's):
-      sam            the network, with LoRA (adapter state dicts and merges read it)
-      lora_parameters  {lora.targets entry: weights of one adapter on its layers alone, "total": on them all}
-      family         "sam" or "sam2"
-      image_size     input side S
-      preprocess     B x 3 x S x S images as the datasets give them -> network input
-      encode         network input -> (image embeddings B x C x h x w, per-image decoder features)
-      decode         one image's decoder features and N prompts -> low-res logits N x 1 x 4h x 4w, IoU N x 1
-      postprocess    low-res logits -> logits at an image's original size, as the package's predictor
-    """
-
-    family = "sam"
+    """SAM's image path (that of SamPredictor) with LoRA on the image encoder, with gradients: the
+    Backbone (models/family.py) of the SAM family."""
 
     def __init__(self, sam: Sam, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
                  pixel_normalize: bool = True, memory_saving: bool = False, compiler: str = "off",
@@ -138,3 +264,86 @@ class SamBackbone(nn.Module):
 def _run_block(block: nn.Module, x: torch.Tensor, adapter: Adapter) -> torch.Tensor:
     with use_adapter(block, adapter):
         return block(x)
+
+
+class WeSAMPredictor(SamPredictor):
+    """SamPredictor that feeds SAM exactly as WeSAM does: the image resized by ResizeLongestSide
+    (as SamPredictor), padded where `pad` puts it, normalised as WeSAM.preprocess (pixel mean/std,
+    or x / 255 for pixel_normalize=False), encoded with `adapter` (None: the frozen anchor).
+    `multimask` False decodes SAM's single-mask output where the generator asks for three masks
+    per point (a model trained only on that output, as the shipped vit_small)."""
+
+    def __init__(self, model: WeSAM, pad: str, adapter: str | None, multimask: bool = True) -> None:
+        super().__init__(model.sam)
+        self.wesam = model
+        self.pad = pad
+        self.adapter = adapter
+        self.multimask = multimask
+        self.offset = (0, 0)  # top, left of the image inside the padded input
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """transformed_image 1 x 3 x h x w (longest side S, 0-255) -> features 1 x C x h' x w'."""
+        self.reset_image()
+        height, width = transformed_image.shape[-2:]
+        size = self.wesam.image_size
+        top, left = pad_offsets(height, width, size, self.pad)
+        canvas = transformed_image.new_zeros(1, 3, size, size)
+        canvas[..., top:top + height, left:left + width] = transformed_image
+        valid = torch.tensor([[top, left, height, width]], device=canvas.device)
+        backbone = self.wesam.backbone
+        self.features = backbone.encode(backbone.preprocess(canvas, valid), self.adapter)[0]
+        self.original_size, self.input_size, self.offset = tuple(original_image_size), (height, width), (top, left)
+        self.is_image_set = True
+
+    @torch.no_grad()
+    def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                      boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+                      multimask_output: bool = True, return_logits: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SamPredictor.predict_torch with prompts (B x N x 2 points, B x 4 boxes, in the resized
+        image's frame) moved into the padded frame, and masks B x C x H x W cropped from where the
+        image lies in it (SAM's own postprocessing assumes bottom-right padding)."""
+        top, left = self.offset
+        shift = torch.tensor([left, top], dtype=torch.float32, device=self.device)
+        points = None if point_coords is None else (point_coords + shift, point_labels)
+        sparse, dense = self.model.prompt_encoder(points=points,
+                                                  boxes=None if boxes is None else boxes + shift.repeat(2),
+                                                  masks=mask_input)
+        low_res, iou = self.model.mask_decoder(image_embeddings=self.features,
+                                               image_pe=self.model.prompt_encoder.get_dense_pe(),
+                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                               multimask_output=multimask_output and self.multimask)
+        masks = self.wesam.postprocess(low_res, torch.tensor([top, left, *self.input_size]), self.original_size)
+        return (masks if return_logits else masks > self.model.mask_threshold), iou, low_res
+
+
+def sam_input_sizes(model_type: str) -> InputSizes:
+    """SAM's input side and embedding side; its images resized by their longest side and padded."""
+    return {"image_size": sam_image_size(model_type), "embedding_size": sam_embedding_size(model_type),
+            "resize": "longest_side"}
+
+
+def export_sam(model_type: str, state: dict[str, torch.Tensor], path: str | Path, decoding: str) -> tuple[Any, str]:
+    """The merged state dict itself, as segment_anything reads it, and its loader; SAM decodes a single
+    mask alike whatever `decoding` says (SamBackbone.decode)."""
+    loader = (f'segment_anything.sam_model_registry["{model_type}"](checkpoint="{path}")'
+              if model_type in OFFICIAL_CHECKPOINTS else f'models.sam1.build_sam("{model_type}", "{path}")')
+    return state, loader
+
+
+def sam_mask_generator(model: WeSAM, settings: dict[str, Any], multimask: bool, pad: str,
+                       adapter: str | None) -> SamAutomaticMaskGenerator:
+    """segment_anything's SamAutomaticMaskGenerator (RLE output, `settings` its arguments) on WeSAMPredictor."""
+    generator = SamAutomaticMaskGenerator(model.sam, output_mode="uncompressed_rle", **settings)
+    generator.predictor = WeSAMPredictor(model, pad, adapter, multimask)
+    return generator
+
+
+SAM_FAMILY = Family(
+    name="sam", title="SAM", model_types=tuple(SAM_CONFIGS), network=Sam, build=build_sam, backbone=SamBackbone,
+    lora_targets=SAM_TARGETS, input_sizes=sam_input_sizes, export=export_sam,
+    options=("model.pixel_normalize", "memory_saving", "model.compile"),
+    official_checkpoints={name: file for name, (file, _) in OFFICIAL_CHECKPOINTS.items()},
+    mask_generator=sam_mask_generator, authors_code=True, attention=with_attention, build_at_size=build_sam_at_size,
+)

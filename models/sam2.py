@@ -1,24 +1,27 @@
-"""SAM 2 as a second backbone: Meta's `sam2` package (from the `rf-sam-2` wheel, see INSTALL.md) used
+"""SAM 2 as a WeSAM family: Meta's `sam2` package (from the `rf-sam-2` wheel, see INSTALL.md) used
 as a library. Builders for the official configurations and small random ones, rank-r LoRA on the layers
 lora.targets names (models/lora.py; by default q and v of every Hiera block, and for SAM 2 also the
 high-resolution path of the stride-4 and stride-8 maps), the image path of `SAM2ImagePredictor` run
 with gradients and decoded either as the package's default build does or from the first mask token
-only, and the package's predictor and automatic mask generator at a model's own feature sizes.
+only, the package's predictor and automatic mask generator at a model's own feature sizes (and fed as
+WeSAM is), and its entry of the family registry (SAM2_FAMILY).
 
-Prompts of one image are a dict of tensors as for SAM 1 (models/sam1.py), in the S x S input frame
-(x scaled by S / W and y by S / H: SAM 2 resizes to the square without keeping the aspect ratio; the
-datasets do it, datasets/transforms.py resize_square); h = S / 16.
+Prompts (models/family.py) are in the S x S input frame (x scaled by S / W and y by S / H: SAM 2 resizes
+to the square without keeping the aspect ratio; the datasets do it, datasets/transforms.py
+resize_square); h = S / 16.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import sam2
 import torch
 from omegaconf import OmegaConf
@@ -33,8 +36,11 @@ from torch import nn
 
 from models.lora import (BLOCK_TARGETS, DEFAULT_TARGETS, STUDENT, Adapter, Placement, add_lora_targets,
                          block_placement, blocks_placement, union, use_adapter)
-from models.registry import CheckpointError, read_state_dict, resolve_path
-from models.sam1 import Prompts
+from models.family import Family, InputSizes, Prompts
+from models.weight_files import CheckpointError, read_state_dict, resolve_path
+
+if TYPE_CHECKING:
+    from models.wesam import WeSAM
 
 
 # model.type -> (the package's configuration, the official checkpoint file; PREPARE.md)
@@ -304,14 +310,13 @@ def sam2_placement(sam: SAM2Base, target: str) -> Placement:
 
 class Sam2Backbone(nn.Module):
     """SAM 2's image path (that of SAM2ImagePredictor) with LoRA (on every Hiera block by default), with
-    gradients; the interface of models/sam1.py SamBackbone.
+    gradients: the Backbone (models/family.py) of the SAM 2 family.
 
     One frozen base serves every role as for SAM 1: adapter "student", optionally "teacher", and no
     adapter (the anchor). The memory modules, object pointers and the object-score masking of the
     video path are never used.
     """
 
-    family = "sam2"
     pixel_normalize = True  # always ImageNet's mean and std (SAM 1's option to feed RGB / 255 has no SAM 2 twin)
 
     def __init__(self, sam: SAM2Base, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
@@ -388,3 +393,84 @@ class Sam2Backbone(nn.Module):
         """Low-res logits N x 1 x 4h x 4w -> N x 1 x H x W: bilinear straight to the image size, as
         SAM2ImagePredictor (no padding to cut out: `valid` is the whole input)."""
         return self.transforms.postprocess_masks(logits, original_size)
+
+
+class WeSAM2Predictor(SAM2ImagePredictor):
+    """SAM2ImagePredictor whose image features come from WeSAM's SAM 2 backbone with `adapter` (None:
+    the frozen anchor): the package's own transforms, then Sam2Backbone.encode; prompts and decoding
+    are the package's."""
+
+    def __init__(self, model: WeSAM, adapter: str | None) -> None:
+        with warnings.catch_warnings():  # the package scripts its transforms with torch.jit, which torch deprecates
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            super().__init__(model.sam)
+        self.wesam = model
+        self.adapter = adapter
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """image H x W x 3 uint8 RGB -> the features of one image."""
+        self.reset_predictor()
+        self._orig_hw = [image.shape[:2]]
+        backbone = self.wesam.backbone
+        _, features = backbone.encode(backbone.preprocess(self._transforms.to_tensor(image)[None].to(self.device)),
+                                      self.adapter)
+        embedding, high_res = features[0]
+        self._features = {"image_embed": embedding[None], "high_res_feats": [feature[None] for feature in high_res]}
+        self._is_image_set = True
+
+
+def sam2_mask_generator(model: WeSAM, settings: dict[str, Any], multimask: bool, pad: str,
+                        adapter: str | None) -> SAM2AutomaticMaskGenerator:
+    """The package's SAM2AutomaticMaskGenerator (RLE output, `settings` its arguments) on WeSAM2Predictor;
+    SAM 2 pads nothing (`pad` is SAM's)."""
+    generator = SAM2AutomaticMaskGenerator(model.sam, output_mode="uncompressed_rle", multimask_output=multimask,
+                                           **settings)
+    generator.predictor = WeSAM2Predictor(model, adapter)
+    return generator
+
+
+def sam2_input_sizes(model_type: str) -> InputSizes:
+    """SAM 2's input side (1024 for the official configurations) and embedding side S / 16; its images
+    resized to the square."""
+    size = SMALL_SAM2[model_type][1]["image_size"] if model_type in SMALL_SAM2 else 1024
+    return {"image_size": size, "embedding_size": size // 16, "resize": "square"}
+
+
+def sam2_auto_decoding(model_type: str) -> str:
+    """model.decoding=auto: "meta" for the official configurations, whose checkpoints Meta trained with all
+    four mask tokens; "raw" for the small SAM 2 made here (sam2_small was pretrained on the first token
+    only, and its untrained multimask tokens are what the stability fallback would pick)."""
+    return "meta" if model_type in OFFICIAL_SAM2 else "raw"
+
+
+def export_sam2(model_type: str, state: dict[str, torch.Tensor], path: str | Path, decoding: str) -> tuple[Any, str]:
+    """{"model": state}, Meta's layout, which build_sam2 reads, and the line that loads it, with what to
+    say of its use: the post-processing setting under which SAM2ImagePredictor decodes as predict.py with
+    `decoding` and, for the small configurations, the predictor and automatic mask generator at their own
+    feature sizes."""
+    postprocessing = decoding == "meta"
+    why = ("the package's default: an unstable single mask falls back to the best multimask output, as "
+           "predict.py and validate.py decode with model.decoding=meta" if postprocessing else
+           "the first mask token, as predict.py and validate.py decode with model.decoding=raw and training "
+           "always does")
+    if model_type in OFFICIAL_SAM2:
+        return {"model": state}, (
+            f'sam2.build_sam.build_sam2("{sam2_config(model_type)[0]}", "{path}", device="cpu", '
+            f"apply_postprocessing={postprocessing}) ({why}), then pass the model to SAM2ImagePredictor or "
+            "SAM2AutomaticMaskGenerator as usual")
+    return {"model": state}, (
+        f'models.sam2.build_sam2_model("{model_type}", "{path}", apply_postprocessing={postprocessing}) ({why}); '
+        "then pass the model to models.sam2.image_predictor or models.sam2.mask_generator (with the "
+        "package's options): they return the package's SAM2ImagePredictor and SAM2AutomaticMaskGenerator at "
+        f"the model's own feature sizes, since their constructors assume 1024 px and {model_type} is "
+        f"{sam2_input_sizes(model_type)['image_size']} px")
+
+
+SAM2_FAMILY = Family(
+    name="sam2", title="SAM 2", model_types=tuple(SAM2_CONFIGS), network=SAM2Base, build=build_sam2_model,
+    backbone=Sam2Backbone, lora_targets=SAM2_TARGETS, input_sizes=sam2_input_sizes, export=export_sam2,
+    options=("model.compile",), official_checkpoints={name: file for name, (_, file) in OFFICIAL_SAM2.items()},
+    auto_decoding=sam2_auto_decoding, metadata=lambda model_type: {"sam2_config": sam2_config(model_type)[0]},
+    mask_generator=sam2_mask_generator,
+)

@@ -1,9 +1,9 @@
-"""The WeSAM network: one SAM (or SAM 2) with LoRA whose forward runs the anchor, the teacher and
-the student, so that DDP sees a single forward and synchronises the LoRA gradients.
+"""The WeSAM network: one SAM (or SAM 2, or any family of models/backbones.py FAMILIES) with LoRA whose
+forward runs the anchor, the teacher and the student, so that DDP sees a single forward and
+synchronises the LoRA gradients.
 
-What differs between SAM and SAM 2 (preprocessing, encoder outputs, prompt encoding, decoder
-outputs, postprocessing) is behind the backbone (models/sam1.py SamBackbone, models/sam2.py
-Sam2Backbone); prompts are described there.
+What differs between families (preprocessing, encoder outputs, prompt encoding, decoder outputs,
+postprocessing) is behind the Backbone (models/family.py, where prompts are described too).
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
+from models.backbones import family_of_network
+from models.family import Backbone, Prompts
 from models.lora import DEFAULT_TARGETS, STUDENT, TEACHER, Adapter, ema_update
-from models.sam1 import Prompts, SamBackbone
-from models.sam2 import Sam2Backbone
 
 # {"embeddings": B x C x h x w, "features": [the decoder's features of each image],
 #  "logits": [N_i x 1 x 4h x 4w], "iou": [N_i x 1]}
 Outputs = dict[str, Any]
 BRANCHES = ("anchor", "teacher", "student")
-Backbone = SamBackbone | Sam2Backbone
 
 
 class WeSAM(nn.Module):
@@ -45,17 +43,16 @@ class WeSAM(nn.Module):
     @classmethod
     def on(cls, sam: nn.Module, lora_rank: int, teacher_mode: str = "shared", batch_views: bool = False,
            lora_targets: Sequence[str] = DEFAULT_TARGETS, **options: Any) -> WeSAM:
-        """WeSAM on a built SAM (segment_anything's Sam) or SAM 2 (sam2's SAM2Base), with LoRA of
-        `lora_rank` (0: none, the network trainable) on the layers of `lora_targets` (config
-        lora.targets); `options` go to its backbone."""
-        backbone = Sam2Backbone if isinstance(sam, SAM2Base) else SamBackbone
+        """WeSAM on a network built by a family's builder (segment_anything's Sam, sam2's SAM2Base...), with
+        LoRA of `lora_rank` (0: none, the network trainable) on the layers of `lora_targets` (config
+        lora.targets); `options` go to the family's backbone (Family.options)."""
         adapters = (STUDENT, TEACHER) if teacher_mode == "ema" else (STUDENT,)
-        return cls(backbone(sam, lora_rank, adapters, lora_targets=lora_targets, **options), teacher_mode,
-                   batch_views)
+        backbone = family_of_network(sam).backbone(sam, lora_rank, adapters, lora_targets=lora_targets, **options)
+        return cls(backbone, teacher_mode, batch_views)
 
     @property
     def sam(self) -> nn.Module:
-        """The network with LoRA (segment_anything's Sam or sam2's SAM2Base)."""
+        """The network with LoRA (segment_anything's Sam, sam2's SAM2Base...)."""
         return self.backbone.sam
 
     @property
@@ -64,7 +61,7 @@ class WeSAM(nn.Module):
 
     def decode(self, features: Any, prompts: Prompts, decoding: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
         """One image's decoder features (Outputs["features"][i]) and N prompts -> low-res logits
-        N x 1 x 4h x 4w and IoU N x 1, decoded as `decoding` says (Sam2Backbone.decode). No adapted layer
+        N x 1 x 4h x 4w and IoU N x 1, decoded as `decoding` says (Backbone.decode). No adapted layer
         runs here (SAM 2's conv_s0 and conv_s1 run in encode): it decodes any adapter's features."""
         return self.backbone.decode(features, prompts, decoding)
 
@@ -73,7 +70,7 @@ class WeSAM(nn.Module):
         """Run SAM with `adapter` (None: the unadapted anchor; a tuple: one per equal slice of the images,
         see models/lora.py LoRALayer) on B images (B x 3 x S x S, as the datasets give them) and their
         prompts. `decoding`: "raw", the first mask token (every training pass), or "meta", as the
-        package's predictor on its default build (evaluation; see Sam2Backbone.decode)."""
+        package's predictor on its default build (evaluation; see Backbone.decode)."""
         embeddings, features = self.backbone.encode(self.backbone.preprocess(images, valid), adapter)
         decoded = [self.backbone.decode(f, p, decoding) for f, p in zip(features, prompts)]
         return {"embeddings": embeddings, "features": features, "logits": [d[0] for d in decoded],
@@ -81,7 +78,7 @@ class WeSAM(nn.Module):
 
     def postprocess(self, logits: torch.Tensor, valid: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Low-res logits N x 1 x 4h x 4w of an image (region `valid` of the input) -> N x 1 x H x W at
-        its original size, as the backbone's own predictor (SamPredictor, SAM2ImagePredictor)."""
+        its original size, as the family's own predictor (SamPredictor, SAM2ImagePredictor...)."""
         return self.backbone.postprocess(logits, valid, original_size)
 
     def forward(self, images_weak: torch.Tensor, images_strong: torch.Tensor, valid: torch.Tensor,

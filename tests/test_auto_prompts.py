@@ -1,4 +1,4 @@
-"""prompt_source=auto: the anchor's instances in everything mode (models/predictor.py,
+"""prompt_source=auto: the anchor's instances in everything mode (models/predictor.py, models/sam1.py,
 engine/auto_instances.py, datasets/auto_prompts.py), their cache, their recall, images-only datasets, and an
 adaptation that never reads a training label."""
 
@@ -19,7 +19,7 @@ from datasets.synthetic import SyntheticDataset
 from engine.auto_instances import cached_instances, top_instances
 from models import build_wesam
 from models.lora import lora_layers
-from models.predictor import WeSAMPredictor
+from models.sam1 import WeSAMPredictor
 from tests.conftest import load_tool, tiny_config_overrides
 from tests.ondisk import build, coco_image, sample_options, write_coco_json, write_image, write_mask
 from tests.test_bad_inputs import cli

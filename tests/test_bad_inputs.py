@@ -856,7 +856,7 @@ def forbid_work(monkeypatch, *modules) -> None:
         raise AssertionError("work started before the mistake was caught")
 
     for module in modules:
-        for name in ("build_wesam", "build_dataset", "build_sam_at_size", "Fabric"):
+        for name in ("build_wesam", "build_dataset", "build_network", "Fabric"):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, work)
 

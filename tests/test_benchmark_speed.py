@@ -27,7 +27,7 @@ def test_benchmark_speed_counts_the_same_flops_as_a_direct_count():
     import torch
 
     torch.manual_seed(0)
-    from models.registry import build_sam_at_size
+    from models.sam1 import build_sam_at_size
 
     base = build_sam_at_size("vit_tiny", 64)
     batch = tool.make_batch(64, 3, torch.device("cpu"))

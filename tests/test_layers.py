@@ -1,6 +1,7 @@
 """The project's modules import downward: configs and utils (0), datasets and models (1, never each
-other), losses (2), engine (3), the scripts and tools (4). The datasets read no config: the options
-reach them in one object (datasets/spec.py). Every import is read with ast, those inside functions too."""
+other), losses (2), engine (3), the scripts and tools (4); only models/ knows the SAM families
+(models/backbones.py FAMILIES); the datasets read no config: the options reach them in one object
+(datasets/spec.py). Every import is read with ast, those inside functions too."""
 
 from __future__ import annotations
 
@@ -26,15 +27,20 @@ def project_modules() -> list[Path]:
     return files
 
 
-def imported_packages(path: Path) -> set[str]:
-    """The top-level names of the project modules that `path` imports (absolute imports)."""
+def imported_modules(path: Path) -> set[str]:
+    """The full names of the modules that `path` imports (absolute imports)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names & set(LAYERS)
+            names.add(node.module)
+    return names
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The top-level names of the project modules that `path` imports (absolute imports)."""
+    return {name.split(".")[0] for name in imported_modules(path)} & set(LAYERS)
 
 
 def owner(path: Path) -> str:
@@ -56,3 +62,33 @@ def test_the_check_sees_an_upward_import(tmp_path):
     module.write_text("import torch\nfrom utils.files import write_json\n\n"
                       "def f():\n    from engine.run import RunState\n")
     assert imported_packages(module) == {"utils", "engine"}
+
+
+# what only models/ may import: the families' own modules and the SAM packages, but for the utilities of
+# segment_anything that the datasets use too (its resize, its RLE decoding)
+FAMILY_MODULES = ("models.sam1", "models.sam2", "segment_anything", "sam2")
+SHARED_UTILITIES = ("segment_anything.utils",)
+
+
+def family_imports(path: Path) -> list[str]:
+    """The modules of FAMILY_MODULES that `path` imports, SHARED_UTILITIES aside."""
+    def within(name: str, packages: tuple[str, ...]) -> bool:
+        return any(name == package or name.startswith(f"{package}.") for package in packages)
+
+    return sorted(name for name in imported_modules(path)
+                  if within(name, FAMILY_MODULES) and not within(name, SHARED_UTILITIES))
+
+
+@pytest.mark.parametrize("path", [p for p in project_modules() if owner(p) != "models"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_models_knows_the_families(path):
+    """Outside models/, a family is reached through the registry (models/backbones.py) and the Backbone
+    seam (models/family.py), never by its module or its package's classes."""
+    assert not family_imports(path), f"{path.relative_to(ROOT)} imports {', '.join(family_imports(path))}"
+
+
+def test_the_family_check_sees_a_family_import(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("from segment_anything.utils.amg import rle_to_mask\nimport sam2.modeling.sam2_base\n\n"
+                      "def f():\n    from models.sam1 import build_sam\n")
+    assert family_imports(module) == ["models.sam1", "sam2.modeling.sam2_base"]

@@ -14,7 +14,7 @@ from segment_anything import SamPredictor
 from models import CheckpointError, WeSAM, build_sam
 from models.lora import (STUDENT, TEACHER, adapter_state_dict, ema_update, load_adapter_state_dict, lora_layers,
                          use_adapter)
-from models.registry import SMALL_CONFIGS, sam_image_size
+from models.sam1 import SMALL_CONFIGS, sam_image_size
 
 
 def tiny_sam(seed: int = 0):
@@ -212,27 +212,27 @@ def test_checkpoint_errors_say_what_to_do(tmp_path):
 
 
 def test_relative_checkpoint_paths_fall_back_to_the_repository(tmp_path, monkeypatch):
-    from models import registry
+    from models import weight_files
 
     repo = tmp_path / "repo"
     (repo / "weights").mkdir(parents=True)
     sam = tiny_sam(seed=5)
     save_file({k: v.contiguous() for k, v in sam.state_dict().items()}, str(repo / "weights" / "w.safetensors"))
-    monkeypatch.setattr(registry, "REPO_ROOT", repo)
+    monkeypatch.setattr(weight_files, "REPO_ROOT", repo)
     monkeypatch.chdir(tmp_path)
-    assert registry.resolve_path("weights/w.safetensors") == repo / "weights" / "w.safetensors"
+    assert weight_files.resolve_path("weights/w.safetensors") == repo / "weights" / "w.safetensors"
     loaded = build_sam("vit_tiny", "weights/w.safetensors")
     torch.testing.assert_close(loaded.state_dict()["mask_decoder.iou_token.weight"],
                                sam.state_dict()["mask_decoder.iou_token.weight"])
     (tmp_path / "weights").mkdir()
-    assert registry.resolve_path("weights/w.safetensors") == repo / "weights" / "w.safetensors"  # no file in cwd
+    assert weight_files.resolve_path("weights/w.safetensors") == repo / "weights" / "w.safetensors"  # no file in cwd
     torch.save(sam.state_dict(), tmp_path / "weights" / "w.safetensors")
-    assert registry.resolve_path("weights/w.safetensors") == Path("weights/w.safetensors")  # cwd wins
-    assert registry.resolve_path("missing.pth") == Path("missing.pth")
+    assert weight_files.resolve_path("weights/w.safetensors") == Path("weights/w.safetensors")  # cwd wins
+    assert weight_files.resolve_path("missing.pth") == Path("missing.pth")
 
 
 def test_vit_small_has_patch_8_and_a_16_x_16_embedding():
-    from models.registry import sam_embedding_size, sam_image_size
+    from models.sam1 import sam_embedding_size, sam_image_size
 
     sam = build_sam("vit_small")
     assert sam_image_size("vit_small") == 128 and sam_embedding_size("vit_small") == 16

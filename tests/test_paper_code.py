@@ -92,8 +92,11 @@ def test_coco_is_read_as_each_versions_loader_reads_it(code, prompt, cap):
 
 
 def test_a_code_version_refuses_sam2():
+    from models import check_model_config
+
+    cfg = load_config(user_config={}, overrides=["paper.code=head", "paper.train_images=10", "model.type=sam2_tiny"])
     with pytest.raises(ConfigError, match="SAM 1.*model.type=sam2_tiny is SAM 2"):
-        load_config(user_config={}, overrides=["paper.code=head", "paper.train_images=10", "model.type=sam2_tiny"])
+        check_model_config(cfg)
 
 
 def test_the_readme_table_names_every_option_a_switch_sets():

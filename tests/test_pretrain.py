@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import pretrain_source_sam as pretrain  # noqa: E402
 
 from models.adapters import read_checkpoint  # noqa: E402
-from models.registry import build_sam, read_state_dict  # noqa: E402
+from models.sam1 import build_sam  # noqa: E402
+from models.weight_files import read_state_dict  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 
 SHORT = ["--model-type", "vit_tiny", "--steps", "4", "--batch-size", "2", "--warmup", "2", "--eval-interval", "2",

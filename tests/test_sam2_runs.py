@@ -30,8 +30,8 @@ from losses.wesam_loss import wesam_loss
 from models import build_wesam
 from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter
 from models.lora import STUDENT, TEACHER, adapter_state_dict, lora_layers
-from models.predictor import WeSAM2Predictor, generator_settings, make_generator
-from models.sam2 import Sam2Backbone, build_sam2_model, image_predictor, mask_generator, sam2_config
+from models.predictor import generator_settings, make_generator
+from models.sam2 import Sam2Backbone, WeSAM2Predictor, build_sam2_model, image_predictor, mask_generator, sam2_config
 from tests.conftest import tiny_config_overrides
 from tests.ondisk import dataset_spec, write_image
 from tests.test_auto_prompts import FAST_AUTO

@@ -13,10 +13,10 @@ Modes, each built from the same random weights and run on the same batch:
   on CUDA and on a CPU with bf16 dot-product instructions (avx512_bf16 or AMX), else fp32;
 - fast_fp32: fast without autocast: the defaults (precision=32-true);
 - memory_saving: fast with activation checkpointing of the encoder blocks (memory_saving=true).
-A SAM 2 model type (models/backbones.py is_sam2) has only fast and fast_fp32: the same step (anchor,
+A family without a choice of attention or without memory_saving (models/family.py Family.attention,
+Family.options) lacks reference or memory_saving: SAM 2 has only fast and fast_fp32, the same step (anchor,
 teacher and student on one network with LoRA, views batched) on its own attention (the package's,
-scaled_dot_product_attention), at its configuration's fixed input size; it has no "sam" attention
-to be the reference, and no memory_saving (build_wesam refuses it for SAM 2).
+scaled_dot_product_attention), at its configuration's fixed input size (no Family.build_at_size).
 Measurements are interleaved (reference, fast, memory_saving, reference, ...) and the median of
 --repeats is reported. Prints a table and writes it to --out (results/speed.md) as the section of
 this model and size, the sections of other sizes kept, with the device,
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from sam2.modeling.sam2_base import SAM2Base
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,13 +51,12 @@ from engine.checks import check_outputs, run_main  # noqa: E402
 from engine.run import BF16_CPU_FLAGS, cpu_flags, native_bf16  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
 from models import WeSAM  # noqa: E402
-from models.backbones import MODEL_TYPES, build_network, input_sizes, is_sam2  # noqa: E402
+from models.backbones import build_network, family_of, family_of_network, input_sizes, model_types  # noqa: E402
+from models.family import Family  # noqa: E402
 from models.lora import STUDENT  # noqa: E402
-from models.registry import build_sam_at_size, with_attention  # noqa: E402
 from utils.files import check_output, path_argument, write_text  # noqa: E402
 
 MODES = ("reference", "fast", "fast_fp32", "memory_saving")
-SAM2_MODES = ("fast", "fast_fp32")
 LOSS = dict(base_config["loss"])
 
 
@@ -75,19 +73,29 @@ class Mode:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
+def family_modes(family: Family) -> list[str]:
+    """The modes a family can run: reference needs segment_anything's attention beside the fast one
+    (Family.attention), memory_saving the option."""
+    return [name for name in MODES if (name != "reference" or family.attention)
+            and (name != "memory_saving" or "memory_saving" in family.options)]
+
+
 def make_mode(name: str, base: torch.nn.Module, device: torch.device, fast_dtype: torch.dtype | None) -> Mode:
-    """Mode `name` on copies of the random SAM or SAM 2 `base` (so every mode has the same weights)."""
-    if isinstance(base, SAM2Base):
-        if name not in SAM2_MODES:
-            raise ValueError(f"SAM 2 has no mode '{name}'; choose from {', '.join(SAM2_MODES)}")
-        model = WeSAM.on(copy.deepcopy(base), lora_rank=4, batch_views=True)
-        return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
+    """Mode `name` on copies of the random network `base` (so every mode has the same weights)."""
+    family = family_of_network(base)
+    if name not in family_modes(family):
+        raise ValueError(f"{family.title} has no mode '{name}'; choose from {', '.join(family_modes(family))}")
+
+    def network(attention: str) -> torch.nn.Module:
+        copied = copy.deepcopy(base)
+        return family.attention(copied, attention) if family.attention else copied
+
     if name == "reference":
-        model = WeSAM.on(with_attention(copy.deepcopy(base), "sam"), lora_rank=4).to(device)
-        anchor = WeSAM.on(with_attention(copy.deepcopy(base), "sam"), lora_rank=0).to(device).requires_grad_(False)
+        model = WeSAM.on(network("sam"), lora_rank=4).to(device)
+        anchor = WeSAM.on(network("sam"), lora_rank=0).to(device).requires_grad_(False)
         return Mode(name, model, anchor, None)
-    model = WeSAM.on(with_attention(copy.deepcopy(base), "sdpa"), lora_rank=4, memory_saving=name == "memory_saving",
-                  batch_views=True)
+    options = {"memory_saving": True} if name == "memory_saving" else {}
+    model = WeSAM.on(network("sdpa"), lora_rank=4, batch_views=True, **options)
     return Mode(name, model.to(device), None, None if name == "fast_fp32" else fast_dtype)
 
 
@@ -191,7 +199,7 @@ def profile_table(mode: Mode, batch: dict[str, Any], device: torch.device, rows:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vit_b", choices=MODEL_TYPES,
+    parser.add_argument("--model", default="vit_b", choices=model_types(),
                         help="SAM shape (vit_b, vit_l, vit_h, vit_small, vit_tiny) or SAM 2 model type")
     parser.add_argument("--size", type=int, default=None,
                         help="input size: SAM at any size (random weights; default 1024), SAM 2 only at its "
@@ -204,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--fast-precision", choices=("fp32", "bf16"), default=None,
                         help="autocast of the fast modes (default: bf16 where native, engine/run.py native_bf16)")
     parser.add_argument("--modes", default=None,
-                        help=f"comma-separated subset of {', '.join(MODES)} (SAM 2: of {', '.join(SAM2_MODES)}); "
+                        help=f"comma-separated subset of {', '.join(MODES)} (SAM 2: of fast, fast_fp32); "
                              "default all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true", help="add the fast mode's operator profile to --out")
@@ -215,12 +223,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sam2 = is_sam2(args.model)
-    known = SAM2_MODES if sam2 else MODES
-    modes = args.modes.split(",") if args.modes else list(known)
+    family = family_of(args.model)
+    known = family_modes(family)
+    modes = args.modes.split(",") if args.modes else known
     if unknown := set(modes) - set(known):
         parser.error(f"unknown mode(s) {', '.join(sorted(unknown))} for {args.model}; choose from {', '.join(known)}")
-    fixed_size = input_sizes(args.model)["image_size"] if sam2 else None
+    fixed_size = None if family.build_at_size else input_sizes(args.model)["image_size"]
     if fixed_size and args.size not in (None, fixed_size):
         parser.error(f"{args.model} takes only its configuration's input size, {fixed_size} px "
                      f"(got --size {args.size})")
@@ -229,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     torch.backends.cuda.matmul.allow_tf32 = True  # the fast path's TF32 (the reference autocasts nothing)
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
-    base = build_network(args.model) if sam2 else build_sam_at_size(args.model, size)
+    base = build_network(args.model, image_size=None if fixed_size else size)
     batch = make_batch(size, args.instances, device)
     memory = PeakMemory(device)
     times: dict[str, dict[str, list[float]]] = {m: {"train": [], "eval": [], "memory": []} for m in modes}

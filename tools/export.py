@@ -6,11 +6,12 @@ use the adapted model.
 
 ADAPTER is a run's best-lora.safetensors / last-lora.safetensors or last.ckpt. Without --config,
 the config.json of the run that wrote ADAPTER is used (else configs/config.py); its
-model.type and model.checkpoint give the SAM the adapter is merged into. Then:
+model.type and model.checkpoint give the SAM the adapter is merged into. The line printed says how to
+load the file (its family's export, models/backbones.py FAMILIES); for SAM and SAM 2:
 
     from segment_anything import sam_model_registry
     sam = sam_model_registry["vit_b"](checkpoint="merged.pth")      # vit_b, vit_l, vit_h
-    from models.registry import build_sam
+    from models.sam1 import build_sam
     sam = build_sam("vit_small", "merged.pth")                       # vit_tiny, vit_small (this repository)
     from sam2.build_sam import build_sam2                            # SAM 2: {"model": state_dict}, as Meta's files
     from sam2.sam2_image_predictor import SAM2ImagePredictor

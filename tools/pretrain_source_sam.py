@@ -51,9 +51,8 @@ from engine.run import (RunState, announce_precision, gather_objects, load_run, 
                         set_optimizer_values, set_rng_state)
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
 from models.adapters import read_checkpoint  # noqa: E402
-from models.backbones import build_network, input_sizes  # noqa: E402
-from models.registry import SMALL_CONFIGS, resolve_path  # noqa: E402
-from models.sam2 import SMALL_SAM2  # noqa: E402
+from models.backbones import build_network, input_sizes, model_types, official_checkpoint  # noqa: E402
+from models.weight_files import resolve_path  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError, load_config  # noqa: E402
 from utils.files import check_output, path_argument, write_csv, write_json  # noqa: E402
@@ -69,7 +68,8 @@ CHECKPOINT_PARTS = ("model", "optimizer", "rng", "args", "command", "sessions")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-type", default="vit_small", choices=sorted(SMALL_CONFIGS) + sorted(SMALL_SAM2))
+    parser.add_argument("--model-type", default="vit_small",  # the types made here, without official weights
+                        choices=[name for name in model_types() if not official_checkpoint(name)])
     parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps (sets the schedule)")
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")

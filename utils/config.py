@@ -17,7 +17,7 @@ import re
 import tokenize
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import yaml
@@ -265,21 +265,26 @@ def check_range(key: str, value: Any, interval: str, in_list: bool = False) -> N
                           "(configs/base_config.py, RANGES).")
 
 
+def did_you_mean(value: Any, allowed: Iterable[Any]) -> str:
+    """" Did you mean 'x'?" with the allowed value closest to `value`, or "" when none is close."""
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def choice_error(key: str, value: Any, allowed: Sequence[Any]) -> ConfigError:
+    """The error of config key `key` set to `value`, which is not one of `allowed`."""
+    return ConfigError(f"Config key '{key}' is {value!r}; allowed values: {', '.join(map(str, allowed))}."
+                       + did_you_mean(value, allowed))
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Check choices (model, dataset and shift names included) and value ranges; raise ConfigError
-    naming the key."""
+    """Check choices (dataset and shift names included; model.type and lora.targets are checked by the
+    model registry, models/__init__.py check_model_config) and value ranges; raise ConfigError naming
+    the key."""
     flat = flatten(cfg)
     for key, allowed in CHOICES.items():
-        is_list = isinstance(flat[key], list)
-        if is_list and not flat[key]:
-            raise ConfigError(f"Config key '{key}' is an empty list; name at least one of: {', '.join(allowed)}.")
-        for value in flat[key] if is_list else [flat[key]]:
-            if value not in allowed:
-                close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                subject = f"holds {value!r}; each of its entries must be one of:" if is_list else \
-                    f"is {value!r}; allowed values:"
-                raise ConfigError(f"Config key '{key}' {subject} {', '.join(map(str, allowed))}.{hint}")
+        if flat[key] not in allowed:
+            raise choice_error(key, flat[key], allowed)
     for key, interval in RANGES.items():
         for value in flat[key] if isinstance(flat[key], list) else [flat[key]]:
             check_range(key, value, interval, isinstance(flat[key], list))
@@ -330,10 +335,6 @@ def apply_code_version(cfg: dict[str, Any], explicit: set[str]) -> None:
     if train_images < 1:
         raise ConfigError(f"paper.code={code} needs paper.train_images, the training images of the dataset "
                           "(configs/paper/<dataset>.py set it); got 0.")
-    if cfg["model"]["type"].startswith("sam2"):
-        raise ConfigError(f"paper.code={code} is the authors' code, which runs SAM 1 (RGB / 255 into its encoder); "
-                          f"model.type={cfg['model']['type']} is SAM 2. Leave paper.code empty and set the options of "
-                          "README, \"Differences from the authors' code\", one by one.")
     for key, value in code_settings(code, cfg["dataset"]["name"], train_images, cfg["prompt"]).items():
         if key not in explicit:
             _set(cfg, key, value, f"paper.code={code}")
