@@ -25,10 +25,11 @@ import predict
 import validate
 from datasets import build_dataset
 from engine.auto_instances import top_instances
+from engine.checkpoint import load_student_adapter, read_checkpoint
 import models.sam2
 from losses.wesam_loss import wesam_loss
 from models import build_wesam
-from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter
+from models.adapters import load_adapter, save_adapter
 from models.lora import STUDENT, TEACHER, adapter_state_dict, lora_layers
 from models.predictor import WeSAM2Predictor, generator_settings, make_generator
 from models.sam2 import Sam2Backbone, build_sam2_model, image_predictor, mask_generator, sam2_config
