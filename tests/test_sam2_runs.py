@@ -21,6 +21,7 @@ from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 import adaptation
+import engine.adapt
 import predict
 import validate
 from datasets import build_dataset
@@ -92,7 +93,7 @@ class Recorder:
                 super().__init__(*args, **kwargs)
                 recorder.optimizers.append(self)
 
-        monkeypatch.setattr(adaptation, "build_wesam", build)
+        monkeypatch.setattr(engine.adapt, "build_wesam", build)
         monkeypatch.setattr(torch.optim, "Adam", RecordedAdam)
 
     def loss(self, outputs, *args, **kwargs):
