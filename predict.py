@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,9 +40,10 @@ from PIL.PngImagePlugin import PngInfo
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from datasets.files import IMAGE_EXTENSIONS, file_header, read_image
-from datasets.inventory import Inventory
+from datasets.images import file_header, read_image
 from datasets.instances import InstanceDataset
+from datasets.inventory import IMAGE_EXTENSIONS, Inventory
+from datasets.spec import SampleOptions
 from engine.checkpoint import load_student_adapter
 from engine.checks import check_accelerator, check_outputs, config_inputs, run_main
 from engine.predictions import sample_outputs
@@ -216,8 +218,8 @@ class PromptedImages(InstanceDataset):
     """Images with prompt boxes, made into samples by InstanceDataset.make_sample as evaluation
     images are: the same resize, padding and box transform."""
 
-    def __init__(self, records: list[dict[str, Any]], **common) -> None:
-        super().__init__(train=False, flip=False, strong=False, prompt="box", **common)
+    def __init__(self, records: list[dict[str, Any]], options: SampleOptions) -> None:
+        super().__init__(replace(options, prompt="box"), train=False)
         self.records = records
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,7 +228,7 @@ class PromptedImages(InstanceDataset):
         image = read_image(self.records[index]["path"])
         boxes = self.records[index]["boxes"]
         height, width = image.shape[:2]
-        margin = math.ceil(max(height, width) / self.image_size)  # input pixels per resized pixel
+        margin = math.ceil(max(height, width) / self.options.image_size)  # input pixels per resized pixel
         masks = np.zeros((len(boxes), height, width), bool)
         for mask, (x1, y1, x2, y2) in zip(masks, boxes):
             x1, y1 = min(max(int(x1), 0), width - margin), min(max(int(y1), 0), height - margin)
@@ -349,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         load_student_adapter(model.sam, args.ckpt, cfg.model.type, cfg.lora.rank, cfg.lora.targets)
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
-    dataset = PromptedImages(records, seed=cfg.seed, pad=cfg.model.pad, **input_sizes(cfg.model.type))
+    dataset = PromptedImages(records, SampleOptions.from_config(cfg, **input_sizes(cfg.model.type)))
     decoding = evaluation_decoding(cfg.model.type, cfg.model.decoding)  # as validate.py's
     make_folder(out)
     results: list[dict[str, Any]] = []

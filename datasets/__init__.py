@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from datasets import camouflaged, coco, folder, medical, robotic, voc
-from datasets.files import DatasetLayoutError
+from datasets import camouflaged, coco, folder, medical, robotic, synthetic, voc
 from datasets.instances import InstanceDataset, InstanceSource, StepSampler, UnusableDatasetError, collate
 from datasets.inventory import files_report
+from datasets.layout import DatasetLayoutError
 from datasets.spec import DatasetSpec
-from datasets.synthetic import SyntheticDataset
 
-
-def _synthetic(spec: DatasetSpec, split: str, **common) -> InstanceDataset:
-    synthetic = spec.synthetic
-    return SyntheticDataset(split, synthetic.num_images(split), scene_size=synthetic.image_size,
-                            max_objects=synthetic.max_objects, shift=synthetic.shift, **common)
-
-
-# name -> builder(spec, split, **InstanceDataset options) for split in "train", "val", "test"
-DATASETS: dict[str, Callable[..., InstanceDataset]] = {
-    "synthetic": _synthetic,
+# name -> builder(spec, split) for split in "train", "val", "test" (docs/extending.md, "Adding a dataset")
+DATASETS: dict[str, Callable[[DatasetSpec, str], InstanceDataset]] = {
+    "synthetic": synthetic.build_synthetic,
     # the paper's datasets (PREPARE.md gives each layout)
     "coco2017": coco.build_coco2017,
     "coco_c": coco.build_coco_c,
@@ -42,7 +34,9 @@ DATASETS: dict[str, Callable[..., InstanceDataset]] = {
 def build_dataset(spec: DatasetSpec, split: str, auto_instances: InstanceSource | None = None) -> InstanceDataset:
     """The `split` ("train", "val" or "test") of the dataset of `spec`; train gets augmentation.
     With `auto_instances` (prompt_source=auto) its samples take those instances instead of labels."""
-    return DATASETS[spec.name](spec, split, auto_instances=auto_instances, **spec.sample_options(split))
+    dataset = DATASETS[spec.name](spec, split)
+    dataset.auto_instances = auto_instances
+    return dataset
 
 
 __all__ = ["DATASETS", "DatasetLayoutError", "DatasetSpec", "InstanceDataset", "StepSampler", "UnusableDatasetError",

@@ -2,10 +2,10 @@
 corruption) and `coco`, any COCO instances json with an image folder (custom data).
 
 Annotations become instances in file order, polygons and RLE decoded with pycocotools, the box
-prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count follows
-`CocoRules` (config dataset.coco.crowd, max_masks, zero_size): by default crowd annotations,
-zero-size boxes and empty segmentations are dropped; the paper configs load COCO as the authors'
-loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
+prompt being the annotation's bbox (x, y, w, h -> XYXY). Which annotations count follows the
+rules of config dataset.coco (crowd, max_masks, zero_size: `listed`, `kept`): by default crowd
+annotations, zero-size boxes and empty segmentations are dropped; the paper configs load COCO as
+the authors' loader does (crowd kept, at most 151 masks, their zero-size rule). Images without an annotation
 that counts are dropped. A json whose parts disagree is reported when read (check_coco), and so
 are annotations that cannot be regions (skipped) or whose fields disagree (coco_annotations.py).
 EXIF orientation tags are ignored by default (dataset.exif=auto), as COCO annotates the stored
@@ -25,11 +25,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from datasets.coco_annotations import AnnotationCheck, usable_annotation
-from datasets.files import (DataWarning, FileDataset, ImageRecord, ImagesOnlyDataset, Layout, check_same_size,
-                            drop_empty_masks, interleave, missing_labels, read_image)
+from datasets.files import FileDataset, ImagesOnlyDataset
+from datasets.images import read_image
 from datasets.instances import SampleError
 from datasets.inventory import Inventory
-from datasets.spec import DatasetSpec
+from datasets.layout import DataWarning, ImageRecord, Layout, interleave, missing_labels
+from datasets.masks import check_same_size, drop_empty_masks
+from datasets.spec import CocoOptions, DatasetSpec, SampleOptions
 
 COCO2017_INTERLEAVE = 6  # the authors' 6:1 split of val2017, on sorted image ids
 
@@ -58,30 +60,21 @@ prompt_source=auto: the training split needs no json; without one it is every im
 AUTHORS_ZERO_HEIGHT_PIXELS = 100
 
 
-@dataclass(frozen=True)
-class CocoRules:
-    """Which annotations of an image become instances (see the module docstring)."""
+def listed(annotation: dict[str, Any], rules: CocoOptions) -> bool:
+    """Whether an annotation is read at all under the `rules` (dataset.coco.crowd: keep crowd
+    annotations; dataset.coco.zero_size: "drop" zero-size boxes and empty segmentations, or the
+    "authors" rule): the checks that need no decoding."""
+    width, height = (annotation.get("bbox") or [0, 0, 0, 0])[2:]
+    if annotation.get("iscrowd", 0) and not rules.crowd:
+        return False
+    if rules.zero_size == "authors":
+        return width != 0
+    return width > 0 and height > 0 and bool(annotation.get("segmentation"))
 
-    crowd: bool = False  # keep crowd annotations
-    max_masks: int = 0  # at most this many instances per image, in file order (0: all)
-    zero_size: str = "drop"  # "drop" zero-size boxes and empty segmentations, or the "authors" rule
 
-    @classmethod
-    def from_spec(cls, spec: DatasetSpec) -> CocoRules:
-        return cls(spec.coco.crowd, spec.coco.max_masks, spec.coco.zero_size)
-
-    def listed(self, annotation: dict[str, Any]) -> bool:
-        """Whether an annotation is read at all (the checks that need no decoding)."""
-        width, height = (annotation.get("bbox") or [0, 0, 0, 0])[2:]
-        if annotation.get("iscrowd", 0) and not self.crowd:
-            return False
-        if self.zero_size == "authors":
-            return width != 0
-        return width > 0 and height > 0 and bool(annotation.get("segmentation"))
-
-    def kept(self, box: list[float], mask: np.ndarray) -> bool:
-        """Whether a listed annotation, decoded to `mask`, is kept (the authors' zero-height check)."""
-        return self.zero_size != "authors" or box[3] != 0 or np.count_nonzero(mask) >= AUTHORS_ZERO_HEIGHT_PIXELS
+def kept(box: list[float], mask: np.ndarray, rules: CocoOptions) -> bool:
+    """Whether a listed annotation, decoded to `mask`, is kept (the authors' zero-height check)."""
+    return rules.zero_size != "authors" or box[3] != 0 or np.count_nonzero(mask) >= AUTHORS_ZERO_HEIGHT_PIXELS
 
 
 @dataclass(frozen=True)
@@ -104,7 +97,7 @@ class CocoJson:
     num_listed: int
 
 
-def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) -> CocoJson:
+def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoOptions) -> CocoJson:
     """Every image of a COCO instances json, sorted by id, with its annotations that `rules` list
     and that can be regions (maybe none); images are image_folder / file_name. Where the json's
     parts disagree, check_coco raises or warns; annotations that cannot be regions or whose fields
@@ -119,9 +112,11 @@ def read_coco(path: Path, layout: Layout, image_folder: Path, rules: CocoRules) 
         usable: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for a in annotations:
             if a["image_id"] in sizes:  # else named by check_coco
-                kept = usable_annotation(a, sizes[a["image_id"]], check, rules.listed, rules.zero_size == "authors")
-                if kept is not None:
-                    usable[a["image_id"]].append(kept)
+                usable_fields = usable_annotation(a, sizes[a["image_id"]], check,
+                                                  lambda annotation: listed(annotation, rules),
+                                                  rules.zero_size == "authors")
+                if usable_fields is not None:
+                    usable[a["image_id"]].append(usable_fields)
         check.warn()
         records = [CocoRecord(image_folder / image["file_name"], image["id"], image.get("height"), image.get("width"),
                               tuple(usable[image["id"]])) for image in sorted(images, key=lambda i: i["id"])]
@@ -205,10 +200,10 @@ class CocoDataset(FileDataset):
     """Images of COCO records; masks decoded from their annotations, boxes from their bboxes."""
 
     def __init__(self, records: list[CocoRecord], annotation_file: Path, layout: Layout, split: str,
-                 rules: CocoRules, exif: str = "auto", inventory: Inventory | None = None, **common) -> None:
+                 options: SampleOptions, rules: CocoOptions, inventory: Inventory | None = None) -> None:
         self.annotation_file = annotation_file
         self.rules = rules
-        super().__init__(records, layout, split, exif, inventory, **common)
+        super().__init__(records, layout, split, options, inventory)
 
     def check_sizes(self, split: str, sizes: list[tuple[int, int] | None]) -> None:
         """Warn (DataWarning, naming the json and the count) if images are not the size the json
@@ -237,7 +232,7 @@ class CocoDataset(FileDataset):
             if self.rules.max_masks and len(masks) >= self.rules.max_masks:
                 break
             mask = self.decode(annotation, record, height, width)
-            if mask is not None and self.rules.kept(annotation["bbox"], mask):
+            if mask is not None and kept(annotation["bbox"], mask, self.rules):
                 masks.append(mask)
                 boxes.append(annotation["bbox"])
         masks = np.stack(masks) if masks else np.zeros((0, height, width), bool)
@@ -268,25 +263,24 @@ class CocoDataset(FileDataset):
         return None
 
 
-def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path, **common) -> CocoDataset:
-    rules = CocoRules.from_spec(spec)
+def _coco2017_dataset(spec: DatasetSpec, split: str, layout: Layout, image_folder: Path) -> CocoDataset:
     inventory = Inventory(layout.dataset, split)
     annotation_file = layout.file("annotations/instances_val2017.json")
-    coco = read_coco(annotation_file, layout, image_folder, rules)
+    coco = read_coco(annotation_file, layout, image_folder, spec.coco)
     inventory.scan_listed(image_folder, {record.image for record in coco.records}, coco.path, recursive=True)
     chosen = interleave(coco.records, COCO2017_INTERLEAVE, split)
     inventory.assign(coco.records, chosen)
     records = annotated_split(coco, chosen, layout, split, inventory)
-    return CocoDataset(records, annotation_file, layout, split, rules, spec.exif, inventory, **common)
+    return CocoDataset(records, annotation_file, layout, split, spec.sample, spec.coco, inventory)
 
 
-def build_coco2017(spec: DatasetSpec, split: str, **common) -> CocoDataset:
+def build_coco2017(spec: DatasetSpec, split: str) -> CocoDataset:
     """COCO 2017 val: 6:1 interleave on sorted image ids ("val" and "test" are both the 1 part)."""
     layout = Layout.at("coco2017", spec.root, COCO2017_TREE)
-    return _coco2017_dataset(spec, split, layout, layout.folder("val2017"), **common)
+    return _coco2017_dataset(spec, split, layout, layout.folder("val2017"))
 
 
-def build_coco_c(spec: DatasetSpec, split: str, **common) -> CocoDataset:
+def build_coco_c(spec: DatasetSpec, split: str) -> CocoDataset:
     """COCO-C: the coco2017 split and annotations, images from corruption/<dataset.corruption>/."""
     layout = Layout.at("coco_c", spec.root, COCO_C_TREE)
     folder = layout.root / "corruption" / spec.corruption
@@ -294,11 +288,10 @@ def build_coco_c(spec: DatasetSpec, split: str, **common) -> CocoDataset:
         present = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
         raise layout.error(f"folder '{folder}' not found (dataset.corruption={spec.corruption!r}; "
                            f"corruptions present: {', '.join(present) or 'none'})")
-    return _coco2017_dataset(spec, split, layout, folder, **common)
+    return _coco2017_dataset(spec, split, layout, folder)
 
 
-def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rules: CocoRules,
-                     **common) -> ImagesOnlyDataset:
+def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path) -> ImagesOnlyDataset:
     """The training split without a json: the images of image_folder and its sub-folders (sorted by
     path) that the val / test json do not list, or without those json the k part of the k:1
     interleave."""
@@ -306,31 +299,30 @@ def coco_images_only(spec: DatasetSpec, layout: Layout, image_folder: Path, rule
     inventory = Inventory("coco", "train")
     images = inventory.scan(image_folder, recursive=True)
     evaluated = {record.image for name in (options.val, options.test) if name
-                 for record in read_coco(layout.file(name), layout, image_folder, rules).records}
+                 for record in read_coco(layout.file(name), layout, image_folder, options).records}
     chosen = interleave(images, spec.interleave, "train") if not (options.val or options.test) else images
     chosen = [path for path in chosen if path not in evaluated]
     inventory.assign(images, chosen)
-    return ImagesOnlyDataset([ImageRecord(path) for path in chosen], layout, "train", spec.exif, inventory, **common)
+    return ImagesOnlyDataset([ImageRecord(path) for path in chosen], layout, "train", spec.sample, inventory)
 
 
-def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesOnlyDataset:
+def build_coco(spec: DatasetSpec, split: str) -> CocoDataset | ImagesOnlyDataset:
     """Custom COCO data: dataset.coco.<split> if set (the whole json is the split), else the k:1
     interleave (k = dataset.interleave) of dataset.coco.annotations ("val" and "test" alike).
     With prompt_source=auto the training split may have no json (coco_images_only), or a json
     without annotations (its images)."""
     options = spec.coco
-    rules = CocoRules.from_spec(spec)
     layout = Layout.at("coco", spec.root, CUSTOM_TREE)
     image_folder = layout.folder(options.images)
     json_name = options.split_json(split) or options.annotations
     if not (json_name and (layout.root / json_name).is_file()):
         if spec.labels_optional(split):
-            return coco_images_only(spec, layout, image_folder, rules, **common)
+            return coco_images_only(spec, layout, image_folder)
         problem = f"file '{layout.root / json_name}' not found" if json_name else \
             f"neither dataset.coco.{split} nor dataset.coco.annotations is set"
         raise missing_labels(layout, split, problem)
     annotation_file = layout.file(json_name)
-    coco = read_coco(annotation_file, layout, image_folder, rules)
+    coco = read_coco(annotation_file, layout, image_folder, options)
     inventory = Inventory("coco", split)
     per_split = bool(options.split_json(split))
     # file names may hold a folder: the sub-folders are read too
@@ -339,7 +331,7 @@ def build_coco(spec: DatasetSpec, split: str, **common) -> CocoDataset | ImagesO
     records = coco.records if per_split else interleave(coco.records, spec.interleave, split)
     inventory.assign(coco.records, records)
     if spec.labels_optional(split) and coco.num_annotations == 0:
-        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.exif,
-                                 inventory, **common)
-    return CocoDataset(annotated_split(coco, records, layout, split, inventory), annotation_file, layout, split, rules,
-                       spec.exif, inventory, **common)
+        return ImagesOnlyDataset([ImageRecord(record.image) for record in records], layout, split, spec.sample,
+                                 inventory)
+    return CocoDataset(annotated_split(coco, records, layout, split, inventory), annotation_file, layout, split,
+                       spec.sample, options, inventory)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from datasets.files import DataWarning
+from datasets.layout import DataWarning
 
 MAX_IDS = 20  # annotation ids named per kind of problem; the rest are counted
 EXTENT_TOLERANCE = 2.0  # pixels between a bbox side and its segmentation's extent (polygon rounding)

@@ -4,7 +4,7 @@ Each image images/<stem>.<ext> has either masks/<stem>.png, a label map with one
 non-zero value (grey, palette or 16-bit PNG; a binary 0/255 mask is one instance, also saved as
 JPEG; a colour-coded PNG, one instance per colour on black), or a folder masks/<stem>/ with one PNG
 per instance (its non-zero pixels). Other label maps must be lossless (PNG): JPEG ones are refused
-(datasets/files.py read_label_map). Sub-folders of images/ are not read (masks/<stem>/ would be
+(datasets/masks.py read_label_map). Sub-folders of images/ are not read (masks/<stem>/ would be
 ambiguous); they are named when the split is built. EXIF orientation tags are applied by default
 (dataset.exif=auto), as labelling tools draw on the displayed picture.
 
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.files import (IMAGE_EXTENSIONS, ImageRecord, ImagesOnlyDataset, Layout, LabelMapDataset, MaskRecord,
-                            drop_empty_masks, interleave, labelled, mask_records, missing_labels, read_label_map)
+from datasets.files import ImagesOnlyDataset, LabelMapDataset
 from datasets.instances import SampleError
-from datasets.inventory import Inventory
+from datasets.inventory import IMAGE_EXTENSIONS, Inventory
+from datasets.layout import ImageRecord, Layout, MaskRecord, interleave, labelled, mask_records, missing_labels
+from datasets.masks import drop_empty_masks, read_label_map
 from datasets.spec import DatasetSpec
 
 TREE = """
@@ -59,7 +60,7 @@ class FolderDataset(LabelMapDataset):
         return super().no_instance(record)
 
 
-def build_folder(spec: DatasetSpec, split: str, **common) -> FolderDataset | ImagesOnlyDataset:
+def build_folder(spec: DatasetSpec, split: str) -> FolderDataset | ImagesOnlyDataset:
     """The split's images with their masks (an image without one, a mask without an image, a
     sub-folder of images/ and a file of another format are skipped, named in the inventory)."""
     layout = Layout.at("folder", spec.root, TREE)
@@ -74,11 +75,11 @@ def build_folder(spec: DatasetSpec, split: str, **common) -> FolderDataset | Ima
         records = [ImageRecord(path) for path in images.values()]
         chosen = interleave(records, spec.interleave, split) if pooled else records
         inventory.assign(records, chosen)
-        return ImagesOnlyDataset(chosen, layout, split, spec.exif, inventory, **common)
+        return ImagesOnlyDataset(chosen, layout, split, spec.sample, inventory)
     masks = layout.files_by_stem(mask_folder, inventory=inventory, sub_folders=True)
     records = mask_records(images, masks, mask_folder, inventory=inventory)
     chosen = interleave(records, spec.interleave, split) if pooled else records
     inventory.assign(records, chosen)
     if not spec.labels_optional(split):
         chosen = labelled(chosen, inventory)
-    return FolderDataset(chosen, layout, split, exif=spec.exif, inventory=inventory, **common)
+    return FolderDataset(chosen, layout, split, spec.sample, inventory=inventory)

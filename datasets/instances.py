@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.inventory import Inventory
-from datasets.prompts import COARSE_POLYGONS, authors_coarse_boxes, boxes_from_masks, make_prompts
-from datasets.transforms import (RESIZES, STRONG_FROM, VIEWS_AT, Augment, pad_to_square, resize_image,
-                                 resize_longest_side, resize_square, resize_square_image, to_bytes)
+from datasets.prompts import authors_coarse_boxes, boxes_from_masks, make_prompts
+from datasets.spec import SampleOptions
+from datasets.transforms import (Augment, pad_to_square, resize_image, resize_longest_side, resize_square,
+                                 resize_square_image, to_bytes)
 from utils.padding import pad_offsets
 
 
@@ -56,7 +57,9 @@ def sample_seed(*keys: int) -> int:
 
 
 class InstanceDataset(Dataset):
-    """Base class: subclasses set `self.records` and implement `load`.
+    """Base class: subclasses set `self.records` and implement `load`. `options` say how samples are
+    made (one object for every split of a run: DatasetSpec.sample); `train` marks the training split,
+    which augments and subsamples.
 
     Items are an index (evaluation: prompts drawn from a seed fixed per index) or an
     (index, seed) pair (training: flips, strong view, instance subsampling and points all follow
@@ -66,40 +69,13 @@ class InstanceDataset(Dataset):
     records: list[Any]
     has_labels = True  # False: images only (prompt_source=auto), `load` is not available
     inventory: Inventory | None = None  # what became of the files the split is read from (datasets read from files)
+    # prompt_source=auto: the automatic instances (datasets/auto_prompts.py) that replace the labels (build_dataset)
+    auto_instances: InstanceSource | None = None
 
-    def __init__(self, image_size: int, prompt: str, train: bool, seed: int = 0, num_points: int = 5,
-                 coarse_as: str = "box", max_nums: int = 0, pad: str = "bottom_right", flip: bool = True,
-                 strong: bool = True, embedding_size: int | None = None, views_at: str = "input",
-                 keep_vanished: bool = False, point_negatives: str = "image", coarse_polygon: str = "largest",
-                 auto_instances: InstanceSource | None = None, resize: str = "longest_side",
-                 strong_from: str = "weak") -> None:
-        self.image_size = image_size
-        if resize not in RESIZES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got '{resize}'")
-        self.square = resize == "square"
-        self.mask_input_size = 4 * (embedding_size or image_size // 16)
-        self.prompt = prompt
+    def __init__(self, options: SampleOptions, train: bool) -> None:
+        self.options = options
         self.train = train
-        self.seed = seed
-        self.num_points = num_points
-        self.coarse_as = coarse_as
-        self.max_nums = max_nums if train else 0
-        self.pad = pad
-        self.augment = Augment(flip=flip and train, strong=strong and train)
-        if views_at not in VIEWS_AT:
-            raise ValueError(f"views_at must be one of {', '.join(VIEWS_AT)}, got '{views_at}'")
-        self.views_at_native = views_at == "native"
-        if strong_from not in STRONG_FROM:
-            raise ValueError(f"strong_from must be one of {', '.join(STRONG_FROM)}, got '{strong_from}'")
-        self.strong_unflipped = strong_from == "unflipped"
-        self.keep_vanished = keep_vanished and not train
-        self.point_negatives = point_negatives
-        if coarse_polygon not in COARSE_POLYGONS:
-            raise ValueError(f"coarse_polygon must be one of {', '.join(COARSE_POLYGONS)}, got '{coarse_polygon}'")
-        # the authors' coarse box is made at native size and then moves with the image like a box prompt
-        self.native_coarse_boxes = prompt == "coarse" and coarse_as == "box" and coarse_polygon == "authors"
-        # prompt_source=auto: the automatic instances (datasets/auto_prompts.py) that replace the labels
-        self.auto_instances = auto_instances
+        self.augment = Augment(flip=options.flip and train, strong=options.strong and train)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Image H x W x 3 uint8 RGB, masks N x H x W bool, boxes N x 4 XYXY (None: from masks)."""
@@ -133,7 +109,7 @@ class InstanceDataset(Dataset):
         also an image left without instances) is skipped with a SkippedImageWarning: evaluation gets
         a sample without instances in its place, training the next image with the same seed (so a
         run stays reproducible). The sample's `skipped` lists the positions skipped for it."""
-        index, seed = item if isinstance(item, tuple) else (item, sample_seed(self.seed, item))
+        index, seed = item if isinstance(item, tuple) else (item, sample_seed(self.options.seed, item))
         skipped: list[int] = []
         for _ in range(len(self)):
             try:
@@ -153,54 +129,58 @@ class InstanceDataset(Dataset):
     def make_sample(self, image: np.ndarray, masks: np.ndarray, boxes: np.ndarray | None, index: int,
                     seed: int) -> dict[str, Any]:
         """The sample (without `skipped`) of an image H x W x 3, its masks N x H x W and boxes N x 4."""
+        options, size = self.options, self.options.image_size
         rng = np.random.default_rng(seed)
-        if self.native_coarse_boxes:
+        # the authors' coarse box is made at native size and then moves with the image like a box prompt
+        native_coarse_boxes = options.prompt == "coarse" and options.coarse_as == "box" and \
+            options.coarse_polygon == "authors"
+        if native_coarse_boxes:
             boxes = authors_coarse_boxes(masks)
         elif boxes is None:
             boxes = boxes_from_masks(masks)
         boxes = boxes.astype(np.float32)
-        if self.max_nums and len(masks) > self.max_nums:
-            keep = np.sort(rng.choice(len(masks), self.max_nums, replace=False))
+        if self.train and options.max_nums and len(masks) > options.max_nums:
+            keep = np.sort(rng.choice(len(masks), options.max_nums, replace=False))
             masks, boxes = masks[keep], boxes[keep]
         if self.train and len(masks) == 0:
             raise SampleError("no instance to train on (the image has no annotation, or every mask is empty)")
+        square, native = options.resize == "square", options.views_at == "native"
         strong = None
-        if self.views_at_native:  # the authors' order: both views at the image's own size, then the resize
+        if native:  # the authors' order: both views at the image's own size, then the resize
             unflipped = image
             image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
             strong = self.strong_view(unflipped, image, seed)
             if strong is not None:
-                strong = (resize_square_image if self.square else resize_image)(strong, self.image_size)
-        image, masks, boxes = (resize_square if self.square else resize_longest_side)(image, masks, boxes,
-                                                                                      self.image_size)
-        if not self.views_at_native:
+                strong = (resize_square_image if square else resize_image)(strong, size)
+        image, masks, boxes = (resize_square if square else resize_longest_side)(image, masks, boxes, size)
+        if not native:
             unflipped = image
             image, masks, boxes = self.augment.weak_view(image, masks, boxes, seed)
             strong = self.strong_view(unflipped, image, seed)
-        if not self.keep_vanished:
+        if self.train or not options.keep_vanished:
             keep = masks.any(axis=(1, 2))  # instances too thin to survive the resize
             masks, boxes = masks[keep], boxes[keep]
         if self.train and len(masks) == 0:
             raise SampleError("no instance to train on (every instance was lost in the resize)")
         height, width = image.shape[:2]
-        top, left = pad_offsets(height, width, self.image_size, self.pad)
+        top, left = pad_offsets(height, width, size, options.pad)
         valid = (top, left, height, width)
         boxes = boxes + np.array([left, top, left, top], np.float32)
-        masks = pad_to_square(masks, top, left, self.image_size, first_axis=1)
+        masks = pad_to_square(masks, top, left, size, first_axis=1)
         # without instances there is nothing to prompt (evaluation passes such images by)
-        prompts = make_prompts("box" if self.native_coarse_boxes else self.prompt, masks, boxes, valid, rng,
-                               self.num_points, self.coarse_as,
-                               mask_input_size=self.mask_input_size,
-                               point_negatives=self.point_negatives) if len(masks) else {}
+        prompts = make_prompts("box" if native_coarse_boxes else options.prompt, masks, boxes, valid, rng,
+                               options.num_points, options.coarse_as,
+                               mask_input_size=4 * options.embedding_size,
+                               point_negatives=options.point_negatives) if len(masks) else {}
         sample = {
-            "image": _to_chw(pad_to_square(image, top, left, self.image_size, first_axis=0)),
+            "image": _to_chw(pad_to_square(image, top, left, size, first_axis=0)),
             "valid": torch.tensor(valid, dtype=torch.int64),
             "masks": torch.from_numpy(masks),
             "prompts": prompts,
             "index": index,
         }
         if strong is not None:
-            sample["image_strong"] = _to_chw(pad_to_square(strong, top, left, self.image_size, first_axis=0))
+            sample["image_strong"] = _to_chw(pad_to_square(strong, top, left, size, first_axis=0))
         return sample
 
     def strong_view(self, unflipped: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarray | None:
@@ -208,11 +188,11 @@ class InstanceDataset(Dataset):
         flips with strong_from "unflipped" (the authors' first release)."""
         if not self.train:
             return None
-        return self.augment.strong_view(unflipped if self.strong_unflipped else weak, seed)
+        return self.augment.strong_view(unflipped if self.options.strong_from == "unflipped" else weak, seed)
 
     def empty_sample(self, index: int, seed: int) -> dict[str, Any]:
         """A blank image without instances, standing in for a skipped evaluation image."""
-        size = self.image_size
+        size = self.options.image_size
         return self.make_sample(np.zeros((size, size, 3), np.uint8), np.zeros((0, size, size), bool),
                                 np.zeros((0, 4), np.float32), index, seed)
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, drop_empty_masks, interleave, labelled
+from datasets.files import LabelMapDataset
 from datasets.inventory import Inventory
+from datasets.layout import Layout, MaskRecord, interleave, labelled
+from datasets.masks import drop_empty_masks
 from datasets.spec import DatasetSpec
 
 KVASIR_INTERLEAVE = 5  # the authors' 5:1 split, in the order of kavsir_bboxes.json's keys
@@ -74,7 +76,7 @@ def existing_images(records: list, inventory: Inventory, source: str) -> list:
     return kept
 
 
-def build_kvasir(spec: DatasetSpec, split: str, **common) -> KvasirDataset:
+def build_kvasir(spec: DatasetSpec, split: str) -> KvasirDataset:
     """Kvasir-SEG: 5:1 interleave in the key order of kavsir_bboxes.json ("val" and "test" are
     both the 1 part)."""
     layout = Layout.at("kvasir", spec.root, KVASIR_TREE)
@@ -97,10 +99,10 @@ def build_kvasir(spec: DatasetSpec, split: str, **common) -> KvasirDataset:
     chosen = existing_images(chosen, inventory, path.name)
     if not spec.labels_optional(split):
         chosen = labelled(chosen, inventory)
-    return KvasirDataset(chosen, layout, split, binary=True, exif=spec.exif, inventory=inventory, **common)
+    return KvasirDataset(chosen, layout, split, spec.sample, binary=True, inventory=inventory)
 
 
-def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+def build_isic2016(spec: DatasetSpec, split: str) -> LabelMapDataset:
     """ISIC 2016 (ISBI 2016 Part 1): the official training (900) and test (379) images; "val" is test.
 
     The CSVs are read as the authors' pandas call: gbk text, the first line a header, columns 1
@@ -129,4 +131,4 @@ def build_isic2016(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     chosen = existing_images(records, inventory, path.name)
     if not spec.labels_optional(split):
         chosen = labelled(chosen, inventory)
-    return LabelMapDataset(chosen, layout, split, binary=True, exif=spec.exif, inventory=inventory, **common)
+    return LabelMapDataset(chosen, layout, split, spec.sample, binary=True, inventory=inventory)

@@ -14,7 +14,6 @@ import torch
 # the sigmoid is saturated (SAM's own mask inputs are previous low-res logits).
 MASK_PROMPT_LOGIT = 10.0
 PROMPT_TYPES = ("box", "point", "coarse")
-COARSE_POLYGONS = ("largest", "authors")  # coarse_polygon (the polygon's box) or authors_coarse_boxes
 POINT_NEGATIVES = ("image", "canvas")  # where negative points are drawn: the image only, or the padded canvas too
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave, labelled, mask_records
+from datasets.files import LabelMapDataset
 from datasets.inventory import Inventory
+from datasets.layout import Layout, MaskRecord, interleave, labelled, mask_records
 from datasets.spec import DatasetSpec
 
 ROBOTIC_INTERLEAVE = 6
@@ -34,7 +35,7 @@ def robotic_background(relative: Path) -> tuple[int, ...]:
     return (0, 1, 2) if "table" in relative.as_posix() else (0, 1)
 
 
-def build_ocid(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+def build_ocid(spec: DatasetSpec, split: str) -> LabelMapDataset:
     """The rgb/ and label/ PNGs of every sequence folder ("seq" in its name) paired by name."""
     layout = Layout.at("ocid", spec.root, OCID_TREE)
     inventory = Inventory("ocid", split)
@@ -48,26 +49,24 @@ def build_ocid(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
         raise layout.error(f"no images matching '{layout.root}/**/*seq*/rgb/*.png'")
     records = sorted((replace(r, background=robotic_background(r.image.relative_to(layout.root))) for r in records),
                      key=lambda r: r.image)
-    return _robotic_dataset(layout, inventory, records, interleave(records, ROBOTIC_INTERLEAVE, split), spec, split,
-                            **common)
+    return _robotic_dataset(layout, inventory, records, interleave(records, ROBOTIC_INTERLEAVE, split), spec, split)
 
 
-def build_osd(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+def build_osd(spec: DatasetSpec, split: str) -> LabelMapDataset:
     layout = Layout.at("osd", spec.root, OSD_TREE)
     inventory = Inventory("osd", split)
     images = layout.files_by_stem(layout.folder("image_color"), inventory=inventory)
     masks = layout.folder("annotation")
     records = mask_records(images, layout.files_by_stem(masks, inventory=inventory), masks, inventory=inventory)
     records = [replace(r, background=robotic_background(r.mask.relative_to(layout.root))) for r in records]
-    return _robotic_dataset(layout, inventory, records, interleave(records, spec.interleave, split), spec, split,
-                            **common)
+    return _robotic_dataset(layout, inventory, records, interleave(records, spec.interleave, split), spec, split)
 
 
 def _robotic_dataset(layout: Layout, inventory: Inventory, records: list[MaskRecord], chosen: list[MaskRecord],
-                     spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+                     spec: DatasetSpec, split: str) -> LabelMapDataset:
     """The split `chosen` of `records`; with labels needed, its images without a mask and those
     without an object are skipped."""
     inventory.assign(records, chosen)
     labels_needed = not spec.labels_optional(split)
-    return LabelMapDataset(labelled(chosen, inventory) if labels_needed else chosen, layout, split,
-                           drop_empty=labels_needed, exif=spec.exif, inventory=inventory, **common)
+    return LabelMapDataset(labelled(chosen, inventory) if labels_needed else chosen, layout, split, spec.sample,
+                           drop_empty=labels_needed, inventory=inventory)

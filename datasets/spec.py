@@ -1,16 +1,20 @@
 """What a dataset is built from: one frozen spec made once from the config and the model's sizes,
-so that the loaders read no config and never import the model."""
+so that the loaders read no config and never import the model.
+
+`from_config` below is the one place that maps config keys to fields; the config has checked every
+value (CHOICES and RANGES of configs/base_config.py, utils/config.py), so nothing here checks them
+again. The loaders get the spec; the datasets they build get its `sample` options, one object.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
 class CocoOptions:
     """COCO-format datasets (config dataset.coco): where the custom `coco` loader finds its files,
-    and which annotations count (datasets/coco.py, CocoRules)."""
+    and which annotations count (datasets/coco.py, listed and kept)."""
 
     images: str
     annotations: str
@@ -42,37 +46,61 @@ class SyntheticOptions:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """Everything the datasets need: which dataset and where (name, root, its options) and how
-    samples are made (input size S = image_size, prompts, augmentation). See configs/base_config.py
-    for each field's meaning and default (from_config copies them: no default is kept here);
-    `embedding_size` is the side of the model's image embedding, `resize` its input path
-    (datasets/transforms.py RESIZES)."""
+class SampleOptions:
+    """How every dataset reads its files and makes a sample of them (datasets/instances.py): the
+    model's input, the prompts and the augmentation. `image_size` (the input side S),
+    `embedding_size` (the side of the image embedding) and `resize` (the input path: "longest_side"
+    for SAM, "square" for SAM 2) are the model's (models/backbones.py input_sizes); every other field
+    is the config key whose last part is its name (from_config), whose meaning and default
+    configs/base_config.py gives. The training split augments (flip, strong) and subsamples
+    (max_nums); evaluation splits keep vanished instances if keep_vanished."""
 
-    name: str
     image_size: int
     embedding_size: int
     resize: str
-    root: str
-    corruption: str
-    interleave: int
+    pad: str
     exif: str
     keep_vanished: bool
-    coco: CocoOptions
-    synthetic: SyntheticOptions
     prompt: str
-    prompt_source: str
     seed: int
     num_points: int
     coarse_as: str
     coarse_polygon: str
     point_negatives: str
     max_nums: int
-    pad: str
     flip: bool
     strong: bool
     views_at: str
     strong_from: str
+
+    @classmethod
+    def from_config(cls, cfg, image_size: int, embedding_size: int, resize: str) -> SampleOptions:
+        """The options of a checked config (utils/config.py load_config) for a model of input side
+        `image_size`, embedding side `embedding_size` and input path `resize`."""
+        return cls(
+            image_size=image_size, embedding_size=embedding_size, resize=resize, pad=cfg.model.pad,
+            exif=cfg.dataset.exif, keep_vanished=cfg.dataset.keep_vanished, prompt=cfg.prompt, seed=cfg.seed,
+            num_points=cfg.num_points, coarse_as=cfg.coarse_as, coarse_polygon=cfg.coarse_polygon,
+            point_negatives=cfg.point_negatives, max_nums=cfg.max_nums, flip=cfg.augment.flip,
+            strong=cfg.augment.strong, views_at=cfg.augment.views_at, strong_from=cfg.augment.strong_from,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the datasets need: which dataset and where (name, root, its options), where the
+    training prompts come from (prompt_source), and how samples are made (`sample`). See
+    configs/base_config.py for each field's meaning and default (from_config copies them: no
+    default is kept here)."""
+
+    name: str
+    root: str
+    corruption: str
+    interleave: int
+    prompt_source: str
+    coco: CocoOptions
+    synthetic: SyntheticOptions
+    sample: SampleOptions
 
     @classmethod
     def from_config(cls, cfg, image_size: int, embedding_size: int, resize: str) -> DatasetSpec:
@@ -80,23 +108,11 @@ class DatasetSpec:
         `embedding_size` and input path `resize` (models/backbones.py input_sizes)."""
         data = cfg.dataset
         return cls(
-            name=data.name, image_size=image_size, embedding_size=embedding_size, resize=resize, root=data.root,
-            corruption=data.corruption, interleave=data.interleave, exif=data.exif, keep_vanished=data.keep_vanished,
-            coco=CocoOptions(**dict(data.coco)), synthetic=SyntheticOptions(**dict(data.synthetic)),
-            prompt=cfg.prompt, prompt_source=cfg.prompt_source, seed=cfg.seed, num_points=cfg.num_points,
-            coarse_as=cfg.coarse_as, coarse_polygon=cfg.coarse_polygon, point_negatives=cfg.point_negatives,
-            max_nums=cfg.max_nums, pad=cfg.model.pad, flip=cfg.augment.flip, strong=cfg.augment.strong,
-            views_at=cfg.augment.views_at, strong_from=cfg.augment.strong_from,
+            name=data.name, root=data.root, corruption=data.corruption, interleave=data.interleave,
+            prompt_source=cfg.prompt_source, coco=CocoOptions(**dict(data.coco)),
+            synthetic=SyntheticOptions(**dict(data.synthetic)),
+            sample=SampleOptions.from_config(cfg, image_size, embedding_size, resize),
         )
-
-    def sample_options(self, split: str) -> dict[str, Any]:
-        """The keyword arguments of InstanceDataset for `split`: the training split is augmented."""
-        return {"image_size": self.image_size, "embedding_size": self.embedding_size, "resize": self.resize,
-                "prompt": self.prompt, "train": split == "train", "seed": self.seed, "num_points": self.num_points,
-                "coarse_as": self.coarse_as, "max_nums": self.max_nums, "pad": self.pad, "flip": self.flip,
-                "strong": self.strong, "views_at": self.views_at, "strong_from": self.strong_from,
-                "keep_vanished": self.keep_vanished,
-                "point_negatives": self.point_negatives, "coarse_polygon": self.coarse_polygon}
 
     def labels_optional(self, split: str) -> bool:
         """Whether `split` may come without labels: the training split when its prompts come from the

@@ -11,17 +11,19 @@ import numpy as np
 from datasets.instances import InstanceDataset
 from datasets.scenes import render_scene
 from datasets.shifts import apply_shift, scene_style
+from datasets.spec import DatasetSpec, SampleOptions
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "pretrain": 3}
 
 
 class SyntheticDataset(InstanceDataset):
-    """`num_images` synthetic scenes of one split ("train", "val", "test", "pretrain") in the
-    target domain `shift` (see datasets/shifts.py; "none" is the source domain)."""
+    """`num_images` synthetic scenes of one split ("train", "val", "test", "pretrain") of side
+    `scene_size` with at most `max_objects` objects, in the target domain `shift` (see
+    datasets/shifts.py; "none" is the source domain); the training split is augmented."""
 
-    def __init__(self, split: str, num_images: int, scene_size: int = 128, max_objects: int = 6,
-                 shift: str = "none", scene_seed: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, split: str, num_images: int, options: SampleOptions, scene_size: int, max_objects: int,
+                 shift: str, scene_seed: int = 0) -> None:
+        super().__init__(options, train=split == "train")
         self.stream = SPLIT_STREAMS[split]
         self.scene_size = scene_size
         self.max_objects = max_objects
@@ -49,3 +51,10 @@ class SyntheticDataset(InstanceDataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, None]:
         image, masks = self.scene(index)
         return self.shifted(image, index), masks, None
+
+
+def build_synthetic(spec: DatasetSpec, split: str) -> SyntheticDataset:
+    """The `split` of the configured scenes (dataset.synthetic)."""
+    scenes = spec.synthetic
+    return SyntheticDataset(split, scenes.num_images(split), spec.sample, scene_size=scenes.image_size,
+                            max_objects=scenes.max_objects, shift=scenes.shift)

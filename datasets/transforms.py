@@ -21,10 +21,6 @@ from PIL import Image
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.transforms import Resize, ToTensor
 
-VIEWS_AT = ("input", "native")
-STRONG_FROM = ("weak", "unflipped")  # the strong view of the flipped weak view, or of the image before the flips
-RESIZES = ("longest_side", "square")  # SAM's input path, SAM 2's
-
 
 def preprocess_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """Size after resizing the longest side to `size` (SAM's ResizeLongestSide)."""

@@ -8,8 +8,9 @@ part); the official VOC train/val lists are not used.
 
 from __future__ import annotations
 
-from datasets.files import Layout, LabelMapDataset, MaskRecord, interleave
+from datasets.files import LabelMapDataset
 from datasets.inventory import NO_IMAGE, Inventory
+from datasets.layout import Layout, MaskRecord, interleave
 from datasets.spec import DatasetSpec
 
 VOC_INTERLEAVE = 6
@@ -31,7 +32,7 @@ def voc2012_folder(layout: Layout) -> str:
     raise layout.error(f"no VOCdevkit/VOC2012/SegmentationObject folder below '{layout.root}'")
 
 
-def build_voc2012(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
+def build_voc2012(spec: DatasetSpec, split: str) -> LabelMapDataset:
     """The images of the SegmentationObject masks; a mask without its JPEGImages image is skipped,
     and the JPEGImages without an instance mask are counted (VOC annotates objects in 2,913 of them)."""
     layout = Layout.at("voc2012", spec.root, TREE)
@@ -50,4 +51,4 @@ def build_voc2012(spec: DatasetSpec, split: str, **common) -> LabelMapDataset:
     unmasked = sum(1 for path in images.iterdir() if path.suffix.lower() == ".jpg") - len(with_image)
     if unmasked > 0:
         inventory.note(f"{unmasked} images of '{images}' have no instance mask (VOC's design), not read")
-    return LabelMapDataset(chosen, layout, split, exif=spec.exif, inventory=inventory, **common)
+    return LabelMapDataset(chosen, layout, split, spec.sample, inventory=inventory)

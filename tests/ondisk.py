@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +13,7 @@ from pycocotools import mask as mask_utils
 
 from datasets import DatasetSpec, build_dataset
 from datasets.instances import InstanceDataset
+from datasets.spec import SampleOptions
 from models.backbones import input_sizes
 from utils.config import load_config
 
@@ -21,6 +23,13 @@ HEIGHT, WIDTH = 40, 60
 def dataset_spec(cfg) -> DatasetSpec:
     """The spec of the configured dataset for the configured model, as the scripts make it."""
     return DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
+
+
+def sample_options(image_size: int = 64, **fields) -> SampleOptions:
+    """The default config's sample options (configs/base_config.py) for a SAM of input side
+    `image_size` (embedding side image_size / 16), with `fields` set: what a test's dataset takes."""
+    options = SampleOptions.from_config(load_config(user_config={}), image_size, image_size // 16, "longest_side")
+    return replace(options, **fields)
 
 
 def build(name: str, root: Path | str, split: str, *overrides: str) -> InstanceDataset:

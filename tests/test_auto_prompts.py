@@ -21,7 +21,7 @@ from models import build_wesam
 from models.lora import lora_layers
 from models.predictor import WeSAMPredictor
 from tests.conftest import load_tool, tiny_config_overrides
-from tests.ondisk import build, coco_image, write_coco_json, write_image, write_mask
+from tests.ondisk import build, coco_image, sample_options, write_coco_json, write_image, write_mask
 from tests.test_bad_inputs import cli
 from utils.config import load_config
 
@@ -37,15 +37,14 @@ def tiny_setup(tmp_path: Path, *overrides: str):
 
 
 def synthetic(cfg, num_images: int = 2) -> SyntheticDataset:
-    return SyntheticDataset("train", num_images, scene_size=96, max_objects=3, shift="camouflage", image_size=256,
-                            prompt="box", train=True)
+    return SyntheticDataset("train", num_images, sample_options(256), scene_size=96, max_objects=3, shift="camouflage")
 
 
 class OneImage(InstanceDataset):
     """One fixed image of any size and its masks."""
 
-    def __init__(self, image: np.ndarray, masks: np.ndarray, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, image: np.ndarray, masks: np.ndarray, image_size: int, **options) -> None:
+        super().__init__(sample_options(image_size, **options), train=False)
         self.records = [(image, masks)]
 
     def load(self, index: int):
@@ -60,7 +59,7 @@ def test_the_generator_sees_what_wesam_sees(tmp_path, pad):
     for layer in lora_layers(model.sam):  # a non-zero adapter, which the anchor must not use
         torch.nn.init.normal_(layer.adapters["student"].up_q.weight)
     image = np.random.default_rng(0).integers(0, 256, (300, 180, 3), dtype=np.uint8)
-    dataset = OneImage(image, np.zeros((0, 300, 180), bool), image_size=256, prompt="box", train=False, pad=pad)
+    dataset = OneImage(image, np.zeros((0, 300, 180), bool), image_size=256, pad=pad)
     sample = dataset[0]
     predictor = WeSAMPredictor(model, pad, None)
     predictor.set_image(image)
@@ -96,7 +95,7 @@ def test_recall_parts_and_background_of_a_hand_made_case():
     assert match_counts(truth, found) == {"found_gt": 2, "best_iou": pytest.approx(1.5), "matched": 2, "parts": 1,
                                           "background": 1}
     assert match_counts(truth, found[:0])["found_gt"] == 0 and match_counts(truth[:0], found)["background"] == 4
-    dataset = OneImage(np.zeros((4, 4, 3), np.uint8), truth, image_size=4, prompt="box", train=False)
+    dataset = OneImage(np.zeros((4, 4, 3), np.uint8), truth, image_size=4)
     rles = [{"rle": rle} for rle in mask_to_rle_pytorch(torch.from_numpy(found))]
     assert np.array_equal(AutoInstances([rles]).masks(0, 4, 4), found)
     assert diagnose(dataset, AutoInstances([rles])) == {

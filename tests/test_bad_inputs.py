@@ -379,7 +379,7 @@ def test_resume_with_a_new_learning_rate_uses_it(tiny_overrides, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_16_bit_grey_images_keep_their_range(tmp_path, suffix):
-    from datasets.files import read_image
+    from datasets.images import read_image
 
     grey = np.random.default_rng(0).integers(0, 256, (20, 30)).astype(np.uint8)
     path = tmp_path / f"microscopy{suffix}"
@@ -502,7 +502,7 @@ def phone_folder(root: Path, height: int = 48, width: int = 72) -> tuple[np.ndar
 
 
 def test_exif_phone_photos_are_read_as_displayed_by_the_folder_loader(tmp_path):
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from tests.ondisk import build
 
     displayed, mask = phone_folder(tmp_path)
@@ -516,7 +516,7 @@ def test_exif_phone_photos_are_read_as_displayed_by_the_folder_loader(tmp_path):
 
 
 def test_exif_ignored_says_so_when_the_sizes_disagree(tmp_path):
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from datasets.instances import SkippedImageWarning
     from tests.ondisk import build
 
@@ -530,7 +530,7 @@ def test_exif_ignored_says_so_when_the_sizes_disagree(tmp_path):
 
 def test_exif_on_square_photos_is_still_named(tmp_path):
     """Square photos give no size mismatch: the warning when the dataset is built is what tells."""
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from tests.ondisk import build
 
     phone_folder(tmp_path, 40, 40)
@@ -539,7 +539,7 @@ def test_exif_on_square_photos_is_still_named(tmp_path):
 
 
 def test_exif_coco_follows_the_stored_pixels_and_says_so(tmp_path):
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from tests.ondisk import box_annotation, build, coco_image, write_coco_json
 
     displayed = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
@@ -555,7 +555,7 @@ def test_exif_coco_follows_the_stored_pixels_and_says_so(tmp_path):
 
 def test_exif_tag_on_a_mask_file_turns_it_too(tmp_path):
     """Masks saved with the photo's tag (stored like the photo) line up once both are displayed."""
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from tests.ondisk import build
 
     displayed = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
@@ -593,7 +593,7 @@ def pil_image(mode: str, grey: np.ndarray) -> tuple[Image.Image, np.ndarray]:
                                           ("RGBA", ".png"), ("I;16", ".png"), ("I", ".tif"), ("F 0-1", ".tif"),
                                           ("F 0-255", ".tif")])
 def test_every_image_mode_reads_as_its_picture(tmp_path, mode, suffix):
-    from datasets.files import read_image
+    from datasets.images import read_image
 
     grey = np.random.default_rng(0).integers(0, 256, (12, 20)).astype(np.uint8)
     image, expected = pil_image(mode, grey)
@@ -607,7 +607,7 @@ def test_every_image_mode_reads_as_its_picture(tmp_path, mode, suffix):
 def test_16_bit_colour_images_keep_their_range(tmp_path):
     import cv2
 
-    from datasets.files import read_image
+    from datasets.images import read_image
 
     rgb = np.random.default_rng(0).integers(0, 256, (10, 14, 3)).astype(np.uint16)
     for suffix in (".png", ".tif"):
@@ -619,7 +619,7 @@ def test_16_bit_colour_images_keep_their_range(tmp_path):
 def test_unreadable_image_modes_are_refused_by_name(tmp_path):
     import cv2
 
-    from datasets.files import read_image
+    from datasets.images import read_image
     from datasets.instances import SampleError
 
     hdr = tmp_path / "hdr.tif"
@@ -663,7 +663,7 @@ def test_colour_coded_masks_give_one_instance_per_colour(tmp_path):
 def test_anti_aliased_colour_masks_are_refused_not_split(tmp_path):
     import cv2
 
-    from datasets.files import read_label_map
+    from datasets.masks import read_label_map
     from datasets.instances import SampleError
 
     rgb, _ = colour_instances()
@@ -683,7 +683,7 @@ def test_label_files_of_every_kind(tmp_path):
     """Grey saved as RGB, palette with a transparent index, grey + alpha, 1-bit, 16-bit colour, float."""
     import cv2
 
-    from datasets.files import read_label_map
+    from datasets.masks import read_label_map
     from datasets.instances import SampleError
 
     labels = np.zeros((10, 12), np.uint8)
@@ -746,7 +746,7 @@ def annotation(annotation_id: int, image_id: int, **extra) -> dict:
 
 
 def test_coco_json_whose_parts_disagree_is_named_with_counts(tmp_path):
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from tests.ondisk import build
 
     images = coco_folder(tmp_path)
@@ -831,7 +831,7 @@ def test_automatic_instances_of_a_turned_photo_are_not_those_of_the_stored_one(t
 
 def test_coco_images_not_of_the_json_size_are_named_before_any_work(tmp_path):
     """Photos annotated as displayed, read as COCO's stored pixels: counted when the split is built."""
-    from datasets.files import DataWarning
+    from datasets.layout import DataWarning
     from tests.ondisk import box_annotation, build, coco_image, write_coco_json
 
     for i in (1, 2):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.files import DataWarning
+from datasets.layout import DataWarning
 from tests.ondisk import (HEIGHT, WIDTH, box_annotation, build, coco_image, compressed_rle, labels, uncompressed_rle,
                           write_image)
 

@@ -11,8 +11,8 @@ import pytest
 
 import adaptation
 from datasets import DatasetLayoutError, StepSampler, UnusableDatasetError
-from datasets.files import DataWarning
 from datasets.instances import SkippedImageWarning
+from datasets.layout import DataWarning
 from tests.ondisk import (box_annotation, build, coco_image, compressed_rle, labels, split_sizes, write_coco_json,
                           write_corrupt, write_image, write_mask)
 from utils.config import ConfigError, load_config

@@ -1,4 +1,5 @@
-"""Shared file logic of the dataset loaders (datasets/files.py)."""
+"""Shared file logic of the dataset loaders: layout checks and splits (datasets/layout.py), reading images
+(datasets/images.py) and masks (datasets/masks.py), the mask-file dataset (datasets/files.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.files import (DatasetLayoutError, Layout, LabelMapDataset, MaskRecord, check_same_size, drop_empty_masks,
-                            interleave, label_instances, mask_records, read_image, read_label_map)
+from datasets.files import LabelMapDataset
+from datasets.images import read_image
 from datasets.instances import SampleError, SkippedImageWarning
-from tests.ondisk import labels, write_corrupt, write_image, write_mask
+from datasets.layout import DatasetLayoutError, Layout, MaskRecord, interleave, mask_records
+from datasets.masks import check_same_size, drop_empty_masks, label_instances, read_label_map
+from tests.ondisk import labels, sample_options, write_corrupt, write_image, write_mask
 
 TREE = """
 <root>/
@@ -172,7 +175,7 @@ def mask_dataset(tmp_path: Path, maps: list[np.ndarray], **kwargs) -> LabelMapDa
         write_mask(tmp_path / f"{i}.png", label_map)
         records.append(MaskRecord(tmp_path / f"{i}.jpg", tmp_path / f"{i}.png"))
     layout = Layout.at("demo", str(tmp_path), TREE)
-    return LabelMapDataset(records, layout, "test", image_size=64, prompt="box", train=False, **kwargs)
+    return LabelMapDataset(records, layout, "test", sample_options(), **kwargs)
 
 
 def test_binary_masks_are_thresholded_into_one_instance(tmp_path):

@@ -11,6 +11,8 @@ import torch
 from datasets.instances import InstanceDataset, StepSampler, collate, sample_seed
 from datasets.prompts import boxes_from_masks
 from datasets.transforms import resize_image
+from tests.ondisk import sample_options
+from utils.config import ConfigError, load_config
 
 RECTS = [(2, 3, 14, 20), (20, 30, 38, 60), (5, 40, 15, 52), (25, 2, 33, 12), (0, 58, 40, 64), (30, 18, 36, 26)]
 
@@ -18,11 +20,9 @@ RECTS = [(2, 3, 14, 20), (20, 30, 38, 60), (5, 40, 15, 52), (25, 2, 33, 12), (0,
 class RectDataset(InstanceDataset):
     """Images of height x width with one coloured rectangle (XYXY) per instance; boxes come from masks."""
 
-    def __init__(self, height: int = 64, width: int = 40, rects=RECTS, num_images: int = 4, **kwargs) -> None:
-        kwargs.setdefault("image_size", 64)
-        kwargs.setdefault("prompt", "box")
-        kwargs.setdefault("train", False)
-        super().__init__(**kwargs)
+    def __init__(self, height: int = 64, width: int = 40, rects=RECTS, num_images: int = 4, train: bool = False,
+                 **options) -> None:
+        super().__init__(sample_options(**options), train)
         self.height, self.width, self.rects = height, width, rects
         self.records = list(range(num_images))
 
@@ -178,8 +178,8 @@ def test_strong_view_of_the_unflipped_image_keeps_the_weak_views_geometry_elsewh
         flips.append(not torch.equal(ours["image"], unflipped[(1, seed)]["image"]))
         assert torch.equal(ours["image_strong"], theirs["image_strong"]) != flips[-1]
     assert any(flips) and not all(flips)
-    with pytest.raises(ValueError, match="strong_from"):
-        RectDataset(strong_from="image")
+    with pytest.raises(ConfigError, match="strong_from"):  # the config checks the options' values
+        load_config(user_config={}, overrides=["augment.strong_from=image"])
 
 
 def test_view_order_makes_no_difference_when_no_resize_is_needed():
@@ -224,7 +224,7 @@ def test_eval_items_are_deterministic_and_follow_the_base_seed():
     assert_samples_equal(dataset[2], RectDataset(prompt="point")[2])
     assert not torch.equal(dataset[2]["prompts"]["points"], RectDataset(prompt="point", seed=1)[2]["prompts"]["points"])
     # An eval item is the train item whose seed is derived from (base seed, index), minus the augmentation.
-    as_pair = dataset[(2, sample_seed(0, 2))]
+    as_pair = dataset[(2, sample_seed(dataset.options.seed, 2))]
     assert_samples_equal(dataset[2], as_pair)
 
 

@@ -1,6 +1,6 @@
 """The project's modules import downward: configs and utils (0), datasets and models (1, never each
-other), losses (2), engine (3), the scripts and tools (4). Every import is read with ast, those
-inside functions too."""
+other), losses (2), engine (3), the scripts and tools (4). The datasets read no config: the options
+reach them in one object (datasets/spec.py). Every import is read with ast, those inside functions too."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from tests.conftest import ROOT
 # package (or top-level script) -> layer
 LAYERS = {"configs": 0, "utils": 0, "datasets": 1, "models": 1, "losses": 2, "engine": 3,
           "adaptation": 4, "validate": 4, "predict": 4, "tools": 4}
-# packages of one layer that must not import each other
-SEPARATE = {frozenset({"datasets", "models"})}
+# packages that must not import each other: datasets and models (one layer); datasets and configs (the datasets get
+# their options from DatasetSpec.from_config, which reads a config it is given)
+SEPARATE = {frozenset({"datasets", "models"}), frozenset({"datasets", "configs"})}
 
 
 def project_modules() -> list[Path]:

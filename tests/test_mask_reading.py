@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.files import DataWarning, read_image, read_label_map
+from datasets.images import read_image
 from datasets.instances import SampleError, SkippedImageWarning
+from datasets.layout import DataWarning
+from datasets.masks import read_label_map
 from tests.ondisk import HEIGHT, WIDTH, build, labels, write_image, write_mask
 
 OBJECT = (5, 5, 40, 30)  # XYXY, exclusive ends

@@ -20,7 +20,7 @@ from datasets import build_dataset
 from models import build_sam, build_wesam
 from models.adapters import save_adapter
 from models.lora import STUDENT, adapter_state_dict, load_adapter_state_dict, merged_state_dict
-from tests.ondisk import box_annotation, coco_image, dataset_spec, write_coco_json, write_image
+from tests.ondisk import box_annotation, coco_image, dataset_spec, sample_options, write_coco_json, write_image
 from tools import export
 from utils.config import load_config
 from utils.metrics import instance_scores
@@ -136,7 +136,7 @@ def test_merged_export_gives_sam_predictor_the_adapted_masks(tmp_path):
     # the logits themselves, against our network with the adapter
     with torch.no_grad():
         sample = predict.PromptedImages([{"path": tmp_path / "images/scene.png", "boxes": np.array(BOXES, np.float32)}],
-                                        image_size=256, seed=0, pad="bottom_right", embedding_size=16)[0]
+                                        sample_options(256, seed=0))[0]
         from engine.predictions import sample_logits
         ours = sample_logits(adapted, sample, STUDENT)
         theirs, _, _ = predictor.predict_torch(None, None, boxes=sample["prompts"]["boxes"], multimask_output=False,

@@ -17,7 +17,7 @@ from PIL import Image
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from datasets.files import read_image
+from datasets.images import read_image
 from datasets.transforms import resize_square_image
 from losses.segmentation import iou_head_loss
 from engine.predictions import sample_outputs

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from configs.base_config import CHOICES, base_config
 from datasets import DatasetSpec, build_dataset
 from datasets.prompts import boxes_from_masks
 from datasets.scenes import MIN_VISIBLE_FRACTION, SHAPES, box_prior_masks, render_scene, shape_mask
 from datasets.shifts import SHIFTS, apply_shift, scene_style
+from datasets.spec import SampleOptions
 from datasets.synthetic import SyntheticDataset
-from tests.ondisk import dataset_spec
-from utils.config import load_config
+from tests.ondisk import dataset_spec, sample_options
+from utils.config import flatten, load_config
 
 
 @pytest.mark.parametrize("style", ["source", "camouflage"])
@@ -119,8 +123,8 @@ def test_every_shift_is_known_and_unknown_raises():
         apply_shift(np.zeros((4, 4, 3), np.uint8), "rain", np.random.default_rng(0))
 
 
-def make_split(split: str, **kwargs) -> SyntheticDataset:
-    return SyntheticDataset(split, 4, scene_size=64, image_size=64, prompt="box", train=False, **kwargs)
+def make_split(split: str, shift: str = "none", **kwargs) -> SyntheticDataset:
+    return SyntheticDataset(split, 4, sample_options(64), scene_size=64, max_objects=6, shift=shift, **kwargs)
 
 
 def test_synthetic_splits_never_share_a_scene():
@@ -157,11 +161,12 @@ def test_synthetic_sample_matches_the_scene():
 def test_build_dataset_for_each_prompt_type(tiny_overrides, prompt, coarse_as, keys):
     cfg = load_config(overrides=tiny_overrides + [f"prompt={prompt}", f"coarse_as={coarse_as}", "max_nums=2"])
     sizes = {"train": 6, "val": 3, "test": 4}
+    spec = dataset_spec(cfg)
     for split, size in sizes.items():
-        dataset = build_dataset(dataset_spec(cfg), split)
+        dataset = build_dataset(spec, split)
         assert isinstance(dataset, SyntheticDataset) and len(dataset) == size
         assert dataset.train == (split == "train")
-        assert dataset.seed == cfg.seed and dataset.max_nums == (2 if split == "train" else 0)
+        assert dataset.options.seed == cfg.seed and dataset.options.max_nums == 2
         sample = dataset[(0, 7)] if split == "train" else dataset[0]
         assert sample["image"].shape == (3, 256, 256) and sample["image"].dtype == torch.uint8
         assert ("image_strong" in sample) == (split == "train")
@@ -180,15 +185,36 @@ def test_build_dataset_for_each_prompt_type(tiny_overrides, prompt, coarse_as, k
 
 
 def test_dataset_spec_is_made_once_from_the_config(tiny_overrides):
-    import dataclasses
-
     cfg = load_config(overrides=tiny_overrides + ["prompt=point", "dataset.coco.crowd=true", "augment.flip=false"])
     spec = DatasetSpec.from_config(cfg, 256, 16, "longest_side")
-    assert (spec.name, spec.image_size, spec.embedding_size, spec.resize, spec.prompt) == (
+    sample = spec.sample
+    assert (spec.name, sample.image_size, sample.embedding_size, sample.resize, sample.prompt) == (
         "synthetic", 256, 16, "longest_side", "point")
-    assert spec.coco.crowd and not spec.flip and spec.synthetic.num_images("val") == 3 and spec.exif == "auto"
+    assert spec.coco.crowd and not sample.flip and spec.synthetic.num_images("val") == 3 and sample.exif == "auto"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.prompt = "box"
+        sample.prompt = "box"
+    # every split's dataset, and every dataset of a spec, makes its samples with the spec's one options object
+    assert all(build_dataset(spec, split).options is sample for split in ("train", "val", "test"))
+
+
+def test_each_sample_option_is_the_config_key_of_its_name():
+    """SampleOptions.from_config reads each field (the model's sizes aside) from the one config key whose
+    last part is the field's name: setting that key away from its default changes that field alone, to
+    the key's value."""
+    defaults = flatten(base_config)
+    names = [field.name for field in dataclasses.fields(SampleOptions)]
+    keys = {name: [key for key in defaults if key.split(".")[-1] == name]
+            for name in names if name not in ("image_size", "embedding_size", "resize")}
+    assert all(len(found) == 1 for found in keys.values()), keys
+    default = SampleOptions.from_config(load_config(user_config={}), 64, 4, "square")
+    for name, (key,) in keys.items():
+        value = defaults[key]
+        changed = next(c for c in CHOICES[key] if c != value) if key in CHOICES else \
+            (not value) if isinstance(value, bool) else value + 1
+        cfg = load_config(user_config={}, overrides=[f"{key}={changed}"])
+        options = SampleOptions.from_config(cfg, 64, 4, "square")
+        assert [n for n in names if getattr(options, n) != getattr(default, n)] == [name], key
+        assert getattr(options, name) == changed, key
 
 
 def test_the_default_dataset_is_what_the_config_fields_gave(tiny_overrides):
@@ -197,13 +223,14 @@ def test_the_default_dataset_is_what_the_config_fields_gave(tiny_overrides):
     cfg = load_config(overrides=tiny_overrides)
     for split, size in (("train", 6), ("test", 4)):
         dataset = build_dataset(dataset_spec(cfg), split)
-        by_hand = SyntheticDataset(split, size, scene_size=96, max_objects=cfg.dataset.synthetic.max_objects,
-                                   shift="camouflage", image_size=256, embedding_size=16, prompt=cfg.prompt,
-                                   train=split == "train", seed=cfg.seed, num_points=cfg.num_points,
-                                   coarse_as=cfg.coarse_as, max_nums=cfg.max_nums, pad=cfg.model.pad,
-                                   flip=cfg.augment.flip, strong=cfg.augment.strong, views_at=cfg.augment.views_at,
-                                   keep_vanished=cfg.dataset.keep_vanished, point_negatives=cfg.point_negatives,
-                                   coarse_polygon=cfg.coarse_polygon)
+        options = SampleOptions(image_size=256, embedding_size=16, resize="longest_side", pad=cfg.model.pad,
+                                exif=cfg.dataset.exif, keep_vanished=cfg.dataset.keep_vanished, prompt=cfg.prompt,
+                                seed=cfg.seed, num_points=cfg.num_points, coarse_as=cfg.coarse_as,
+                                coarse_polygon=cfg.coarse_polygon, point_negatives=cfg.point_negatives,
+                                max_nums=cfg.max_nums, flip=cfg.augment.flip, strong=cfg.augment.strong,
+                                views_at=cfg.augment.views_at, strong_from=cfg.augment.strong_from)
+        by_hand = SyntheticDataset(split, size, options, scene_size=96, max_objects=cfg.dataset.synthetic.max_objects,
+                                   shift="camouflage")
         item = (1, 77) if split == "train" else 1
         ours, theirs = dataset[item], by_hand[item]
         assert ours.keys() == theirs.keys()

@@ -28,6 +28,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
+from datasets.spec import SampleOptions  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
 from engine.checkpoint import PRETRAINING_PARTS, load_checkpoint, restore_pretraining, save_pretraining  # noqa: E402
 from engine.checks import check_foreign_files, check_outputs, run_main  # noqa: E402
@@ -52,7 +54,7 @@ from models.backbones import build_network, input_sizes  # noqa: E402
 from models.registry import SMALL_CONFIGS, resolve_path  # noqa: E402
 from models.sam2 import SMALL_SAM2  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
-from utils.config import ConfigError  # noqa: E402
+from utils.config import ConfigError, load_config  # noqa: E402
 from utils.files import check_output, path_argument, write_csv, write_json  # noqa: E402
 from utils.lock import hold_folder  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
@@ -158,9 +160,11 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
 
 
 def source_test_set(model_type: str, num_images: int) -> SyntheticDataset:
-    sizes = input_sizes(model_type)
-    return SyntheticDataset("test", num_images, scene_size=sizes["image_size"], shift="none", prompt="box",
-                            train=False, **sizes)
+    """Source-domain scenes at the model's input size, with box prompts; the rest as the default config's."""
+    sizes, defaults = input_sizes(model_type), load_config(user_config={})
+    options = replace(SampleOptions.from_config(defaults, **sizes), prompt="box")
+    return SyntheticDataset("test", num_images, options, scene_size=sizes["image_size"],
+                            max_objects=defaults.dataset.synthetic.max_objects, shift="none")
 
 
 def box_prior_miou(dataset: SyntheticDataset) -> float:
