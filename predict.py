@@ -44,11 +44,11 @@ from datasets.images import file_header, read_image
 from datasets.instances import InstanceDataset
 from datasets.inventory import IMAGE_EXTENSIONS, Inventory
 from datasets.spec import SampleOptions
+from engine.checkpoint import load_student_adapter
 from engine.checks import check_accelerator, check_outputs, config_inputs, run_main
 from engine.predictions import sample_outputs
 from engine.run import set_process_options
 from models import build_wesam
-from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.backbones import evaluation_decoding, input_sizes
 from utils.config import ConfigError, config_of, load_config

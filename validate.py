@@ -22,11 +22,11 @@ from lightning_fabric import Fabric
 from datasets import DatasetSpec, InstanceDataset, build_dataset, files_report
 from datasets.instances import display_pixels
 from engine.checks import check_outputs, check_scored, config_inputs, run_main
+from engine.checkpoint import load_student_adapter
 from engine.evaluate import evaluate
 from engine.predictions import crop_to_region, per_image_scores, sample_logits
 from engine.run import announce_precision, set_process_options
 from models import build_wesam, check_model_config
-from models.adapters import load_student_adapter
 from models.lora import STUDENT
 from models.backbones import evaluation_decoding, input_sizes
 from models.wesam import WeSAM

@@ -1,28 +1,26 @@
-"""A training run: its state (RunState), its checkpoint (save_run / load_run: the state beside the
-weights, optimizer and random states of every rank, so that a resumed run continues bit for bit),
-and the files it writes for people (RunFiles). The checkpoint holds only tensors, numbers, strings,
-lists and dicts: it loads with torch.load(weights_only=True)."""
+"""A training run: its state (RunState), its run folder, and the files it writes for people
+(RunFiles); what every rank of a run sets or shares. Its checkpoint, last.ckpt, is
+engine/checkpoint.py's."""
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 
-from models.adapters import read_checkpoint, save_adapter
-from utils.files import write_csv, write_json, write_torch
+from models.adapters import save_adapter
+from utils.files import write_csv, write_json
 
 
 @dataclass
 class RunState:
-    """What a run has done so far; everything else of a run follows from its config.
+    """What a run has done so far; everything else of a run follows from its config. last.ckpt holds
+    it (engine/checkpoint.py run_state_dict) beside the weights, optimizer and random states.
 
     `skipped_train` holds this rank's skipped training images (the union of all ranks once saved);
     `pseudo_label_iou_sum` / `_count` the teacher's pseudo-label mIoU (against the ground truth) of
@@ -47,31 +45,9 @@ class RunState:
     data_changes: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time, compare=False)
 
-    # the keys of state_dict() that every run's checkpoint has, and those that came later (optional)
-    KEYS = ("step", "history", "direct", "best", "seconds", "skipped_train", "pseudo_label_iou")
-    LATER_KEYS = ("data", "data_changes")
-
     def elapsed(self) -> float:
         """Wall time of the run so far, over every resumed part."""
         return self.seconds + time.time() - self.started
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "history": self.history, "direct": self.direct, "best": self.best,
-                "seconds": self.elapsed(), "skipped_train": sorted(self.skipped_train),
-                "pseudo_label_iou": [self.pseudo_label_iou_sum, self.pseudo_label_iou_count],
-                "data": self.data, "data_changes": self.data_changes}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> RunState:
-        """The run of a state_dict(); KeyError naming the keys it lacks."""
-        missing = [key for key in cls.KEYS if key not in state]
-        if missing:
-            raise KeyError(f"a run state needs {', '.join(missing)}")
-        total, count = state["pseudo_label_iou"]
-        return cls(step=state["step"], history=list(state["history"]), direct=state["direct"], best=state["best"],
-                   seconds=state["seconds"], skipped_train=set(state["skipped_train"]),
-                   pseudo_label_iou_sum=total, pseudo_label_iou_count=int(count),
-                   data=dict(state.get("data", {})), data_changes=list(state.get("data_changes", [])))
 
 
 def holds_run(folder: str | Path) -> bool:
@@ -97,53 +73,12 @@ def run_of_file(path: str | Path) -> Path | None:
     return None
 
 
-def save_run(path: str | Path, run: RunState, **parts: Any) -> None:
-    """Write a run's checkpoint: the run state and `parts` (adaptation.py: config, lora, optimizer,
-    rng, the random states of every rank in rank order)."""
-    write_torch(path, {**run.state_dict(), **parts})
-
-
-def load_run(path: str | Path, parts: Sequence[str]) -> tuple[RunState, dict[str, Any]]:
-    """The run state and the `parts` of a checkpoint written by save_run.
-
-    A checkpoint of adaptation.py written before RunState (it also holds a "scheduler", now unused:
-    the learning rate is a function of the step) has the same keys and loads the same. Raises
-    CheckpointError for a file that lacks a key (another kind of file) or cannot be read.
-    """
-    state = read_checkpoint(path, required=(*RunState.KEYS, *parts))
-    return RunState.from_state_dict(state), {key: state[key] for key in parts}
-
-
 def set_optimizer_values(optimizer: torch.optim.Optimizer, learning_rate: float, weight_decay: float) -> None:
     """Set the learning rate and weight decay of every parameter group, before each step: they are
     functions of the step and the config, so a resumed run (even with new values) restores neither."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
         group["weight_decay"] = weight_decay
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's Python, NumPy, torch (and CUDA) random states, as tensors, numbers and lists
-    (loadable with weights_only=True)."""
-    version, internal, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore random states saved by rng_state."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal.tolist()), gauss))
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def gather_objects(fabric: Any, obj: Any) -> list[Any]:

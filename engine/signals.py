@@ -24,8 +24,10 @@ class StopOnSignal:
     step. A second Ctrl-C stops at once (KeyboardInterrupt)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SAVE_AND_STOP = ("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, losing the "
+                     "steps since the last save)")
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str = SAVE_AND_STOP) -> None:
         self.message = message  # printed when a signal arrives
         self.received: str | None = None
         self.previous: dict[int, Any] = {}

@@ -1,6 +1,5 @@
-"""LoRA adapter files: safetensors with plain-text metadata (model type, rank, step...), and the
-student adapter of a run's last.ckpt. Torch files are read with weights_only=True: a checkpoint
-from someone else cannot run code."""
+"""LoRA adapter files: safetensors with plain-text metadata (model type, rank, step...). A run's
+last.ckpt, and loading the student adapter of either kind of file, are engine/checkpoint.py's."""
 
 from __future__ import annotations
 
@@ -12,35 +11,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from models.lora import DEFAULT_TARGETS, STUDENT, load_adapter_state_dict
 from models.weight_files import CheckpointError
 from utils.files import atomic_write
-
-
-def read_checkpoint(path: str | Path, required: Sequence[str] = ()) -> dict[str, Any]:
-    """A torch file of tensors, numbers, strings, lists and dicts, read with weights_only=True (no code runs).
-
-    Raises CheckpointError when the file is empty, truncated, not a torch file, or lacks one of
-    the `required` keys (another kind of file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist; runs write it as "
-                                "<out_dir>/checkpoints/last.ckpt.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for a bad file
-        hint = (" (it is empty)" if path.stat().st_size == 0
-                else f" ({type(error).__name__}: {str(error).splitlines()[0]})")
-        raise CheckpointError(f"Checkpoint '{path}' could not be read{hint}. It is truncated, corrupt, written by "
-                              "another program or by a version of wesam older than this one; resume from an intact "
-                              "<out_dir>/checkpoints/last.ckpt, or start a new run.") from error
-    missing = [key for key in required if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise CheckpointError(f"Checkpoint '{path}' is not a training state of this program (it lacks "
-                              f"{', '.join(missing)}). --resume takes <out_dir>/checkpoints/last.ckpt; an adapter "
-                              "(.safetensors) goes to validate.py --ckpt or predict.py --ckpt.")
-    return state
 
 
 def save_adapter(path: str | Path, weights: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -82,38 +54,3 @@ def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 def targets_text(targets: Sequence[str]) -> str:
     """lora.targets as adapter metadata write it: "qv" or "qv,stride4"."""
     return ",".join(targets)
-
-
-def load_student_adapter(sam: torch.nn.Module, path: str | Path, model_type: str, lora_rank: int,
-                         lora_targets: Sequence[str]) -> None:
-    """Load the student LoRA weights of an adapter file or a last.ckpt into `sam` (with LoRA).
-
-    Raises CheckpointError when the file's metadata names another model.type, lora.rank or
-    lora.targets than the config's (files written before lora.targets existed have q and v, the
-    default), or when its weights do not fit the model (a file without metadata).
-    """
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        state = read_checkpoint(path, required=("config", "lora"))
-        weights = state["lora"][STUDENT]
-        lora = state["config"]["lora"]
-        metadata = {"model_type": state["config"]["model"]["type"], "lora_rank": lora["rank"],
-                    "lora_targets": targets_text(lora.get("targets", DEFAULT_TARGETS))}
-    else:
-        weights, metadata = load_adapter(path)
-        if "lora_rank" in metadata:  # written by a run: before lora.targets, always on q and v
-            metadata.setdefault("lora_targets", targets_text(DEFAULT_TARGETS))
-    fix = "pass {key}={value} or the run's config.json (--config <out_dir>/config.json)"
-    for key, config_key, value in (("model_type", "model.type", model_type), ("lora_rank", "lora.rank", lora_rank),
-                                   ("lora_targets", "lora.targets", targets_text(lora_targets))):
-        saved, value = str(metadata.get(key, value)), str(value)
-        # the order of the targets changes nothing: each layer is adapted once, in the network's order
-        if (set(saved.split(",")) != set(value.split(",")) if key == "lora_targets" else saved != value):
-            raise CheckpointError(f"Adapter '{path}' was trained with {config_key}={saved} but the config "
-                                  f"has {value}; " + fix.format(key=config_key, value=saved) + ".")
-    try:
-        load_adapter_state_dict(sam, weights, STUDENT)
-    except ValueError as error:  # no metadata to compare: the weights themselves do not fit
-        raise CheckpointError(f"Adapter '{path}' does not fit model.type={model_type}, lora.rank={lora_rank}, "
-                              f"lora.targets={targets_text(lora_targets)}: {error} Use the config of the run that "
-                              "wrote it (--config <out_dir>/config.json).") from error

@@ -26,10 +26,11 @@ from safetensors.torch import save_file
 
 import adaptation
 import validate
+from engine.checkpoint import read_checkpoint
 from engine.checks import run_main
 from losses.wesam_loss import wesam_loss
 from models import build_sam
-from models.adapters import read_checkpoint, save_adapter
+from models.adapters import save_adapter
 from models.lora import adapter_state_dict
 from tests.conftest import ROOT, tiny_config_overrides
 from tests.ondisk import write_image, write_mask

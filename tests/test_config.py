@@ -418,7 +418,7 @@ def test_bad_json_config_raises_config_error(tmp_path, text):
 
 
 def test_warmup_from_zero_starts_at_lr_zero_as_the_authors_code():
-    from adaptation import learning_rate_factor
+    from engine.adapt import learning_rate_factor
 
     assert [learning_rate_factor(s, 4, [6], 0.1) for s in range(8)] == [0.25, 0.5, 0.75, 1, 1, 1, 0.1, 0.1]
     assert [learning_rate_factor(s, 4, [6], 0.1, from_zero=True) for s in range(5)] == [0, 0.25, 0.5, 0.75, 1]

@@ -16,8 +16,9 @@ from safetensors.torch import save_file
 import adaptation
 import validate
 from engine.auto_instances import anchor_digest, weights_digest
+from engine.checkpoint import load_student_adapter, read_checkpoint
 from models import WeSAM, build_wesam, check_model_config
-from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter, targets_text
+from models.adapters import load_adapter, save_adapter, targets_text
 from models.backbones import build_network, exported_checkpoint
 from models.lora import (STUDENT, TEACHER, LoRAConv2d, LoRALinear, adapter_state_dict, lora_layers,
                          merged_state_dict)

@@ -19,6 +19,7 @@ from PIL import Image
 import adaptation
 import predict
 import validate
+from engine.resume import adaptation_command
 from models import build_sam
 from tests.conftest import load_tool, tiny_config_overrides
 from tests.ondisk import write_image
@@ -190,7 +191,7 @@ def test_the_printed_resume_command_pastes_into_a_shell(run, capsys):
     words = subprocess.run(["bash", "-c", "printf '%s\\n' " + command], capture_output=True, text=True,
                            check=True).stdout.splitlines()
     assert words == ["python", "adaptation.py", "--resume", str(run / "checkpoints/last.ckpt")]
-    assert adaptation.adaptation_command("--resume", "a b/c'd") == """python adaptation.py --resume 'a b/c'"'"'d'"""
+    assert adaptation_command("--resume", "a b/c'd") == """python adaptation.py --resume 'a b/c'"'"'d'"""
 
 
 def test_home_folder_in_out_dir_is_one_folder_for_every_writer(tmp_path, monkeypatch):

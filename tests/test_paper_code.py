@@ -20,6 +20,7 @@ import adaptation
 from configs.base_config import base_config
 from configs.paper.versions import AUTHORS_CODE, HEAD, RELEASE, code_settings
 from datasets import DatasetSpec, build_dataset
+from engine.adapt import training_batches
 from losses.wesam_loss import loss_branches
 from models import build_wesam
 from models.backbones import input_sizes
@@ -238,7 +239,7 @@ def our_run_and_theirs(tmp_path: Path, switch: list[str]) -> tuple[dict, dict, d
     model = build_wesam(cfg)  # the starting LoRA of our run: drawn from cfg.seed
     spec = DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
     on_cpu = SimpleNamespace(world_size=1, global_rank=0, device=torch.device("cpu"))
-    batches = adaptation.training_batches(on_cpu, build_dataset(spec, "train"), cfg, 0)
+    batches = training_batches(on_cpu, build_dataset(spec, "train"), cfg, 0)
     authors_train(model, [next(batches) for _ in range(cfg.num_steps)], cfg)
     theirs = adapter_state_dict(model.sam, STUDENT)
     return ours, theirs, summary, authors_validate(model, build_dataset(spec, cfg.dataset.eval_split))

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import pretrain_source_sam as pretrain  # noqa: E402
 
-from models.adapters import read_checkpoint  # noqa: E402
+from engine.checkpoint import read_checkpoint  # noqa: E402
 from models.sam1 import build_sam  # noqa: E402
 from models.weight_files import read_state_dict  # noqa: E402
 from utils.config import ConfigError  # noqa: E402

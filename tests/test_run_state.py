@@ -1,5 +1,6 @@
-"""engine/run.py: the run state, its checkpoint (save_run / load_run) and random states, the learning
-rate set from the step, and a last.ckpt written before RunState existed."""
+"""The run state (engine/run.py), its checkpoint (engine/checkpoint.py: write_checkpoint /
+load_checkpoint) and random states, the learning rate set from the step (engine/adapt.py), and a
+last.ckpt written before RunState existed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 import torch
 
 import adaptation
-from engine.run import RunFiles, RunState, load_run, rng_state, save_run, set_optimizer_values, set_rng_state
+from engine.adapt import learning_rate, learning_rate_factor
+from engine.checkpoint import (ADAPTATION_PARTS, LATER_RUN_KEYS, RUN_KEYS, load_checkpoint, rng_state,
+                               run_from_state_dict, run_state_dict, set_rng_state, write_checkpoint)
+from engine.run import RunFiles, RunState, set_optimizer_values
 from models import CheckpointError
 from tests.conftest import tiny_config_overrides
 from tests.test_e2e import assert_same_adapters, read_csv
@@ -28,31 +32,31 @@ def a_run() -> RunState:
 
 def test_state_dict_round_trip():
     run = a_run()
-    state = run.state_dict()
-    assert set(state) == {*RunState.KEYS, *RunState.LATER_KEYS}
+    state = run_state_dict(run)
+    assert set(state) == {*RUN_KEYS, *LATER_RUN_KEYS}
     assert state["skipped_train"] == [1, 4] and state["pseudo_label_iou"] == [1.5, 2]
     assert state["seconds"] >= 12.5
-    again = RunState.from_state_dict(state)
+    again = run_from_state_dict(state)
     assert again == RunState(**{**run.__dict__, "seconds": state["seconds"]})
 
 
 def test_from_state_dict_names_the_missing_keys():
-    state = a_run().state_dict()
+    state = run_state_dict(a_run())
     del state["best"], state["history"]
     with pytest.raises(KeyError, match="history, best"):
-        RunState.from_state_dict(state)
+        run_from_state_dict(state)
 
 
 def test_save_and_load_a_run_with_its_parts(tmp_path):
     run, path = a_run(), tmp_path / "checkpoints" / "last.ckpt"
     weights = {"student": {"a": torch.arange(6.0).view(2, 3)}}
-    save_run(path, run, config={"seed": 1}, lora=weights, optimizer={"state": {}, "param_groups": []}, rng=[])
-    loaded, parts = load_run(path, ("config", "lora", "optimizer", "rng"))
+    write_checkpoint(path, run, config={"seed": 1}, lora=weights, optimizer={"state": {}, "param_groups": []}, rng=[])
+    loaded, parts = load_checkpoint(path, ADAPTATION_PARTS)
     assert (loaded.step, loaded.history, loaded.best, loaded.skipped_train) == (3, run.history, run.best, {1, 4})
     assert parts["config"] == {"seed": 1} and torch.equal(parts["lora"]["student"]["a"], weights["student"]["a"])
     assert torch.load(path, weights_only=True)["step"] == 3  # no pickled code in it
     with pytest.raises(CheckpointError, match="lacks extra"):
-        load_run(path, ("config", "extra"))
+        load_checkpoint(path, ("config", "extra"))
 
 
 def test_random_states_round_trip():
@@ -68,10 +72,10 @@ def test_learning_rate_of_the_step_is_the_former_schedulers():
                                  "opt.decay_factor=0.5"])
     ours = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.opt.learning_rate)
     reference = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.opt.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(reference, lambda step: adaptation.learning_rate_factor(
+    scheduler = torch.optim.lr_scheduler.LambdaLR(reference, lambda step: learning_rate_factor(
         step, cfg.opt.warmup_steps, cfg.opt.decay_steps, cfg.opt.decay_factor))
     for step in range(9):
-        set_optimizer_values(ours, adaptation.learning_rate(cfg, step), cfg.opt.weight_decay)
+        set_optimizer_values(ours, learning_rate(cfg, step), cfg.opt.weight_decay)
         assert ours.param_groups[0]["lr"] == reference.param_groups[0]["lr"]
         reference.step()
         scheduler.step()

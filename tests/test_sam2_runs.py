@@ -21,14 +21,16 @@ from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 import adaptation
+import engine.adapt
 import predict
 import validate
 from datasets import build_dataset
 from engine.auto_instances import top_instances
+from engine.checkpoint import load_student_adapter, read_checkpoint
 import models.sam2
 from losses.wesam_loss import wesam_loss
 from models import build_wesam
-from models.adapters import load_adapter, load_student_adapter, read_checkpoint, save_adapter
+from models.adapters import load_adapter, save_adapter
 from models.lora import STUDENT, TEACHER, adapter_state_dict, lora_layers
 from models.predictor import generator_settings, make_generator
 from models.sam2 import Sam2Backbone, WeSAM2Predictor, build_sam2_model, image_predictor, mask_generator, sam2_config
@@ -91,7 +93,7 @@ class Recorder:
                 super().__init__(*args, **kwargs)
                 recorder.optimizers.append(self)
 
-        monkeypatch.setattr(adaptation, "build_wesam", build)
+        monkeypatch.setattr(engine.adapt, "build_wesam", build)
         monkeypatch.setattr(torch.optim, "Adam", RecordedAdam)
 
     def loss(self, outputs, *args, **kwargs):

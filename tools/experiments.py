@@ -1,6 +1,6 @@
 """Many adaptation runs and their tables: what tools/paper_table.py and tools/benchmark_shift.py share.
 
-A cell is one adaptation run (adaptation.adapt) in its own out_dir. Runs are resumable as a set: a finished run
+A cell is one adaptation run (engine/adapt.py adapt) in its own out_dir. Runs are resumable as a set: a finished run
 (its summary.json reached num_steps) is read back instead of run again, and an interrupted one
 continues from its last.ckpt, so a killed benchmark picks up where it stopped; a folder holding a
 run with other settings is refused rather than mixed into a table.
@@ -14,8 +14,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from adaptation import adapt, resume_config
 from configs.base_config import base_config
+from engine.adapt import adapt
+from engine.resume import resume_config
 from utils.config import flatten, load_config
 
 # keys that may differ between an existing run and a request for it: where and how fast it runs,

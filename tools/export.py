@@ -37,9 +37,9 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.checkpoint import load_student_adapter  # noqa: E402
 from engine.checks import check_outputs, config_inputs, run_main  # noqa: E402
 from models import build_wesam  # noqa: E402
-from models.adapters import load_student_adapter  # noqa: E402
 from models.backbones import evaluation_decoding, exported_checkpoint  # noqa: E402
 from models.lora import merged_state_dict  # noqa: E402
 from utils.config import config_of, load_config  # noqa: E402

@@ -37,11 +37,11 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adaptation import adaptation_command  # noqa: E402
 from configs.paper import config_file  # noqa: E402
 from configs.paper.results import COCO_C_AVERAGE, PROMPTS, TABLE_DATASETS, TABLE_PROMPTS, TABLE_TITLES, paper_value  # noqa: E402
 from datasets import DatasetLayoutError, DatasetSpec, UnusableDatasetError, build_dataset  # noqa: E402
 from engine.checks import check_outputs  # noqa: E402
+from engine.resume import adaptation_command  # noqa: E402
 from models import CheckpointError  # noqa: E402
 from models.backbones import input_sizes  # noqa: E402
 from tools.experiments import config_differences, finished_summary, markdown_table, run_cell  # noqa: E402

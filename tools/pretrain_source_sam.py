@@ -10,7 +10,7 @@ contrast, gamma, colour balance, grey), so that a global intensity change is no 
 Loss: 20 focal + dice + IoU-head MSE, as SAM's own training. AdamW, linear warm-up, cosine decay.
 
 The run is resumable with the rules of adaptation.py: a folder that holds a run is refused unless
---resume is given, which continues <out>/last.ckpt (engine/run.py: the run state, weights,
+--resume is given, which continues <out>/last.ckpt (engine/checkpoint.py: the run state, weights,
 optimizer and random states); the data of step t depends only on (seed, t) and the learning rate
 on t, so stopping and resuming (e.g. --minutes per call on a machine with a time limit) gives the
 same model as one long run on the same device; --workers renders the scenes
@@ -44,13 +44,12 @@ from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.spec import SampleOptions  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
+from engine.checkpoint import PRETRAINING_PARTS, load_checkpoint, restore_pretraining, save_pretraining  # noqa: E402
 from engine.checks import check_foreign_files, check_outputs, run_main  # noqa: E402
 from engine.evaluate import evaluate  # noqa: E402
 from engine.signals import RunStopped, StopOnSignal, stop_requested  # noqa: E402
-from engine.run import (RunState, announce_precision, gather_objects, load_run, rng_state, save_run,  # noqa: E402
-                        set_optimizer_values, set_rng_state)
+from engine.run import RunState, announce_precision, set_optimizer_values  # noqa: E402
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
-from models.adapters import read_checkpoint  # noqa: E402
 from models.backbones import build_network, input_sizes, model_types, official_checkpoint  # noqa: E402
 from models.weight_files import resolve_path  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
@@ -61,9 +60,6 @@ from utils.metrics import instance_scores  # noqa: E402
 
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
 POINT_PROMPT_FRACTION = 0.4  # images whose instances get 5 + 5 points instead of a box
-# What last.ckpt holds beside the RunState: SAM's weights, the optimizer's state, the random states
-# of every rank, the arguments, the command and each session's device and time (for --export).
-CHECKPOINT_PARTS = ("model", "optimizer", "rng", "args", "command", "sessions")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,17 +200,17 @@ def export(args: argparse.Namespace) -> None:
     """Write the weights of <out>/last.ckpt as safetensors and, beside them, a JSON record of how they
     were made; a run that started from --init weights nests the record of those weights (read
     before anything is written, so exporting over the --init file keeps its history)."""
-    state = read_checkpoint(Path(args.out) / "last.ckpt")
-    init = state["args"].get("init")
+    run, saved = load_checkpoint(Path(args.out) / "last.ckpt", PRETRAINING_PARTS)
+    init = saved["args"].get("init")
     init_json = resolve_path(init).with_suffix(".json") if init else None
     init_record = json.loads(init_json.read_text()) if init_json and init_json.exists() else None
     target = Path(args.export)
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state["model"].items()}, str(target),
-              metadata={"model_type": state["args"]["model_type"], "step": str(state["step"])})
-    record = {"model_type": state["args"]["model_type"], "command": state["command"], "args": state["args"],
-              "step": state["step"], "history": state["history"], "sessions": state["sessions"],
-              "parameters": sum(v.numel() for v in state["model"].values()), "init": init_record}
+    save_file({k: v.contiguous() for k, v in saved["model"].items()}, str(target),
+              metadata={"model_type": saved["args"]["model_type"], "step": str(run.step)})
+    record = {"model_type": saved["args"]["model_type"], "command": saved["command"], "args": saved["args"],
+              "step": run.step, "history": run.history, "sessions": saved["sessions"],
+              "parameters": sum(v.numel() for v in saved["model"].values()), "init": init_record}
     write_json(target.with_suffix(".json"), record)
     print(f"Wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) and {target.with_suffix('.json')}")
 
@@ -227,17 +223,6 @@ def check_resume(args: argparse.Namespace, ckpt_path: Path) -> None:
                           "--resume, or choose another --out.")
     if args.resume and not ckpt_path.exists():
         raise ConfigError(f"--resume: '{ckpt_path}' does not exist; start the run without --resume.")
-
-
-def save(fabric: Fabric, ckpt_path: Path, run: RunState, model: WeSAM, optimizer: torch.optim.Optimizer,
-         args: argparse.Namespace, command: str, sessions: list[dict[str, Any]]) -> None:
-    """Write last.ckpt: the run state, SAM's weights, the optimizer's state and the random states of every rank."""
-    rng = gather_objects(fabric, rng_state())
-    sessions[-1]["seconds"] = round(time.time() - run.started, 1)
-    if fabric.global_rank == 0:
-        save_run(ckpt_path, run, model={k: v.detach().cpu() for k, v in model.sam.state_dict().items()},
-                 optimizer=optimizer.state_dict(), rng=rng, args=vars(args), command=command, sessions=sessions)
-    fabric.barrier()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -263,7 +248,7 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
         torch.set_num_threads(args.threads)
     ckpt_path = out / "last.ckpt"
     check_resume(args, ckpt_path)
-    run, saved = (load_run(ckpt_path, CHECKPOINT_PARTS) if args.resume else (RunState(), None))
+    run, saved = (load_checkpoint(ckpt_path, PRETRAINING_PARTS) if args.resume else (RunState(), None))
     if saved and (saved["args"]["model_type"] != args.model_type or saved["args"]["steps"] != args.steps):
         raise ConfigError(f"{ckpt_path} is a run of {saved['args']['model_type']} for {saved['args']['steps']} "
                           "steps; resume it with the same --model-type and --steps, or choose another --out.")
@@ -279,9 +264,7 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
     sessions = []
     if saved:
-        model.sam.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"][min(fabric.global_rank, len(saved["rng"]) - 1)])
+        restore_pretraining(fabric, saved, model.sam, optimizer)
         sessions = saved["sessions"]
         fabric.print(f"Resumed {ckpt_path} at step {run.step}")
     command = shlex.join(["python", "tools/pretrain_source_sam.py", *(sys.argv[1:] if argv is None else argv)])
@@ -296,18 +279,21 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
                  f"{device}; box prior on {len(test_set)} source test scenes: mIoU {prior:.4f}")
     run.started = time.time()
 
+    def save() -> None:
+        """Write last.ckpt (engine/checkpoint.py), with this session's time so far."""
+        sessions[-1]["seconds"] = round(time.time() - run.started, 1)
+        save_pretraining(fabric, ckpt_path, run, model.sam, optimizer, vars(args), command, sessions)
+
     losses: list[float] = []
     end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
     stream = TrainingStream(args.seed, run.step, end, range(fabric.global_rank, args.batch_size, fabric.world_size),
                             size, args.max_objects)
     per_instance_dice = args.dice == "per-instance"
-    stopper = StopOnSignal("saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now, "
-                           "losing the steps since the last save)")
-    with stopper:
+    with StopOnSignal() as stopper:
         batches = DataLoader(stream, batch_size=None, num_workers=args.workers, pin_memory=fabric.device.type == "cuda")
         for scenes in batches:
             if received := stop_requested(fabric, stopper):
-                save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
+                save()
                 resume = command if args.resume else f"{command} --resume"
                 raise RunStopped(f"Stopped at step {run.step} of {args.steps} ({received.name}); saved {ckpt_path}. "
                                  f"Continue with: {resume}", 128 + received)
@@ -350,8 +336,8 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
                              f"{run.elapsed() / 60:.1f} min", flush=True)
                 model.train()
             if run.step % args.save_interval == 0:
-                save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
-    save(fabric, ckpt_path, run, model, optimizer, args, command, sessions)
+                save()
+    save()
     fabric.print(f"Stopped at step {run.step} of {args.steps}; {ckpt_path} holds the state (continue with --resume).")
     return {"step": run.step, "history": run.history, "box_prior": prior}
 
