@@ -82,7 +82,8 @@ def test_the_readme_is_a_guide_of_at_most_300_lines():
 
 def test_every_docs_page_is_linked_from_the_readme():
     linked = {(REPO / target.partition("#")[0]).resolve() for target in links(REPO / "README.md")}
-    unlinked = [str(page.relative_to(REPO)) for page in sorted(REPO.glob("docs/**/*.md")) if page.resolve() not in linked]
+    pages = sorted(REPO.glob("docs/**/*.md"))
+    unlinked = [str(page.relative_to(REPO)) for page in pages if page.resolve() not in linked]
     assert not unlinked, f"README.md links no page {unlinked}"
 
 
@@ -91,7 +92,8 @@ def test_the_readme_starts_with_the_two_set_up_commands_and_ci_runs_the_second()
     (quiet pip aside), so what the README promises is what CI runs."""
     block = re.search(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(), re.DOTALL | re.MULTILINE).group(1)
     commands = [line for line in block.splitlines() if line and not line.startswith("#")]
-    install = "python3 -m pip install -r requirements.txt && python3 -m pip install --no-deps -r requirements-nodeps.txt"
+    install = ("python3 -m pip install -r requirements.txt && "
+               "python3 -m pip install --no-deps -r requirements-nodeps.txt")
     assert commands == [f"{install} && python3 adaptation.py", f"{install} && python3 -m pytest -q"]
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("python3")]
     assert [line.replace("pip install -q ", "pip install ") for line in ci] == [commands[1]]
