@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -271,7 +272,7 @@ def bound_cell(runs: list[dict[str, Any]]) -> str:
 def report(args: argparse.Namespace, swaps: dict[str, Any], bounds: dict[tuple[str, str], list[dict[str, Any]]],
            sizes: dict[str, int]) -> str:
     cfg = domain_config(args, args.domains[0])
-    command = " ".join(["python3 tools/reachability.py", *args.argv])
+    command = shlex.join(["python3", "tools/reachability.py", *args.argv])
     schedules = "; ".join(f"{domain}: {learning_rate_schedule(domain_config(args, domain))}"
                           for domain in args.bound_domains)
     lines = [
