@@ -72,7 +72,7 @@ def test_scene_size_trains_any_model_and_is_fixed_on_resume(tmp_path, model_type
     short = [*SHORT[:1], model_type, *SHORT[2:], "--out", str(tmp_path / "run")]
     result = pretrain.main(short + ["--scene-size", "64", "--stop-at", "1", "--eval-images", "2"])
     assert result["step"] == 1 and 0.2 < result["box_prior"] < 1.0
-    with pytest.raises(ConfigError, match="on scenes of side 64; resume it with the same --model-type, --steps and "
+    with pytest.raises(ConfigError, match="on 64-px scenes; resume it with the same --model-type, --steps and "
                                           "--scene-size"):
         pretrain.main(short + ["--resume"])
 
@@ -138,7 +138,8 @@ def test_short_run_resumes_exactly_renders_ahead_and_exports_loadable_weights(tm
         torch.testing.assert_close(c["model"][key], value, msg=key)
     assert [h["miou"] for h in rendered_ahead["history"]] == pytest.approx([h["miou"] for h in a["history"]])
 
-    with pytest.raises(ConfigError, match="same --model-type and --steps"):
+    with pytest.raises(ConfigError, match="for 4 steps on scenes of its input size; resume it with the same "
+                                          "--model-type, --steps and --scene-size"):
         pretrain.main([*SHORT[:3], "5", *SHORT[4:], "--out", str(tmp_path / "whole"), "--resume"])
     with pytest.raises(ConfigError, match="does not exist"):
         pretrain.main(SHORT + ["--out", str(tmp_path / "nothing"), "--resume"])

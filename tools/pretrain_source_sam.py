@@ -287,11 +287,13 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
     ckpt_path = out / "last.ckpt"
     check_resume(args, ckpt_path)
     run, saved = (load_checkpoint(ckpt_path, PRETRAINING_PARTS) if args.resume else (RunState(), None))
+    saved_scene_size = saved["args"].get("scene_size", 0) if saved else 0  # a run from before the option: 0
     if saved and (saved["args"]["model_type"] != args.model_type or saved["args"]["steps"] != args.steps
-                  or saved["args"].get("scene_size", 0) != args.scene_size):
+                  or saved_scene_size != args.scene_size):
+        scenes = f"{saved_scene_size}-px scenes" if saved_scene_size else "scenes of its input size"
         raise ConfigError(f"{ckpt_path} is a run of {saved['args']['model_type']} for {saved['args']['steps']} "
-                          f"steps on scenes of side {saved['args'].get('scene_size', 0) or 'its input size'}; resume "
-                          "it with the same --model-type, --steps and --scene-size, or choose another --out.")
+                          f"steps on {scenes}; resume it with the same --model-type, --steps and --scene-size, or "
+                          "choose another --out.")
     announce_precision(args.precision, args.accelerator)
     fabric = Fabric(accelerator=args.accelerator, devices=args.devices, precision=args.precision,
                     strategy="ddp" if args.devices > 1 else "auto")
