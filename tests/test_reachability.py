@@ -94,6 +94,15 @@ def test_full_fine_tuning_trains_only_its_part_of_the_image_path(tmp_path, model
     assert reachability.placement_overrides("qv+stride4")[-1] == "lora.targets=['qv', 'stride4']"
 
 
+def test_a_placement_the_model_lacks_is_refused_before_any_work(tmp_path):
+    overrides = [o for o in tiny_config_overrides(tmp_path / "unused") if not o.startswith("dataset.synthetic.shift")]
+    with pytest.raises(ConfigError, match=r"lora.targets=\['qx'\] names qx, which SAM \(model.type=vit_tiny\) "
+                                          "does not have"):
+        reachability.main(["--config", "configs/config.py", "--domains", "glass_blur", "--placements", "qv,qx",
+                           "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "table.md"), *overrides])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "table.md").exists()
+
+
 @pytest.mark.slow
 def test_the_tool_swaps_fine_tunes_writes_the_table_and_reads_finished_runs_back(tmp_path):
     overrides = [o for o in tiny_config_overrides(tmp_path / "unused") if not o.startswith(("out_dir", "dataset.synth"

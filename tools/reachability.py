@@ -51,7 +51,7 @@ from engine.evaluate import evaluate  # noqa: E402
 from engine.predictions import crop_to_region  # noqa: E402
 from engine.run import set_optimizer_values  # noqa: E402
 from losses.wesam_loss import wesam_loss  # noqa: E402
-from models import build_wesam  # noqa: E402
+from models import build_wesam, check_model_config  # noqa: E402
 from models.backbones import build_network, evaluation_decoding, input_sizes  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from tools.benchmark_shift import DEFAULT_DOMAINS, learning_rate_schedule  # noqa: E402
@@ -322,9 +322,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
     out = check_output(args.out, "--out")
     check_output(args.runs, "--runs", "folder")
-    for domain in {*args.domains, *args.bound_domains}:  # a bad key or value, or a missing config, fails here
+    for domain in {*args.domains, *args.bound_domains}:  # a bad key, value or target, a missing config fail here
         for placement in args.placements or [""]:
-            domain_config(args, domain, placement_overrides(placement) if placement else [])
+            check_model_config(domain_config(args, domain, placement_overrides(placement) if placement else []))
     swaps = {domain: swap_results(args, domain) for domain in args.domains}
     bounds = {(domain, placement): supervised_runs(args, domain, placement)
               for domain in args.bound_domains for placement in args.placements}
