@@ -50,8 +50,9 @@ class Backbone(Protocol):
     lora_parameters: dict[str, int]
     pixel_normalize: bool
     # the maps of decode's features, by stride of the input (tools/reachability.py swaps them one by one):
-    # SAM ("stride16",), its image embedding; SAM 2 ("stride16", "stride8", "stride4"), the embedding the
-    # decoder's transformer attends to and the two high-resolution maps of its mask upsampling
+    # SAM its image embedding, ("stride16",) (vit_small: ("stride8",)); SAM 2 ("stride16", "stride8",
+    # "stride4"), the embedding the decoder's transformer attends to and the high-resolution maps of its
+    # mask upsampling
     feature_levels: tuple[str, ...]
 
     @property

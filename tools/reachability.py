@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
     out = check_output(args.out, "--out")
     check_output(args.runs, "--runs", "folder")
-    for domain in {*args.domains, *args.bound_domains}:  # a bad key, value or target, a missing config fail here
+    for domain in {*args.domains, *args.bound_domains}:  # a bad key, value or target, or a missing config, fails here
         for placement in args.placements or [""]:
             check_model_config(domain_config(args, domain, placement_overrides(placement) if placement else []))
     swaps = {domain: swap_results(args, domain) for domain in args.domains}
