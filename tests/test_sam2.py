@@ -462,10 +462,14 @@ def test_sam2_1_hiera_t_at_1024_equals_the_predictor_built_each_way(image_files)
     assert (ours["meta"] - ours["raw"]).abs().max() > 1e-3  # the fallback was taken (random weights: unstable)
 
 
-@pytest.mark.parametrize("domain", ["glass_blur", "defocus_blur", "medical"])
+SAM2_DOMAINS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / "sam2").glob("*.py")
+                      if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("domain", SAM2_DOMAINS)
 def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
     """configs/sam2/<domain>.py names the shipped weights (at most 30 MiB), which load strictly, with
-    the record of how they were made beside them."""
+    the record of how they were made beside them, and its placement (lora.targets) builds."""
     import json
 
     from models import build_wesam
@@ -478,6 +482,7 @@ def test_the_sam2_configs_build_the_shipped_sam2_small(domain):
     assert record["model_type"] == "sam2_small" and record["history"][-1]["miou"] > record["history"][-1]["box_prior"]
     model = build_wesam(cfg)
     assert isinstance(model.backbone, Sam2Backbone) and model.image_size == 128
+    assert set(SAM2_DOMAINS) >= {"glass_blur", "defocus_blur", "medical", "gaussian_noise"}
 
 
 @pytest.mark.parametrize("override", ["memory_saving=true", "model.pixel_normalize=false"])

@@ -14,11 +14,13 @@ from typing import Any
 from configs.shift import shift_config
 
 
-def sam2_shift_config(shift: str, flip: bool = True, **schedule: Any) -> dict[str, Any]:
-    """configs/shift's config of `shift` with sam2_small, the weak view's flips on or off, and the
-    `opt` keys in `schedule` replacing configs/config.py's."""
+def sam2_shift_config(shift: str, flip: bool = True, targets: tuple[str, ...] = ("qv",),
+                      **schedule: Any) -> dict[str, Any]:
+    """configs/shift's config of `shift` with sam2_small, the weak view's flips on or off, LoRA at
+    `targets` (lora.targets) and the `opt` keys in `schedule` replacing configs/config.py's."""
     config = shift_config(shift, **schedule)
     config["out_dir"] = f"runs/sam2/{shift}"
     config["model"] = {"type": "sam2_small", "checkpoint": "models/weights/sam2_small_source.safetensors"}
     config["augment"] = {"flip": flip}
+    config["lora"] = {"targets": list(targets)}
     return config
