@@ -1,7 +1,7 @@
 """Every option of wesam with its default. Do not edit: override in configs/config.py,
 in a file given with --config, or on the command line as dotted key=value pairs.
 
-Values marked (paper) are those of the WeSAM paper / authors' code (see README, "Differences").
+Values marked (paper) are those of the WeSAM paper / authors' code (see docs/differences.md).
 """
 
 base_config = {
@@ -9,7 +9,7 @@ base_config = {
     "out_dir": "runs/default",  # where the config, metrics, logs and checkpoints of a run go
     "accelerator": "auto",  # "cpu", "cuda" or "auto" (CUDA when available)
     "devices": 1,  # number of devices (processes) per node; 2 on a CPU runs DDP over gloo
-    "num_nodes": 1,  # machines of a multi-node run, started by torchrun or SLURM (README, "Several machines")
+    "num_nodes": 1,  # machines of a multi-node run, started by torchrun or SLURM (docs/usage.md, "Several machines")
     "strategy": "auto",  # Fabric strategy: "auto", "ddp", "ddp_spawn"
     "precision": "32-true",  # "32-true", "bf16-mixed" or "16-mixed" (16-mixed needs CUDA)
     "num_workers": 0,  # data-loading worker processes per device
@@ -27,7 +27,7 @@ base_config = {
     "num_points": 5,  # positive and negative points per instance for prompt=point (paper: 5 + 5)
     "coarse_as": "box",  # prompt=coarse fed as the polygon's "box" (authors' code) or as a "mask" input (paper text)
     # coarse_as=box: box of the "largest" contour's polygon after the resize, or "authors"
-    # (first contour, at native size; README, "Differences")
+    # (first contour, at native size; docs/differences.md)
     "coarse_polygon": "largest",
     # prompt=point: negatives drawn outside the instance in the "image", or the padded "canvas" too (authors' code)
     "point_negatives": "image",
@@ -66,7 +66,7 @@ base_config = {
         "train_images": 0,  # training images of the dataset, from which paper.code derives num_steps and eval_interval
     },
     "dataset": {
-        "name": "synthetic",  # dataset loader to use (see README for the list)
+        "name": "synthetic",  # dataset loader to use (datasets/__init__.py DATASETS; PREPARE.md)
         "root": "",  # folder of the dataset on disk (unused by "synthetic"); PREPARE.md gives each layout
         "corruption": "gaussian_noise",  # coco_c: the corruption, a folder of <root>/corruption/
         "interleave": 6,  # coco, folder without per-split files, osd: k:1 split, k images to train then 1 to eval
@@ -81,7 +81,7 @@ base_config = {
             # 0: all
             "max_masks": 0,
             # COCO-format datasets: "drop" annotations with a zero-width or zero-height box or no segmentation;
-            # "authors": their rule (README, "Differences")
+            # "authors": their rule (docs/differences.md)
             "zero_size": "drop",
         },
         "synthetic": {
@@ -117,12 +117,12 @@ base_config = {
         # single-mask decoding of evaluation (Direct included) and predict.py: "meta" as SAM2ImagePredictor on
         # build_sam2's default (an unstable first mask replaced by the best multimask output), "raw" the first mask
         # token; "auto": meta for the official SAM 2 checkpoints, raw for sam2_tiny and sam2_small (their multimask
-        # tokens were never trained) and SAM (the same either way). Training always decodes raw (README, "SAM 2")
+        # tokens were never trained) and SAM (the same either way). Training always decodes raw (docs/sam2.md)
         "decoding": "auto",
     },
     "lora": {
         "rank": 4,  # LoRA rank of every adapted layer (paper)
-        # layers with LoRA (README, "Where LoRA goes"): "qv" q and v of every image-encoder block's attention (paper),
+        # layers with LoRA (docs/lora_targets.md): "qv" q and v of every image-encoder block's attention (paper),
         # "qkv" q, k and v, "proj" its output projection, "mlp" the block's MLP, "patch_embed"; SAM 2 also "stride4",
         # "stride8": everything that makes that high-resolution map. A layer named twice is adapted once
         "targets": ["qv"],

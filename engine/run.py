@@ -126,7 +126,7 @@ def slow_bf16_notice(precision: str, accelerator: str) -> str | None:
     cpu = ("a CPU whose instruction flags could not be read" if cpu_flags() is None else
            f"a CPU without bf16 instructions (none of {', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo)")
     return (f"Note: precision=bf16-mixed on {cpu}: bf16 is emulated, so a step may take several times as long as "
-            "with precision=32-true (README, Troubleshooting).")
+            "with precision=32-true (docs/troubleshooting.md, \"bf16 on a CPU\").")
 
 
 def announce_precision(precision: str, accelerator: str) -> None:

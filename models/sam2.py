@@ -87,7 +87,7 @@ SMALL_SAM2: dict[str, tuple[str, dict[str, Any]]] = {
         "image_encoder.neck.backbone_channel_list": [64, 32, 16, 8],
         **_memory_of_width(32),
     }),
-    # the embedded default's SAM 2 (pretrained here like vit_small: models/weights/, README "SAM 2"):
+    # the embedded default's SAM 2 (pretrained here like vit_small: models/weights/, docs/sam2.md):
     # 128 px, Hiera 32 -> 256 wide over 1 + 2 + 4 + 1 blocks, 8 x 8 image embedding of 64 channels
     "sam2_small": ("configs/sam2.1/sam2.1_hiera_t.yaml", {
         "image_size": 128,

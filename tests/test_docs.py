@@ -1,4 +1,5 @@
-"""The documentation's links resolve, and no file of the repository points outside it."""
+"""The documentation's links resolve, the README stays a guide (short, its set-up commands the CI's, every
+docs/ page linked from it), and no file of the repository points outside it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "INSTALL.md", "PREPARE.md", *sorted(str(p.relative_to(REPO)) for p in REPO.glob("results/*.md"))]
+DOCS = ["README.md", "INSTALL.md", "PREPARE.md",
+        *sorted(str(p.relative_to(REPO)) for folder in ("docs", "results") for p in REPO.glob(f"{folder}/**/*.md"))]
+README_MAX_LINES = 300  # a guide; the reference lives in docs/
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 # a sibling checkout's shared folder, or an absolute path on one machine (written so that this line does not match)
@@ -66,6 +69,34 @@ def test_every_relative_link_points_to_a_file_or_anchor_that_exists(doc):
         elif fragment and fragment not in anchors(linked):
             broken.append(f"{target}: no heading with anchor #{fragment} in {linked.name}")
     assert not broken, f"{doc}: " + "; ".join(broken)
+
+
+def test_the_documentation_covers_docs_and_results_pages():
+    assert {"docs/extending.md", "docs/troubleshooting.md", "results/sam2/shift_benchmark.md"} <= set(DOCS)
+
+
+def test_the_readme_is_a_guide_of_at_most_300_lines():
+    lines = len((REPO / "README.md").read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move reference text to docs/ and link it"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(REPO / target.partition("#")[0]).resolve() for target in links(REPO / "README.md")}
+    pages = sorted(REPO.glob("docs/**/*.md"))
+    unlinked = [str(page.relative_to(REPO)) for page in pages if page.resolve() not in linked]
+    assert not unlinked, f"README.md links no page {unlinked}"
+
+
+def test_the_readme_starts_with_the_two_set_up_commands_and_ci_runs_the_second():
+    """The README's first code block: install and adapt, install and test; .ci/run is that test command
+    (quiet pip aside), so what the README promises is what CI runs."""
+    block = re.search(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(), re.DOTALL | re.MULTILINE).group(1)
+    commands = [line for line in block.splitlines() if line and not line.startswith("#")]
+    install = ("python3 -m pip install -r requirements.txt && "
+               "python3 -m pip install --no-deps -r requirements-nodeps.txt")
+    assert commands == [f"{install} && python3 adaptation.py", f"{install} && python3 -m pytest -q"]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("python3")]
+    assert [line.replace("pip install -q ", "pip install ") for line in ci] == [commands[1]]
 
 
 def tracked_text_files() -> list[Path]:

@@ -251,7 +251,7 @@ def render(table: str, cells: list[Cell], summaries: dict[Cell, dict[str, Any]],
         "† The best evaluation of the run and its step, chosen on the evaluated split itself, as the authors "
         "chose their checkpoint: an optimistic number, shown for comparison with theirs.", "",
         "Our mIoU is measured on the resized image without its padding, at logit 0; the authors' on the padded "
-        "1024 × 1024 canvas at logit 0.5 (README, \"Differences from the authors' code\").",
+        "1024 × 1024 canvas at logit 0.5 (docs/differences.md).",
     ]
     if len(done) < len(cells):
         lines += ["", f"{len(cells) - len(done)} of {len(cells)} runs not finished ({PENDING}); the same command "
