@@ -33,7 +33,8 @@ NOT_IMAGE_PATH = {"vit_tiny": (),
                   "sam2_tiny": ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.",
                                 "mask_downsample.", "sam_mask_decoder.pred_obj_score_head.", "no_obj_ptr",
                                 "no_obj_embed_spatial", "maskmem_tpos_enc", "no_mem_pos_enc")}
-OTHER = {"vit_tiny": "sam2_tiny", "sam2_tiny": "vit_tiny"}
+# a backbone of another family, for each (resuming onto it is refused)
+OTHER = {model_type: BACKBONES[(i + 1) % len(BACKBONES)] for i, model_type in enumerate(BACKBONES)}
 
 
 def check_run_files(run: Path, steps: list[int]) -> dict[str, Any]:
