@@ -49,6 +49,11 @@ class Backbone(Protocol):
     sam: nn.Module
     lora_parameters: dict[str, int]
     pixel_normalize: bool
+    # the maps of decode's features, by stride of the input (tools/reachability.py swaps them one by one):
+    # SAM its image embedding, ("stride16",) (vit_small: ("stride8",)); SAM 2 ("stride16", "stride8",
+    # "stride4"), the embedding the decoder's transformer attends to and the high-resolution maps of its
+    # mask upsampling
+    feature_levels: tuple[str, ...]
 
     @property
     def image_size(self) -> int:
@@ -71,6 +76,12 @@ class Backbone(Protocol):
     def postprocess(self, logits: Tensor, valid: Tensor, original_size: tuple[int, int]) -> Tensor:
         """Low-res logits N x 1 x 4h x 4w of an image (region `valid` of the input) -> N x 1 x H x W at
         its original size, as the family's own predictor."""
+
+    def swap_features(self, features: Any, donor: Any, levels: tuple[str, ...]) -> Any:
+        """One image's decoder features (as encode gives them) with the maps of `levels` (a subset of
+        feature_levels) those of `donor`, the features of another image of the same size (the same scene
+        unshifted): the very tensors of each, nothing copied. SAM: the C x h x w embedding; SAM 2:
+        (C x h x w embedding, [C/8 x 4h x 4w (stride 4), C/4 x 2h x 2w (stride 8)])."""
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,11 @@ class SamBackbone(nn.Module):
     def image_size(self) -> int:
         return self.sam.image_encoder.img_size
 
+    @property
+    def feature_levels(self) -> tuple[str, ...]:
+        """decode's one map, the image embedding, by its stride: ("stride16",); vit_small's ("stride8",)."""
+        return (f"stride{self.image_size // self.sam.prompt_encoder.image_embedding_size[0]}",)
+
     def preprocess(self, images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """B x 3 x S x S uint8 (zero padded) -> B x 3 x S x S float, normalised, padding zero.
 
@@ -251,6 +256,10 @@ class SamBackbone(nn.Module):
             image_embeddings=features[None], image_pe=self.sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
         )
+
+    def swap_features(self, features: torch.Tensor, donor: torch.Tensor, levels: tuple[str, ...]) -> torch.Tensor:
+        """One image's embedding C x h x w, or `donor` (another image's) where `levels` names its level."""
+        return donor if self.feature_levels[0] in levels else features
 
     def postprocess(self, logits: torch.Tensor, valid: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Low-res logits N x 1 x 4h x 4w -> N x 1 x H x W, as SamPredictor: to the S x S input,

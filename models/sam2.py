@@ -71,6 +71,20 @@ def _memory_of_width(width: int) -> dict[str, Any]:
     }
 
 
+# sam2_small's network at any input side: Hiera 32 -> 256 wide over 1 + 2 + 4 + 1 blocks, image embedding
+# of 64 channels
+_SMALL_HIERA: dict[str, Any] = {
+    "image_encoder.trunk.embed_dim": 32,
+    "image_encoder.trunk.stages": [1, 2, 4, 1],
+    "image_encoder.trunk.global_att_blocks": [5],
+    "image_encoder.trunk.window_spec": [8, 4, 8, 4],
+    "image_encoder.trunk.window_pos_embed_bkg_spatial_size": [4, 4],
+    "image_encoder.neck.d_model": 64,
+    "image_encoder.neck.position_encoding.num_pos_feats": 64,
+    "image_encoder.neck.backbone_channel_list": [256, 128, 64, 32],
+    **_memory_of_width(64),
+}
+
 # Small configurations: a packaged configuration with these keys of `model` changed. Shape rules:
 # image_size divisible by 32 (its quarter by the first window); backbone_channel_list the trunk's
 # widths, reversed; d_model a multiple of 16, equal to the neck's num_pos_feats; the memory modules
@@ -88,19 +102,11 @@ SMALL_SAM2: dict[str, tuple[str, dict[str, Any]]] = {
         **_memory_of_width(32),
     }),
     # the embedded default's SAM 2 (pretrained here like vit_small: models/weights/, docs/sam2.md):
-    # 128 px, Hiera 32 -> 256 wide over 1 + 2 + 4 + 1 blocks, 8 x 8 image embedding of 64 channels
-    "sam2_small": ("configs/sam2.1/sam2.1_hiera_t.yaml", {
-        "image_size": 128,
-        "image_encoder.trunk.embed_dim": 32,
-        "image_encoder.trunk.stages": [1, 2, 4, 1],
-        "image_encoder.trunk.global_att_blocks": [5],
-        "image_encoder.trunk.window_spec": [8, 4, 8, 4],
-        "image_encoder.trunk.window_pos_embed_bkg_spatial_size": [4, 4],
-        "image_encoder.neck.d_model": 64,
-        "image_encoder.neck.position_encoding.num_pos_feats": 64,
-        "image_encoder.neck.backbone_channel_list": [256, 128, 64, 32],
-        **_memory_of_width(64),
-    }),
+    # 128 px, an 8 x 8 image embedding
+    "sam2_small": ("configs/sam2.1/sam2.1_hiera_t.yaml", {"image_size": 128, **_SMALL_HIERA}),
+    # sam2_small at 256 px: the same network and weights' shapes, a 16 x 16 image embedding (vit_small's)
+    # and 64 x 64 / 32 x 32 high-resolution maps, for the 128-px scenes resized up (docs/sam2.md)
+    "sam2_small256": ("configs/sam2.1/sam2.1_hiera_t.yaml", {"image_size": 256, **_SMALL_HIERA}),
 }
 
 SAM2_CONFIGS = sorted(OFFICIAL_SAM2) + sorted(SMALL_SAM2)
@@ -318,6 +324,9 @@ class Sam2Backbone(nn.Module):
     """
 
     pixel_normalize = True  # always ImageNet's mean and std (SAM 1's option to feed RGB / 255 has no SAM 2 twin)
+    # decode's maps by stride: the image embedding the two-way transformer attends to, and the two
+    # high-resolution maps of the mask upsampling (after conv_s1 and conv_s0)
+    feature_levels = ("stride16", "stride8", "stride4")
 
     def __init__(self, sam: SAM2Base, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
                  compiler: str = "off", lora_targets: Sequence[str] = DEFAULT_TARGETS) -> None:
@@ -387,6 +396,17 @@ class Sam2Backbone(nn.Module):
                 repeat_image=True, high_res_features=[feature[None] for feature in high_res] or None,
             )
         return logits, iou
+
+    def swap_features(self, features: tuple[torch.Tensor, list[torch.Tensor]],
+                      donor: tuple[torch.Tensor, list[torch.Tensor]],
+                      levels: tuple[str, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One image's decoder features (see encode) with the maps of `levels` (of feature_levels) taken
+        from `donor`, the features of another image of the same size (the same scene unshifted)."""
+        (embedding, high_res), (donor_embedding, donor_high_res) = features, donor
+        # high_res holds the stride-4 map, then the stride-8 one
+        high_res = [donor_map if level in levels else own for level, own, donor_map
+                    in zip(("stride4", "stride8"), high_res, donor_high_res)]
+        return (donor_embedding if "stride16" in levels else embedding), high_res
 
     def postprocess(self, logits: torch.Tensor, valid: torch.Tensor | None,
                     original_size: tuple[int, int]) -> torch.Tensor:

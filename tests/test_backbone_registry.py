@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning_fabric import Fabric
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
 import adaptation
 import predict
 import validate
+from datasets import DatasetSpec, build_dataset
+from engine.evaluate import evaluate
 from models import build_wesam, check_model_config, model_types
 from models.adapters import load_adapter
 from models.backbones import FAMILIES, backbone_metadata, evaluation_decoding, family_of, input_sizes
@@ -23,7 +26,7 @@ from models.lora import DEFAULT_TARGETS, STUDENT, Adapter, add_lora_targets, blo
 from models.sam1 import SamBackbone
 from tests.conftest import cli, forbid_work, tiny_config_overrides
 from tests.ondisk import decode_rle, write_image
-from tools import export
+from tools import export, reachability
 from utils.config import ConfigError, load_config
 
 # --- a toy third family: segment_anything's modules at 64 px, fed another way than SAM (the image resized
@@ -58,7 +61,9 @@ class ToyBackbone(nn.Module):
     """The toy's image path with LoRA: the Backbone of models/family.py."""
 
     pixel_normalize = False
-    decode = SamBackbone.decode  # its prompt encoder and decoder are segment_anything's, as SAM's
+    feature_levels = ("stride8",)  # decode's one map, the 8 x 8 image embedding
+    # its prompt encoder and decoder are segment_anything's, as SAM's, and so are its features
+    decode, swap_features = SamBackbone.decode, SamBackbone.swap_features
 
     def __init__(self, sam: ToySam, lora_rank: int, adapters: tuple[str, ...] = (STUDENT,),
                  lora_targets: tuple[str, ...] = DEFAULT_TARGETS) -> None:
@@ -139,6 +144,19 @@ def test_the_registry_answers_for_a_third_family(toy_family):
     assert evaluation_decoding("toy_tiny", "auto") == "raw"
     model = build_wesam(load_config(overrides=["model.type=toy_tiny", "model.checkpoint=", "lora.targets=mlp"]))
     assert isinstance(model.backbone, ToyBackbone) and model.backbone.lora_parameters["total"] > 0
+
+
+def test_the_reachability_tool_swaps_a_third_family_s_features(toy_family, tmp_path):
+    """tools/reachability.py asks the backbone for its feature levels and their swap: the toy's one map."""
+    configs = [load_config(overrides=[*tiny_config_overrides(tmp_path / "run"), "model.type=toy_tiny",
+                                      f"dataset.synthetic.shift={shift}"]) for shift in ("glass_blur", "none")]
+    shifted, clean = (build_dataset(DatasetSpec.from_config(cfg, **input_sizes("toy_tiny")), "val") for cfg in configs)
+    model = build_wesam(configs[0])
+    metrics = reachability.feature_swap(model, shifted, clean, 0.0, "image")
+    assert list(metrics) == ["shifted (Direct)", "clean stride8", "clean, all levels"]
+    fabric = Fabric(accelerator="cpu", devices=1)
+    assert metrics["shifted (Direct)"]["miou"] == pytest.approx(evaluate(fabric, model, shifted, None)["miou"])
+    assert metrics["clean stride8"]["miou"] == pytest.approx(evaluate(fabric, model, clean, None)["miou"])
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -41,6 +42,46 @@ def test_training_scene_is_a_function_of_seed_and_step():
         assert prompts["boxes"].shape == (n, 4) and (prompts["boxes"] >= 0).all() and (prompts["boxes"] <= 64).all()
     else:
         assert prompts["points"].shape == (n, 10, 2)
+
+
+@pytest.mark.parametrize("resize", ["square", "longest_side"])
+def test_scenes_of_another_side_are_resized_to_the_model_input_as_the_datasets_resize(resize):
+    """--scene-size: the scene is rendered (and augmented) at its own side, then the image is resized to
+    the model's input as the datasets resize it (SAM 2: floats; SAM: uint8) and the prompts scaled to
+    its frame; the masks stay at the scene's side."""
+    from datasets.transforms import resize_image, resize_square_image
+
+    model_input = {"image_size": 128, "embedding_size": 8, "resize": resize}
+    kinds = set()
+    for step in range(12):
+        native = pretrain.training_scene(0, step, 0, 64, 4)
+        scaled = pretrain.training_scene(0, step, 0, 64, 4, model_input)
+        image = native["image"].numpy().transpose(1, 2, 0)
+        expected = resize_square_image(image, 128) if resize == "square" else resize_image(image, 128)
+        assert scaled["image"].shape == (3, 128, 128) and scaled["image"].dtype == (
+            torch.float32 if resize == "square" else torch.uint8)
+        torch.testing.assert_close(scaled["image"], torch.from_numpy(expected.transpose(2, 0, 1)))
+        torch.testing.assert_close(scaled["masks"], native["masks"])
+        for key, value in native["prompts"].items():
+            torch.testing.assert_close(scaled["prompts"][key], value * (2 if key in ("boxes", "points") else 1))
+            kinds.add(key)
+    assert {"boxes", "points"} <= kinds
+
+
+@pytest.mark.parametrize("model_type", ["vit_tiny", "sam2_tiny"])
+def test_scene_size_trains_any_model_and_is_fixed_on_resume(tmp_path, model_type):
+    short = [*SHORT[:1], model_type, *SHORT[2:], "--out", str(tmp_path / "run")]
+    result = pretrain.main(short + ["--scene-size", "64", "--stop-at", "1", "--eval-images", "2"])
+    assert result["step"] == 1 and 0.2 < result["box_prior"] < 1.0
+    with pytest.raises(ConfigError, match="on 64-px scenes; resume it with the same --model-type, --steps and "
+                                          "--scene-size"):
+        pretrain.main(short + ["--resume"])
+
+
+def test_the_record_gives_the_command_of_the_whole_run():
+    """A run made over sessions (--resume, --minutes) is recorded with the one command that makes it."""
+    session = "python tools/pretrain_source_sam.py --steps 8 --resume --minutes 30 --out 'a b' --minutes=5"
+    assert pretrain.whole_run_command(session) == "python tools/pretrain_source_sam.py --steps 8 --out 'a b'"
 
 
 def test_both_prompt_kinds_and_jittered_boxes_occur():
@@ -98,7 +139,8 @@ def test_short_run_resumes_exactly_renders_ahead_and_exports_loadable_weights(tm
         torch.testing.assert_close(c["model"][key], value, msg=key)
     assert [h["miou"] for h in rendered_ahead["history"]] == pytest.approx([h["miou"] for h in a["history"]])
 
-    with pytest.raises(ConfigError, match="same --model-type and --steps"):
+    with pytest.raises(ConfigError, match="for 4 steps on scenes of its input size; resume it with the same "
+                                          "--model-type, --steps and --scene-size"):
         pretrain.main([*SHORT[:3], "5", *SHORT[4:], "--out", str(tmp_path / "whole"), "--resume"])
     with pytest.raises(ConfigError, match="does not exist"):
         pretrain.main(SHORT + ["--out", str(tmp_path / "nothing"), "--resume"])
@@ -145,10 +187,14 @@ def test_sam2_pretraining_resumes_exactly_trains_its_image_path_and_exports_a_lo
     assert not any(key.startswith(("memory_attention.", "memory_encoder.", "obj_ptr_proj.",
                                    "sam_mask_decoder.pred_obj_score_head.")) for key in changed)
     target = tmp_path / "sam2_tiny.safetensors"
-    pretrain.main(["--out", str(tmp_path / "whole"), "--export", str(target)])
+    pretrain.main(["--out", str(tmp_path / "split"), "--export", str(target)])
     model = build_sam2_model("sam2_tiny", target)
     for key, value in a["model"].items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    record = json.loads(target.with_suffix(".json").read_text())  # made over two sessions, recorded as one run
+    assert record["command"] == shlex.join(["python", "tools/pretrain_source_sam.py", *short, "--out",
+                                            str(tmp_path / "split")])
+    assert [session["start_step"] for session in record["sessions"]] == [0, 2]
 
 
 @pytest.mark.slow

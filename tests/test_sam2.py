@@ -94,7 +94,7 @@ def image_files(tmp_path_factory) -> dict[str, Path]:
 
 def test_model_types_and_builders():
     assert set(SAM2_CONFIGS) == {f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")} | {
-        "sam2_tiny", "sam2_small"}
+        "sam2_tiny", "sam2_small", "sam2_small256"}
     for model_type, (config, checkpoint) in OFFICIAL_SAM2.items():
         assert sam2_config(model_type) == (config, [])
         assert checkpoint.startswith(model_type.split("_hiera")[0]) and checkpoint.endswith(".pt")

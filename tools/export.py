@@ -18,11 +18,11 @@ load the file (its family's export, models/backbones.py FAMILIES); for SAM and S
     sam2 = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", "merged.pt", device="cpu")   # official configurations
     predictor = SAM2ImagePredictor(sam2)                             # or SAM2AutomaticMaskGenerator(sam2)
     from models.sam2 import build_sam2_model, image_predictor, mask_generator
-    sam2 = build_sam2_model("sam2_small", "merged.pt")               # sam2_tiny, sam2_small (this repository)
+    sam2 = build_sam2_model("sam2_small", "merged.pt")               # sam2_tiny, sam2_small(256) (this repository)
     predictor = image_predictor(sam2)                                # or mask_generator(sam2, ...)
 build_sam2's apply_postprocessing (default True) decides how a SAM2ImagePredictor decodes a single mask:
 the line printed sets it as the config's model.decoding does for predict.py and validate.py (True for
-"meta", the default of the official checkpoints; False for "raw", the default of sam2_tiny and sam2_small,
+"meta", the default of the official checkpoints; False for "raw", the default of the small SAM 2s made here,
 whose multimask tokens were never trained), so the predictor's masks are predict.py's. The package's
 predictor and generator hard-code the feature sizes of a 1024 px model: image_predictor and
 mask_generator give them those of the smaller ones.

@@ -8,6 +8,8 @@ All of SAM is trained (no LoRA) on an endless stream of fresh source scenes with
 masks: box prompts with jitter or 5 + 5 points, flips and photometric augmentation (brightness,
 contrast, gamma, colour balance, grey), so that a global intensity change is no shift for it.
 Loss: 20 focal + dice + IoU-head MSE, as SAM's own training. AdamW, linear warm-up, cosine decay.
+The scenes are rendered at the model's input side, or at --scene-size and resized to the input as the
+datasets resize them (sam2_small256: the 128-px scenes of the adaptation data, as it will read them).
 
 The run is resumable with the rules of adaptation.py: a folder that holds a run is refused unless
 --resume is given, which continues <out>/last.ckpt (engine/checkpoint.py: the run state, weights,
@@ -17,7 +19,8 @@ same model as one long run on the same device; --workers renders the scenes
 in data loader processes (a GPU needs them) without changing them. Every --eval-interval steps
 it reports source test mIoU (box prompts) beside the box prior (the ellipse inscribed in each box)
 in <out>/metrics.csv. --export writes the weights as safetensors plus a JSON record (command,
-seed, device, time, figures) beside them.
+seed, device, time, figures) beside them; its command makes the run in one go (no --resume or
+--minutes: its sessions are listed apart).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from datasets.prompts import boxes_from_masks, sample_points  # noqa: E402
 from datasets.scenes import box_prior_masks, render_scene  # noqa: E402
 from datasets.spec import SampleOptions  # noqa: E402
 from datasets.synthetic import SPLIT_STREAMS, SyntheticDataset  # noqa: E402
+from datasets.transforms import resize_image, resize_square_image  # noqa: E402
 from engine.checkpoint import PRETRAINING_PARTS, load_checkpoint, restore_pretraining, save_pretraining  # noqa: E402
 from engine.checks import check_foreign_files, check_outputs, run_main  # noqa: E402
 from engine.evaluate import evaluate  # noqa: E402
@@ -51,6 +55,7 @@ from engine.signals import RunStopped, StopOnSignal, stop_requested  # noqa: E40
 from engine.run import RunState, announce_precision, set_optimizer_values  # noqa: E402
 from losses.segmentation import dice_loss, focal_loss, iou_head_loss  # noqa: E402
 from models.backbones import build_network, input_sizes, model_types, official_checkpoint  # noqa: E402
+from models.family import InputSizes  # noqa: E402
 from models.weight_files import resolve_path  # noqa: E402
 from models.wesam import WeSAM, upscale_logits  # noqa: E402
 from utils.config import ConfigError, load_config  # noqa: E402
@@ -58,6 +63,9 @@ from utils.files import check_output, path_argument, write_csv, write_json  # no
 from utils.lock import hold_folder  # noqa: E402
 from utils.metrics import instance_scores  # noqa: E402
 
+# options that split a run into sessions without changing what it computes (resuming is exact), and how
+# many values each takes
+SESSION_OPTIONS = {"--resume": 0, "--minutes": 1}
 BOX_JITTER = 0.08  # std of each box edge's shift, as a fraction of the box side
 POINT_PROMPT_FRACTION = 0.4  # images whose instances get 5 + 5 points instead of a box
 
@@ -74,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dice", default="joint", choices=["joint", "per-instance"],
                         help="dice over all instances of a scene together, or per instance and averaged")
     parser.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most")
+    parser.add_argument("--scene-size", type=int, default=0,
+                        help="side of the rendered scenes, resized to the model's input as the datasets resize them "
+                             "(0: the model's input size; 128 for sam2_small256: the adaptation data's scenes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=path_argument,
                         help="start from these SAM weights (.safetensors/.pth, e.g. an --export) instead of random "
@@ -81,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=path_argument, default="runs/pretrain", help="folder for last.ckpt and "
                                                                                    "metrics.csv")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out (its last.ckpt) with the same --model-type and --steps")
+                        help="continue the run in --out (its last.ckpt) with the same --model-type, --steps and "
+                             "--scene-size")
     parser.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this long; 0: run to --steps")
     parser.add_argument("--stop-at", type=int, help="stop (resumably) at this step (default: run to --steps)")
     parser.add_argument("--eval-interval", type=int, default=1000)
@@ -114,8 +126,12 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x * 255).round().astype(np.uint8)
 
 
-def training_scene(seed: int, step: int, slot: int, size: int, max_objects: int) -> dict[str, Any]:
-    """Scene `slot` of training step `step`: augmented image, masks and jittered prompts."""
+def training_scene(seed: int, step: int, slot: int, size: int, max_objects: int,
+                   model_input: InputSizes | None = None) -> dict[str, Any]:
+    """Scene `slot` of training step `step`: augmented image, masks and jittered prompts, of side
+    `size`. For a `model_input` of another side, the image is resized to it as the datasets resize
+    (InputSizes "resize": uint8 for SAM, floats in [0, 1] for SAM 2) and the prompts are scaled to
+    its frame; the masks keep the scene's side (the loss compares the upscaled logits with them)."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS["pretrain"], step, slot])
     image, masks = render_scene(rng, size, max_objects)
     if rng.random() < 0.5:
@@ -132,6 +148,11 @@ def training_scene(seed: int, step: int, slot: int, size: int, max_objects: int)
         sides = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
         boxes = boxes + rng.normal(0, BOX_JITTER, boxes.shape) * sides
         prompts = {"boxes": torch.from_numpy(np.clip(boxes, 0, size).astype(np.float32))}
+    if model_input and model_input["image_size"] != size:  # a square scene: both resizes scale x and y alike
+        side = model_input["image_size"]
+        image = (resize_square_image if model_input["resize"] == "square" else resize_image)(image, side)
+        key = "points" if "points" in prompts else "boxes"
+        prompts[key] = prompts[key] * (side / size)
     return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()), "masks": torch.from_numpy(masks),
             "prompts": prompts}
 
@@ -140,15 +161,16 @@ class TrainingStream(Dataset):
     """This process's scenes of steps start, ..., end - 1: item i is the list of scenes `slots`
     of step start + i, so data loader workers can render them ahead of the training step."""
 
-    def __init__(self, seed: int, start: int, end: int, slots: range, size: int, max_objects: int) -> None:
+    def __init__(self, seed: int, start: int, end: int, slots: range, size: int, max_objects: int,
+                 model_input: InputSizes) -> None:
         self.seed, self.start, self.end, self.slots = seed, start, end, slots
-        self.size, self.max_objects = size, max_objects
+        self.size, self.max_objects, self.model_input = size, max_objects, model_input
 
     def __len__(self) -> int:
         return max(0, self.end - self.start)
 
     def __getitem__(self, index: int) -> list[dict[str, Any]]:
-        return [training_scene(self.seed, self.start + index, slot, self.size, self.max_objects)
+        return [training_scene(self.seed, self.start + index, slot, self.size, self.max_objects, self.model_input)
                 for slot in self.slots]
 
 
@@ -159,11 +181,12 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
     return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))
 
 
-def source_test_set(model_type: str, num_images: int) -> SyntheticDataset:
-    """Source-domain scenes at the model's input size, with box prompts; the rest as the default config's."""
+def source_test_set(model_type: str, num_images: int, scene_size: int = 0) -> SyntheticDataset:
+    """Source-domain scenes of side `scene_size` (0: the model's input size) as the model reads them, with
+    box prompts; the rest as the default config's."""
     sizes, defaults = input_sizes(model_type), load_config(user_config={})
     options = replace(SampleOptions.from_config(defaults, **sizes), prompt="box")
-    return SyntheticDataset("test", num_images, options, scene_size=sizes["image_size"],
+    return SyntheticDataset("test", num_images, options, scene_size=scene_size or sizes["image_size"],
                             max_objects=defaults.dataset.synthetic.max_objects, shift="none")
 
 
@@ -196,6 +219,21 @@ def sum_gradients_and_loss(fabric: Fabric, parameters: list[torch.nn.Parameter],
     return flat[-1]
 
 
+def whole_run_command(command: str) -> str:
+    """The command of a session of a run (<out>/last.ckpt's, the last one's) -> the command that makes
+    the run in one go: without SESSION_OPTIONS."""
+    words, kept = shlex.split(command), []
+    while words:
+        word = words.pop(0)
+        name, _, value = word.partition("=")
+        if name in SESSION_OPTIONS:
+            if not value:  # "--minutes 30": its value is the next word
+                del words[:SESSION_OPTIONS[name]]
+        else:
+            kept.append(word)
+    return shlex.join(kept)
+
+
 def export(args: argparse.Namespace) -> None:
     """Write the weights of <out>/last.ckpt as safetensors and, beside them, a JSON record of how they
     were made; a run that started from --init weights nests the record of those weights (read
@@ -208,16 +246,16 @@ def export(args: argparse.Namespace) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in saved["model"].items()}, str(target),
               metadata={"model_type": saved["args"]["model_type"], "step": str(run.step)})
-    record = {"model_type": saved["args"]["model_type"], "command": saved["command"], "args": saved["args"],
-              "step": run.step, "history": run.history, "sessions": saved["sessions"],
+    record = {"model_type": saved["args"]["model_type"], "command": whole_run_command(saved["command"]),
+              "args": saved["args"], "step": run.step, "history": run.history, "sessions": saved["sessions"],
               "parameters": sum(v.numel() for v in saved["model"].values()), "init": init_record}
     write_json(target.with_suffix(".json"), record)
     print(f"Wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) and {target.with_suffix('.json')}")
 
 
 def check_resume(args: argparse.Namespace, ckpt_path: Path) -> None:
-    """A folder that holds a run is continued only with --resume, and only with the run's --model-type
-    and --steps (the schedule); --resume needs a run to continue."""
+    """A folder that holds a run is continued only with --resume, and only with the run's --model-type,
+    --steps (the schedule) and --scene-size; --resume needs a run to continue."""
     if ckpt_path.exists() and not args.resume:
         raise ConfigError(f"'{ckpt_path.parent}' already holds a run. Continue it with the same command and "
                           "--resume, or choose another --out.")
@@ -249,9 +287,13 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
     ckpt_path = out / "last.ckpt"
     check_resume(args, ckpt_path)
     run, saved = (load_checkpoint(ckpt_path, PRETRAINING_PARTS) if args.resume else (RunState(), None))
-    if saved and (saved["args"]["model_type"] != args.model_type or saved["args"]["steps"] != args.steps):
+    saved_scene_size = saved["args"].get("scene_size", 0) if saved else 0  # a run from before the option: 0
+    if saved and (saved["args"]["model_type"] != args.model_type or saved["args"]["steps"] != args.steps
+                  or saved_scene_size != args.scene_size):
+        scenes = f"{saved_scene_size}-px scenes" if saved_scene_size else "scenes of its input size"
         raise ConfigError(f"{ckpt_path} is a run of {saved['args']['model_type']} for {saved['args']['steps']} "
-                          "steps; resume it with the same --model-type and --steps, or choose another --out.")
+                          f"steps on {scenes}; resume it with the same --model-type, --steps and --scene-size, or "
+                          "choose another --out.")
     announce_precision(args.precision, args.accelerator)
     fabric = Fabric(accelerator=args.accelerator, devices=args.devices, precision=args.precision,
                     strategy="ddp" if args.devices > 1 else "auto")
@@ -273,7 +315,8 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
         (f" x {fabric.world_size} processes" if fabric.world_size > 1 else "")
     sessions.append({"start_step": run.step, "device": device, "torch": str(torch.__version__), "seconds": 0.0})
     run.seconds = sum(s["seconds"] for s in sessions[:-1])
-    test_set = source_test_set(args.model_type, args.eval_images)
+    test_set = source_test_set(args.model_type, args.eval_images, args.scene_size)
+    scene_size = args.scene_size or size
     prior = box_prior_miou(test_set)
     fabric.print(f"Pretraining SAM {args.model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
                  f"{device}; box prior on {len(test_set)} source test scenes: mIoU {prior:.4f}")
@@ -287,7 +330,7 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
     losses: list[float] = []
     end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
     stream = TrainingStream(args.seed, run.step, end, range(fabric.global_rank, args.batch_size, fabric.world_size),
-                            size, args.max_objects)
+                            scene_size, args.max_objects, input_sizes(args.model_type))
     per_instance_dice = args.dice == "per-instance"
     with StopOnSignal() as stopper:
         batches = DataLoader(stream, batch_size=None, num_workers=args.workers, pin_memory=fabric.device.type == "cuda")
@@ -305,7 +348,7 @@ def pretrain(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dic
                 outputs = model.predict(images, valid, [fabric.to_device(s["prompts"]) for s in scenes], adapter=None)
             loss = torch.zeros((), device=fabric.device)
             for logits, iou, scene in zip(outputs["logits"], outputs["iou"], scenes):
-                logits = upscale_logits(logits.float(), size)
+                logits = upscale_logits(logits.float(), scene_size)
                 target = fabric.to_device(scene["masks"])[:, None].float()
                 loss = loss + 20 * focal_loss(logits, target) + \
                     dice_loss(logits, target, per_instance=per_instance_dice) + \
