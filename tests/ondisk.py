@@ -87,6 +87,11 @@ def compressed_rle(mask: np.ndarray) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].decode()}
 
 
+def decode_rle(segmentation: dict) -> np.ndarray:
+    """H x W bool of a compressed RLE whose counts are text, as predict.py and COCO jsons write it."""
+    return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()}).astype(bool)
+
+
 def uncompressed_rle(mask: np.ndarray) -> dict:
     """COCO's uncompressed RLE: run lengths over the column-major pixels, starting with zeros."""
     flat = mask.flatten(order="F").astype(np.uint8)

@@ -1,6 +1,7 @@
 """prompt_source=auto: the anchor's instances in everything mode (models/predictor.py, models/sam1.py,
 engine/auto_instances.py, datasets/auto_prompts.py), their cache, their recall, images-only datasets, and an
-adaptation that never reads a training label."""
+adaptation that never reads a training label; SAM 2's instances are those of the package's
+SAM2AutomaticMaskGenerator."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import torch
 from segment_anything.utils.amg import mask_to_rle_pytorch
 
 import adaptation
+from datasets import build_dataset
 from datasets.auto_prompts import AutoInstances, diagnose, match_counts
 from datasets.instances import InstanceDataset
 from datasets.synthetic import SyntheticDataset
 from engine.auto_instances import cached_instances, top_instances
 from models import build_wesam
 from models.lora import lora_layers
+from models.predictor import generator_settings
 from models.sam1 import WeSAMPredictor
-from tests.conftest import load_tool, tiny_config_overrides
-from tests.ondisk import build, coco_image, sample_options, write_coco_json, write_image, write_mask
-from tests.test_bad_inputs import cli
+from models.sam2 import build_sam2_model, mask_generator
+from tests.conftest import cli, load_tool, run_overrides, tiny_config_overrides
+from tests.ondisk import build, coco_image, dataset_spec, sample_options, write_coco_json, write_image, write_mask
 from utils.config import load_config
 
 # a grid of 4 x 4 points and no filter (quality, NMS): the random tiny SAM finds instances quickly
@@ -157,6 +160,33 @@ def test_adaptation_without_labels_resumes_with_its_cache_and_refreshes(tmp_path
 def write_images(folder: Path, count: int) -> None:
     for i in range(count):
         write_image(folder / f"im{i}.png", seed=i)
+
+
+def test_automatic_prompts_come_from_sam2s_generator_on_the_anchor(tmp_path):
+    """prompt_source=auto: the training instances are those of the package's SAM2AutomaticMaskGenerator
+    on the unadapted model (thresholds at 0, so the random model finds some)."""
+    run = tmp_path / "run"
+    cfg = load_config(overrides=run_overrides("sam2_tiny", run, *FAST_AUTO, "num_steps=2"))
+    result = adaptation.adapt(cfg)
+    found = json.loads((run / "summary.json").read_text())["auto_instances"]
+    assert found["built"] and found["instances_per_image"] == cfg.auto.top_k and found["images_without_instances"] == 0
+    assert result["last"]["step"] == 2 and result["last"]["pseudo_label_iou"] is None
+    cached = json.loads((run / "auto_instances/anchor.json").read_text())["images"]
+
+    with torch.random.fork_rng(devices=[]):  # the run's network without LoRA, as build_wesam draws it
+        torch.manual_seed(cfg.seed)
+        plain = build_sam2_model("sam2_tiny")
+    generator = mask_generator(plain, output_mode="uncompressed_rle", multimask_output=cfg.auto.multimask,
+                               **generator_settings(cfg.auto))
+    train = build_dataset(dataset_spec(cfg), "train")
+    assert len(cached) == len(train) == cfg.dataset.synthetic.num_train
+    for index, instances in enumerate(cached):
+        image = train.load_image(index)
+        expected = top_instances(generator.generate(image), cfg.auto.top_k)
+        assert [i["rle"] for i in instances] == [e["rle"] for e in expected]
+        assert instances[0]["rle"]["size"] == list(image.shape[:2])
+        for ours, theirs in zip(instances, expected):
+            assert ours["predicted_iou"] == pytest.approx(theirs["predicted_iou"], abs=1e-5)
 
 
 def test_folder_and_coco_of_images_only(tmp_path):

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning_fabric import Fabric
-from pycocotools import mask as mask_utils
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
@@ -25,9 +24,8 @@ from models.backbones import FAMILIES, backbone_metadata, evaluation_decoding, f
 from models.family import Family, InputSizes
 from models.lora import DEFAULT_TARGETS, STUDENT, Adapter, add_lora_targets, blocks_placement, use_adapter
 from models.sam1 import SamBackbone
-from tests.conftest import tiny_config_overrides
-from tests.ondisk import write_image
-from tests.test_bad_inputs import cli, forbid_work
+from tests.conftest import cli, forbid_work, tiny_config_overrides
+from tests.ondisk import decode_rle, write_image
 from tools import export, reachability
 from utils.config import ConfigError, load_config
 
@@ -108,8 +106,7 @@ def toy_family(monkeypatch):
 
 
 def rle_masks(results: list[dict]) -> np.ndarray:
-    return np.stack([mask_utils.decode({"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"]})
-                     for r in results]).astype(bool)
+    return np.stack([decode_rle(r["segmentation"]) for r in results])
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """COCO annotations one by one: one that cannot be a region is skipped with a warning naming its
 id while the other annotations of its image are kept; fields that disagree are said, never used
-silently."""
+silently. And a json as a whole: parts that disagree (unknown image ids, repeated ids and file names,
+images without a file) are named with counts, repeated image ids stop, a json without annotations (or
+whose annotations are all dropped) says so, unless it is a training split of automatic prompts."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import validate
+from datasets import DatasetLayoutError
+from datasets.files import ImagesOnlyDataset
 from datasets.layout import DataWarning
+from tests.conftest import TINY, cli
 from tests.ondisk import (HEIGHT, WIDTH, box_annotation, build, coco_image, compressed_rle, labels, uncompressed_rle,
                           write_image)
 
@@ -175,3 +181,67 @@ def test_a_bbox_reaching_beyond_its_image_is_said(tmp_path):
     masks, messages = read(tmp_path)
     assert len(masks) == 2
     assert "id 2: bbox [50, 30, 20, 20], image 60x40" in one_warning(messages, "reaching beyond their image")
+
+
+# --- a json as a whole
+
+def write_raw_coco(path: Path, images: list[dict], annotations: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1}]}))
+
+
+def coco_folder(root: Path, count: int = 3) -> list[dict]:
+    for i in range(1, count + 1):
+        write_image(root / "images" / f"{i}.png", seed=i)
+    return [coco_image(i, f"{i}.png") for i in range(1, count + 1)]
+
+
+def annotation(annotation_id: int, image_id: int, **extra) -> dict:
+    return {"id": annotation_id, "iscrowd": 0, "category_id": 1, **box_annotation(image_id, 2, 2, 20, 20), **extra}
+
+
+def test_coco_json_whose_parts_disagree_is_named_with_counts(tmp_path):
+    images = coco_folder(tmp_path)
+    images.append({"id": 4, "file_name": "gone.png", "height": 40, "width": 60})
+    images.append({"id": 5, "file_name": "1.png", "height": 40, "width": 60})
+    annotations = [annotation(1, 1), annotation(2, 2), annotation(2, 3), annotation(4, 99), annotation(5, 98)]
+    write_raw_coco(tmp_path / "annotations.json", images, annotations)
+    with pytest.warns(DataWarning) as caught:
+        dataset = build("coco", tmp_path, "val", "dataset.coco.val=annotations.json")
+    messages = "\n".join(str(w.message) for w in caught)
+    assert messages.count(str(tmp_path / "annotations.json")) == 4
+    assert "2 of its 5 annotations name an image id that is not among its images (e.g. id 99)" in messages
+    assert "1 annotation id(s) appear more than once (e.g. id 2)" in messages
+    assert "1 file name(s) are listed under more than one image id (e.g. '1.png')" in messages
+    assert "1 of its 5 images have no file" in messages and "'gone.png'" in messages
+    assert len(dataset) == 3  # the ids with an annotation of their own: 1, 2, 3
+
+
+def test_coco_json_with_repeated_image_ids_stops(tmp_path):
+    images = coco_folder(tmp_path, 2)
+    images[1]["id"] = 1
+    write_raw_coco(tmp_path / "annotations.json", images, [annotation(1, 1)])
+    with pytest.raises(DatasetLayoutError, match=r"lists 1 image id\(s\) more than once \(e.g. id 1, 2 times\)"):
+        build("coco", tmp_path, "val", "dataset.coco.val=annotations.json")
+
+
+def test_coco_json_without_annotations_says_so(tmp_path, capsys):
+    images = coco_folder(tmp_path)
+    write_raw_coco(tmp_path / "test.json", images, [])
+    overrides = ["dataset.name=coco", f"dataset.root={tmp_path}", "dataset.coco.test=test.json", *TINY]
+    code, message = cli(validate.main, overrides, capsys)
+    assert code == 1 and f"'{tmp_path / 'test.json'}' has no annotations (3 images" in message
+    assert "Traceback" not in message
+
+
+def test_coco_json_whose_annotations_are_all_dropped_says_why(tmp_path):
+    write_raw_coco(tmp_path / "test.json", coco_folder(tmp_path), [annotation(1, 1, iscrowd=1)])
+    with pytest.raises(DatasetLayoutError, match=r"none of the 1 annotations of '.*test.json' is used: each is a "
+                                                 r"crowd"):
+        build("coco", tmp_path, "test", "dataset.coco.test=test.json")
+
+
+def test_coco_training_json_without_annotations_is_images_only_with_auto_prompts(tmp_path):
+    write_raw_coco(tmp_path / "train.json", coco_folder(tmp_path), [])
+    dataset = build("coco", tmp_path, "train", "dataset.coco.train=train.json", "prompt_source=auto")
+    assert isinstance(dataset, ImagesOnlyDataset) and len(dataset) == 3

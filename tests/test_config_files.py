@@ -13,8 +13,7 @@ import pytest
 import adaptation
 import predict
 import validate
-from tests.conftest import load_tool, tiny_config_overrides
-from tests.test_bad_inputs import cli
+from tests.conftest import cli, load_tool, tiny_config_overrides
 from tools import export
 from utils.config import ConfigError, load_config, read_config_file
 
@@ -82,6 +81,14 @@ def test_a_broken_config_file_stops_with_its_line_and_cause(tmp_path, name):
     text, message = BROKEN[name]
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path / name, text))
+
+
+def test_config_file_with_a_syntax_error(tmp_path, capsys):
+    config = tmp_path / "my_config.py"
+    config.write_text('config = {\n    "num_steps": 10\n    "prompt": "box",\n}\n')
+    code, message = cli(adaptation.main, ["--config", str(config), f"out_dir={tmp_path / 'run'}"], capsys)
+    assert code == 1 and str(config) in message and "line 2" in message and "Fix that line" in message
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
-"""An expected mistake reads as the same one line wherever it is met: in the main process, in a
-DataLoader worker (num_workers > 0), or in one process of a distributed run (the others say it
-too, instead of the backend's traceback or a hang)."""
+"""An expected mistake reads as the same one line wherever it is met: on the command line (no traceback;
+a bug of ours keeps its traceback), in the main process, in a DataLoader worker (num_workers > 0), or in
+one process of a distributed run (the others say it too, instead of the backend's traceback or a hang)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -16,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 import adaptation
 from datasets import DatasetLayoutError, UnusableDatasetError
 from engine.checks import error_message, run_main
-from tests.conftest import ROOT, tiny_config_overrides
+from tests.conftest import ROOT, run_script, script_env, tiny_config_overrides
 from tests.ondisk import labels, write_corrupt, write_image, write_mask
 
 LINE = ("Error: None of the 3 images of the train split of 'folder' could be used for training; the warnings above "
@@ -84,7 +83,7 @@ def distributed_run(tmp_path: Path, other_rank: str) -> subprocess.CompletedProc
         for split in ("train", "test"):
             write_image(tmp_path / "good" / split / "images" / f"{stem}.png")
             write_mask(tmp_path / "good" / split / "masks" / f"{stem}.png", labels({1: (5, 5, 20, 20)}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "WORLD_SIZE", "RANK"))}
+    env = script_env()
     env.update(OMP_NUM_THREADS="1", WESAM_OTHER_DATA_RANK=other_rank, WESAM_OTHER_DATA_ROOT=str(tmp_path / "bad"))
     root = tmp_path / ("bad" if other_rank == "both" else "good")
     overrides = [o for o in tiny_config_overrides(tmp_path / "run") if not o.startswith("num_steps")]
@@ -102,3 +101,19 @@ def test_every_process_of_a_distributed_run_says_the_same_line(tmp_path, other_r
     assert result.returncode == 1, result.stderr[-3000:]
     assert errors == [LINE, LINE], result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "[rank" not in result.stderr, result.stderr[-3000:]
+
+
+def test_command_line_prints_the_message_without_a_traceback(trained_run, tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    result = run_script("validate.py", "--config", str(trained_run / "config.json"), "--ckpt", str(empty))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"Error: Adapter file '{empty}'")
+
+
+def test_a_bug_of_ours_keeps_its_traceback():
+    def buggy() -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError, match="a bug"):
+        run_main(buggy)

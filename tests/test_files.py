@@ -1,5 +1,6 @@
-"""Shared file logic of the dataset loaders: layout checks and splits (datasets/layout.py), reading images
-(datasets/images.py) and masks (datasets/masks.py), the mask-file dataset (datasets/files.py)."""
+"""Shared file logic of the dataset loaders: layout checks and splits (datasets/layout.py), masks against
+their images (datasets/masks.py), the mask-file dataset (datasets/files.py). Reading the files:
+tests/test_image_reading.py, tests/test_mask_reading.py."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from datasets.files import LabelMapDataset
-from datasets.images import read_image
 from datasets.instances import SampleError, SkippedImageWarning
 from datasets.layout import DatasetLayoutError, Layout, MaskRecord, interleave, mask_records
-from datasets.masks import check_same_size, drop_empty_masks, label_instances, read_label_map
-from tests.ondisk import labels, sample_options, write_corrupt, write_image, write_mask
+from datasets.masks import check_same_size, drop_empty_masks
+from tests.ondisk import labels, sample_options, write_image, write_mask
 
 TREE = """
 <root>/
@@ -42,67 +41,7 @@ def test_interleave_sizes_match_the_authors_splits(size, k, train, evaluation):
     assert len(interleave(items, k, "train")) == train and len(interleave(items, k, "test")) == evaluation
 
 
-# reading files
-
-def test_read_image_returns_rgb_uint8(tmp_path):
-    pixels = write_image(tmp_path / "a.png", seed=3)
-    image = read_image(tmp_path / "a.png")
-    assert image.dtype == np.uint8 and image.shape == (40, 60, 3)
-    np.testing.assert_array_equal(image, pixels)
-    Image.fromarray(pixels[..., 0]).save(tmp_path / "grey.png")
-    grey = read_image(tmp_path / "grey.png")
-    assert grey.shape == (40, 60, 3) and (grey == pixels[..., :1]).all()
-    write_image(tmp_path / "b.jpg")
-    assert read_image(tmp_path / "b.jpg").shape == (40, 60, 3)
-
-
-@pytest.mark.parametrize("reader", [read_image, read_label_map])
-def test_unreadable_or_missing_files_raise_sample_error_naming_the_file(tmp_path, reader):
-    write_corrupt(tmp_path / "broken.png")
-    with pytest.raises(SampleError, match="broken.png"):
-        reader(tmp_path / "broken.png")
-    with pytest.raises(SampleError, match="missing.png"):
-        reader(tmp_path / "missing.png")
-    # a truncated file (valid header, missing data)
-    write_image(tmp_path / "whole.png")
-    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
-    with pytest.raises(SampleError, match="cut.png"):
-        reader(tmp_path / "cut.png")
-
-
-def test_read_label_map_keeps_grey_palette_and_16_bit_values(tmp_path):
-    grey = labels({7: (0, 0, 10, 10), 200: (20, 5, 30, 30)})
-    write_mask(tmp_path / "grey.png", grey)
-    np.testing.assert_array_equal(read_label_map(tmp_path / "grey.png"), grey)
-    palette = labels({1: (0, 0, 10, 10), 2: (20, 5, 30, 30), 255: (10, 0, 12, 40)})
-    write_mask(tmp_path / "palette.png", palette, palette=True)
-    assert Image.open(tmp_path / "palette.png").mode == "P"
-    np.testing.assert_array_equal(read_label_map(tmp_path / "palette.png"), palette)
-    wide = labels({300: (0, 0, 10, 10), 65535: (20, 5, 30, 30)}, dtype=np.uint16)
-    write_mask(tmp_path / "wide.png", wide)
-    np.testing.assert_array_equal(read_label_map(tmp_path / "wide.png"), wide)
-
-
-def test_read_label_map_converts_colour_and_one_bit_masks_to_grey(tmp_path):
-    mask = labels({255: (5, 5, 20, 20)})
-    Image.fromarray(np.stack([mask] * 3, axis=-1)).save(tmp_path / "rgb.png")
-    np.testing.assert_array_equal(read_label_map(tmp_path / "rgb.png"), mask)
-    Image.fromarray(mask > 0).save(tmp_path / "bits.png")
-    assert Image.open(tmp_path / "bits.png").mode == "1"
-    np.testing.assert_array_equal(read_label_map(tmp_path / "bits.png"), mask)
-
-
-# label maps to instances
-
-def test_label_instances_gives_one_instance_per_value_except_background():
-    label_map = labels({3: (0, 0, 10, 10), 9: (20, 5, 30, 30), 255: (40, 0, 42, 40)})
-    masks = label_instances(label_map)
-    assert masks.shape == (3, 40, 60) and masks.dtype == bool
-    for mask, value in zip(masks, (3, 9, 255)):
-        np.testing.assert_array_equal(mask, label_map == value)
-    assert len(label_instances(label_map, background=(0, 255))) == 2
-    assert label_instances(np.zeros((4, 5), np.uint8)).shape == (0, 4, 5)
-
+# masks against their images
 
 def test_drop_empty_removes_masks_without_pixels_and_their_boxes():
     masks = np.zeros((3, 4, 4), bool)

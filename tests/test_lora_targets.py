@@ -25,9 +25,7 @@ from models.lora import (STUDENT, TEACHER, LoRAConv2d, LoRALinear, adapter_state
 from models.sam1 import SAM_TARGETS
 from models.sam2 import SAM2_TARGETS
 from models.weight_files import CheckpointError
-from tests.test_bad_inputs import cli
-from tests.test_e2e import read_csv, run_script
-from tests.test_sam2_runs import sam2_overrides
+from tests.conftest import cli, read_csv, run_overrides, run_script
 from tools import export
 from utils.config import ConfigError, load_config, parse_override
 
@@ -162,8 +160,8 @@ def test_the_anchor_has_one_digest_whatever_the_placement():
 @pytest.mark.parametrize("model_type, targets", PLACEMENTS, ids=placement_id)
 def test_a_merged_adapter_loads_strictly_into_a_plain_model_with_the_adapted_logits(tmp_path, model_type, targets):
     """merged_state_dict, written as tools/export.py writes it, loads strictly in build_sam /
-    build_sam2_model (the package's loaders for the official types: tests/test_sam2_runs.py,
-    tests/test_predict_export.py) and decodes as the adapted model."""
+    build_sam2_model (the package's loaders for the official types: tests/test_predict_export.py)
+    and decodes as the adapted model."""
     model = WeSAM.on(plain(model_type), 4, lora_targets=targets).eval()
     randomise(model)
     path = tmp_path / "merged.pt"
@@ -333,7 +331,7 @@ def test_a_run_with_a_wide_placement_resumes_exactly_and_exports(tmp_path, capsy
     and recorded, exact resume, lora.targets fixed on resume, every adapted layer trained; the adapter
     reproduces the run in validate.py and merges in tools/export.py into a strictly loading SAM 2."""
     targets = f"lora.targets={','.join(SAM2_WIDE)}"
-    common = [o for o in sam2_overrides(tmp_path) if not o.startswith("out_dir")] + [
+    common = [o for o in run_overrides("sam2_tiny", tmp_path) if not o.startswith("out_dir")] + [
         "teacher.mode=ema", "teacher.ema_rate=0.5", "opt.warmup_steps=2", "prompt=point", targets]
     straight, split = tmp_path / "straight", tmp_path / "split"
     adaptation.main(common + [f"out_dir={straight}"])
@@ -378,8 +376,8 @@ def test_a_run_with_a_wide_placement_resumes_exactly_and_exports(tmp_path, capsy
 
 @pytest.mark.slow
 def test_a_wide_placement_trains_in_bf16(tmp_path):
-    cfg = load_config(overrides=sam2_overrides(tmp_path / "run", "precision=bf16-mixed", "num_steps=2",
-                                               f"lora.targets={','.join(SAM2_WIDE)}"))
+    cfg = load_config(overrides=run_overrides("sam2_tiny", tmp_path / "run", "precision=bf16-mixed", "num_steps=2",
+                                              f"lora.targets={','.join(SAM2_WIDE)}"))
     result = adaptation.adapt(cfg)
     assert all(0.0 < result[k]["miou"] <= 1.0 for k in ("direct", "last"))
     weights = read_checkpoint(tmp_path / "run/checkpoints/last.ckpt")["lora"][STUDENT]
@@ -391,7 +389,8 @@ def test_a_wide_placement_trains_in_bf16(tmp_path):
 def test_a_wide_placement_trains_under_two_process_ddp_on_cpu(tmp_path):
     """Every adapted layer has a gradient on every rank (DDP would stop on an unused parameter), and
     the ranks' weights agree at every evaluation."""
-    overrides = [o for o in sam2_overrides(tmp_path / "run") if not o.startswith("dataset.synthetic.num_test")] + [
+    overrides = [o for o in run_overrides("sam2_tiny", tmp_path / "run")
+                 if not o.startswith("dataset.synthetic.num_test")] + [
         "devices=2", "strategy=ddp", "dataset.synthetic.num_test=5", f"lora.targets={','.join(SAM2_WIDE)}"]
     result = run_script("adaptation.py", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

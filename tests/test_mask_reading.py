@@ -1,6 +1,8 @@
-"""Mask files read as their authors mean them, or refused naming the file: binary masks saved as
-JPEG or drawn with smoothed edges, inverted masks (255 as background), masks drawn in the alpha
-channel alone, and animated or stacked files."""
+"""Mask files read as their authors mean them (datasets/masks.py), or refused naming the file: binary
+masks saved as JPEG or drawn with smoothed edges, inverted masks (255 as background), masks drawn in the
+alpha channel alone, animated or stacked files; label maps of every kind (grey, palette, 16-bit, grey
+saved as RGB, grey + alpha, 1-bit), one instance per value or per colour of a colour-coded mask, and
+what cannot be read right (anti-aliased colours, 16-bit colour, float, a binary mask in colour)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from PIL import Image
 from datasets.images import read_image
 from datasets.instances import SampleError, SkippedImageWarning
 from datasets.layout import DataWarning
-from datasets.masks import read_label_map
+from datasets.masks import label_instances, read_label_map
 from tests.ondisk import HEIGHT, WIDTH, build, labels, write_image, write_mask
 
 OBJECT = (5, 5, 40, 30)  # XYXY, exclusive ends
@@ -218,4 +220,109 @@ def test_an_animated_image_of_a_dataset_is_skipped_by_name(tmp_path):
     dataset = build("folder", tmp_path, "val", "dataset.interleave=1")
     assert [r.image.name for r in dataset.records] == ["b.gif"]  # listed, not left out
     with pytest.warns(SkippedImageWarning, match=r"image '.*b.gif' has 2 frames"):
+        assert dataset[0]["skipped"] == [0]
+
+
+# --- label maps and colour-coded masks
+
+def test_read_label_map_keeps_grey_palette_and_16_bit_values(tmp_path):
+    grey = labels({7: (0, 0, 10, 10), 200: (20, 5, 30, 30)})
+    write_mask(tmp_path / "grey.png", grey)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey.png"), grey)
+    palette = labels({1: (0, 0, 10, 10), 2: (20, 5, 30, 30), 255: (10, 0, 12, 40)})
+    write_mask(tmp_path / "palette.png", palette, palette=True)
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    np.testing.assert_array_equal(read_label_map(tmp_path / "palette.png"), palette)
+    wide = labels({300: (0, 0, 10, 10), 65535: (20, 5, 30, 30)}, dtype=np.uint16)
+    write_mask(tmp_path / "wide.png", wide)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "wide.png"), wide)
+
+
+def test_label_instances_gives_one_instance_per_value_except_background():
+    label_map = labels({3: (0, 0, 10, 10), 9: (20, 5, 30, 30), 255: (40, 0, 42, 40)})
+    masks = label_instances(label_map)
+    assert masks.shape == (3, 40, 60) and masks.dtype == bool
+    for mask, value in zip(masks, (3, 9, 255)):
+        np.testing.assert_array_equal(mask, label_map == value)
+    assert len(label_instances(label_map, background=(0, 255))) == 2
+    assert label_instances(np.zeros((4, 5), np.uint8)).shape == (0, 4, 5)
+
+
+def colour_instances(height: int = 30, width: int = 40) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A colour-coded instance mask: red, green (as dark as grey 76) and a dark red on black."""
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rects = {(255, 0, 0): (2, 2, 15, 12), (0, 130, 0): (18, 2, 35, 12), (10, 0, 0): (5, 16, 30, 27)}
+    masks = []
+    for colour, (x1, y1, x2, y2) in rects.items():
+        rgb[y1:y2, x1:x2] = colour
+        mask = np.zeros((height, width), bool)
+        mask[y1:y2, x1:x2] = True
+        masks.append(mask)
+    return rgb, masks
+
+
+def test_colour_coded_masks_give_one_instance_per_colour(tmp_path):
+    rgb, expected = colour_instances()
+    (tmp_path / "masks").mkdir()
+    for stem in ("a", "b"):
+        write_image(tmp_path / "images" / f"{stem}.png", height=30, width=40)
+        Image.fromarray(rgb).save(tmp_path / "masks" / f"{stem}.png")
+    masks = build("folder", tmp_path, "val", "dataset.interleave=1").load(0)[1]
+    assert len(masks) == 3  # red and green no longer merge, dark red no longer vanishes
+    assert sorted(m.sum() for m in masks) == sorted(m.sum() for m in expected)
+    for mask in expected:
+        assert any(np.array_equal(mask, m) for m in masks)
+
+
+def test_anti_aliased_colour_masks_are_refused_not_split(tmp_path):
+    rgb, _ = colour_instances()
+    smooth = cv2.GaussianBlur(rgb, (3, 3), 0)  # the blended edges a drawing tool's export leaves
+    path = tmp_path / "smooth.png"
+    Image.fromarray(smooth).save(path)
+    with pytest.raises(SampleError, match=r"mask '.*smooth.png' is colour-coded .* no pixel whose 4 neighbours "
+                                          r"share it: blended colours along edges from anti-aliasing or lossy"):
+        read_label_map(path)
+    jpeg = tmp_path / "lossy.jpg"
+    Image.fromarray(rgb).save(jpeg, quality=80)
+    with pytest.raises(SampleError, match="blended colours along edges"):
+        read_label_map(jpeg)
+
+
+def test_label_files_of_every_kind(tmp_path):
+    """Grey saved as RGB, palette with a transparent index, grey + alpha, 1-bit, 16-bit colour, float."""
+    labels = np.zeros((10, 12), np.uint8)
+    labels[1:4, 1:5], labels[5:9, 6:11] = 3, 7
+    Image.fromarray(np.repeat(labels[..., None], 3, axis=2)).save(tmp_path / "grey_as_rgb.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey_as_rgb.png"), labels)
+
+    indices = np.where(labels == 0, 9, labels).astype(np.uint8)  # index 9, transparent, is the background
+    palette = Image.fromarray(indices, "P")
+    palette.putpalette(list(np.random.default_rng(0).integers(0, 256, 768)))
+    palette.save(tmp_path / "palette.png", transparency=9)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "palette.png"), labels)
+
+    alpha = np.where(labels > 0, 255, 0).astype(np.uint8)
+    Image.fromarray(np.stack([np.where(labels > 0, labels, 200), alpha], axis=2).astype(np.uint8), "LA").save(
+        tmp_path / "grey_alpha.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey_alpha.png"), labels)
+
+    Image.fromarray(labels > 0).save(tmp_path / "one_bit.png")
+    assert Image.open(tmp_path / "one_bit.png").mode == "1"
+    np.testing.assert_array_equal(read_label_map(tmp_path / "one_bit.png"), np.where(labels > 0, 255, 0))
+
+    cv2.imwrite(str(tmp_path / "wide_colour.png"), np.repeat(labels[..., None], 3, axis=2).astype(np.uint16) * 999)
+    with pytest.raises(SampleError, match=r"mask '.*wide_colour.png' is 16-bit colour"):
+        read_label_map(tmp_path / "wide_colour.png")
+    Image.fromarray(labels.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(SampleError, match=r"mask '.*float.tif' is a float image"):
+        read_label_map(tmp_path / "float.tif")
+
+
+def test_binary_masks_in_colour_are_refused(tmp_path):
+    rgb, _ = colour_instances()
+    write_image(tmp_path / "Images/Test/a.jpg", height=30, width=40)
+    (tmp_path / "GT").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "GT/a.png")  # red is grey 76: background by the > 127 threshold
+    dataset = build("camo", tmp_path, "test")
+    with pytest.warns(SkippedImageWarning, match=r"binary mask '.*a.png' is in colour \(e.g. RGB \(255, 0, 0\)"):
         assert dataset[0]["skipped"] == [0]

@@ -21,12 +21,9 @@ import predict
 import validate
 from engine.resume import adaptation_command
 from models import build_sam
-from tests.conftest import load_tool, tiny_config_overrides
+from tests.conftest import TINY, cli, load_tool, snapshot, tiny_config_overrides
 from tests.ondisk import write_image
-from tests.test_bad_inputs import cli, snapshot
 from tools import export
-
-TINY = ["model.type=vit_tiny", "model.checkpoint=", "accelerator=cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pretrain_source_sam as pretrain  # noqa: E402
 from engine.checkpoint import read_checkpoint  # noqa: E402
 from models.sam1 import build_sam  # noqa: E402
 from models.weight_files import read_state_dict  # noqa: E402
+from tests.conftest import script_env  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 
 SHORT = ["--model-type", "vit_tiny", "--steps", "4", "--batch-size", "2", "--warmup", "2", "--eval-interval", "2",
@@ -226,7 +227,7 @@ def test_a_folder_in_use_is_refused_and_sigterm_saves_the_step_to_resume(tmp_pat
     args = ["--model-type", "vit_tiny", "--steps", "1000", "--batch-size", "2", "--warmup", "2", "--eval-interval",
             "1000", "--eval-images", "3", "--save-interval", "1", "--accelerator", "cpu", "--threads", "1",
             "--out", str(out)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "WORLD_SIZE", "RANK"))}
+    env = script_env()
     tool = [sys.executable, "tools/pretrain_source_sam.py"]
     first = subprocess.Popen([*tool, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env=env)

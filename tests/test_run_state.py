@@ -16,8 +16,7 @@ from engine.checkpoint import (ADAPTATION_PARTS, LATER_RUN_KEYS, RUN_KEYS, load_
                                run_from_state_dict, run_state_dict, set_rng_state, write_checkpoint)
 from engine.run import RunFiles, RunState, set_optimizer_values
 from models import CheckpointError
-from tests.conftest import tiny_config_overrides
-from tests.test_e2e import assert_same_adapters, read_csv
+from tests.conftest import assert_same_adapters, read_csv, tiny_config_overrides
 from utils.config import load_config
 
 
@@ -122,5 +121,5 @@ def test_a_checkpoint_of_the_former_format_resumes_exactly(tmp_path):
     assert set(former["lora"]["student"]) == {f"blocks.{i}.{p}" for i in range(2) for p in ("down_q", "up_q", "down_v",
                                                                                               "up_v")}
     adaptation.main(["--resume", str(split / "checkpoints/last.ckpt"), "num_steps=4"])
-    assert_same_adapters(tmp_path / "straight/checkpoints/last.ckpt", split / "checkpoints/last.ckpt")
+    assert_same_adapters(tmp_path / "straight/checkpoints/last.ckpt", split / "checkpoints/last.ckpt", atol=1e-7)
     assert read_csv(tmp_path / "straight/metrics.csv") == read_csv(split / "metrics.csv")

@@ -1,8 +1,9 @@
 """SAM 2 as a second backbone: builders and checkpoint messages, LoRA on the Hiera blocks against a
-dense reference, the image path that trains (only the parts it uses, decoding alike in train and
-eval mode), our path from a file on disk through a dataset sample against the package's
-SAM2ImagePredictor on a model that the package's build_sam2 built with and without its
-post-processing (model.decoding "meta" and "raw"), and the merged export loaded strictly by build_sam2."""
+dense reference, WeSAM2Predictor's anchor (the adapter off) against SAM2ImagePredictor, the image path
+that trains (only the parts it uses, decoding alike in train and eval mode), our path from a file on
+disk through a dataset sample against the package's SAM2ImagePredictor on a model that the package's
+build_sam2 built with and without its post-processing (model.decoding "meta" and "raw"), and the merged
+export loaded strictly by build_sam2."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from datasets.images import read_image
 from datasets.transforms import resize_square_image
 from losses.segmentation import iou_head_loss
 from engine.predictions import sample_outputs
-from models import CheckpointError, WeSAM, build_sam
+from models import CheckpointError, WeSAM, build_sam, build_wesam
 from models.backbones import evaluation_decoding
 from models.lora import STUDENT, TEACHER, lora_layers, merged_state_dict, use_adapter
 from models.sam2 import (
@@ -29,6 +30,7 @@ from models.sam2 import (
     OFFICIAL_SAM2,
     SAM2_CONFIGS,
     Sam2Backbone,
+    WeSAM2Predictor,
     _official_signature,
     _state_signature,
     build_sam2_model,
@@ -224,6 +226,29 @@ def test_lora_trains_only_the_student_and_the_anchor_is_the_plain_model():
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert grads and all(".adapters.student." in name for name in grads)
     assert all(p.grad.abs().sum() > 0 for name, p in model.named_parameters() if ".up_q." in name)
+
+
+def test_wesam2_predictor_without_adapter_equals_sam2_image_predictor():
+    cfg = load_config(overrides=["model.type=sam2_tiny", "model.checkpoint=", "accelerator=cpu"])
+    model = build_wesam(cfg).eval()
+    randomise_lora(model.sam)  # a trained-looking student, which the anchor must not use
+    reference = image_predictor(copy.deepcopy(model.sam))
+    for layer in lora_layers(reference.model):
+        layer.active = None
+    image = np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    point = {"point_coords": np.array([[40.0, 30.0], [120.0, 70.0]]), "point_labels": np.array([1, 0]),
+             "multimask_output": False, "return_logits": True}
+    outputs = {}
+    for name, predictor in (("reference", reference), ("anchor", WeSAM2Predictor(model, None)),
+                            ("student", WeSAM2Predictor(model, STUDENT))):
+        predictor.set_image(image)
+        outputs[name] = predictor.predict(**point)
+    masks, iou, low_res = outputs["anchor"]
+    assert low_res.shape == (1, 32, 32) and masks.shape == (1, 90, 150)
+    np.testing.assert_allclose(low_res, outputs["reference"][2], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(iou, outputs["reference"][1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(masks, outputs["reference"][0], rtol=0, atol=1e-4)
+    assert np.abs(outputs["student"][2] - low_res).max() > 1e-3  # the adapter matters: a real comparison
 
 
 def test_image_path_trains_only_what_it_uses():

@@ -1,5 +1,6 @@
 """Images a dataset cannot use are skipped with a warning and counted, never crash a run
-(InstanceDataset.__getitem__, collate)."""
+(InstanceDataset.__getitem__, collate); an evaluation split of which no image can be scored stops,
+naming why, rather than scoring mIoU 0."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import validate
 from datasets.instances import SampleError, SkippedImageWarning, UnusableDatasetError, collate
+from tests.conftest import TINY, cli
+from tests.ondisk import write_image, write_mask
 from tests.test_instances import RectDataset, assert_samples_equal
 
 
@@ -98,3 +102,16 @@ def test_skipped_positions_cross_worker_processes():
     assert [b["skipped"] for b in batches] == [[], [2]]
     assert [len(m) for b in batches for m in b["masks"]] == [6, 6, 0, 6]
     assert np.array_equal(batches[1]["valid"][0].numpy(), [0, 0, 64, 64])
+
+
+def test_evaluation_split_with_no_scored_image(tmp_path, capsys):
+    """A folder dataset whose masks are all background: each image skipped, naming its mask; nothing
+    to score, not mIoU 0."""
+    for i in range(3):
+        write_image(tmp_path / "data/images" / f"{i}.png", seed=i)
+        write_mask(tmp_path / "data/masks" / f"{i}.png", np.zeros((40, 60), np.uint8))
+    overrides = ["dataset.name=folder", f"dataset.root={tmp_path / 'data'}", "dataset.interleave=1", *TINY,
+                 "dataset.eval_split=val"]
+    with pytest.warns(SkippedImageWarning, match=r"mask '.*1.png' has no instance: every pixel is background"):
+        code, message = cli(validate.main, overrides, capsys)
+    assert code == 1 and "None of the 1 evaluation images could be used" in message
