@@ -2,9 +2,9 @@
 ceiling of each feature level and the supervised bound of each adapter placement.
 
     python3 tools/reachability.py --config "configs/sam2/{domain}.py" --placements qv,qkv+proj,qv+stride4 \\
-        --out results/sam2/reachability.md
+        --out runs/reachability_sam2.md
     python3 tools/reachability.py --config "configs/shift/{domain}.py" --placements qv \\
-        --out results/reachability.md   # SAM 1: one level
+        --out runs/reachability_sam1.md   # SAM 1: one level
 
 Feature swap (the synthetic scenes under a pixel shift: a corruption or medical): every image of
 the split is rendered twice, clean and shifted (the same scene, masks and prompts); the shifted
@@ -79,7 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of the supervised runs")
     parser.add_argument("--runs", type=path_argument, default="runs/reachability",
                         help="folder of the supervised runs and swap results")
-    parser.add_argument("--out", type=path_argument, default="results/sam2/reachability.md",
+    parser.add_argument("--out", type=path_argument, default="runs/reachability.md",
                         help="the markdown file written")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. opt.learning_rate=1e-3)")
     args = parser.parse_args(argv)
