@@ -27,7 +27,7 @@ Prompts = dict[str, Tensor]
 
 class InputSizes(TypedDict):
     """What a dataset needs to know of a model: its input side S, its image-embedding side h, and how an
-    image becomes S x S (datasets/transforms.py RESIZES: "longest_side" resize and pad, as SAM;
+    image becomes S x S (datasets/transforms.py: "longest_side" resize and pad, as SAM;
     "square" resize to the square as floats in [0, 1], as SAM 2)."""
 
     image_size: int
