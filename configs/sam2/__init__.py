@@ -1,10 +1,13 @@
 """The embedded demo and shift benchmark with SAM 2: configs/shift/'s domains (the same scenes,
 prompts and steps) with the shipped `sam2_small` in place of `vit_small`, and each domain's
-learning rate and weak view for it, the best of those tried on that domain's validation split
-(results/sam2/shift_benchmark.md says which).
+learning rate, weak view and LoRA placement for it, the best of those tried on that domain's
+validation split (results/sam2/validation.md for the benchmark's three domains, which keep q/v;
+results/sam2/reachability.md for gaussian_noise and shot_noise, which add the stride-4 path).
 
-    python adaptation.py --config configs/sam2/glass_blur.py
+    python adaptation.py --config configs/sam2/shot_noise.py
     python tools/benchmark_shift.py --config "configs/sam2/{domain}.py" --methods wesam --out results/sam2
+    python tools/benchmark_shift.py --config "configs/sam2/{domain}.py" --domains gaussian_noise,shot_noise \
+        --methods wesam,supervised --out results/sam2/placement
 """
 
 from __future__ import annotations
