@@ -90,14 +90,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def domain_config(args: argparse.Namespace, domain: str, extra: Sequence[str] = ()) -> Any:
-    """The config of `domain`'s runs on --split, with the overrides and `extra`."""
+def domain_run(args: argparse.Namespace, domain: str, extra: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """The config file of `domain`'s runs on --split and their overrides: --config's, then `extra`."""
     path = args.config.replace("{domain}", domain)
     if path != args.config and not Path(path).is_file():
         raise ConfigError(f"No config for domain '{domain}': {path} does not exist. Write one (see configs/sam2/), "
                           "or pass a --config without {domain} to run every domain with one config.")
-    return load_config(path, [*args.overrides, f"dataset.synthetic.shift={domain}",
-                              f"dataset.eval_split={args.split}", *extra])
+    return path, [*args.overrides, f"dataset.synthetic.shift={domain}", f"dataset.eval_split={args.split}", *extra]
+
+
+def domain_config(args: argparse.Namespace, domain: str, extra: Sequence[str] = ()) -> Any:
+    """The config of `domain`'s runs on --split, with the overrides and `extra`."""
+    return load_config(*domain_run(args, domain, extra))
 
 
 def placement_overrides(placement: str) -> list[str]:
@@ -223,9 +227,9 @@ def swap_results(args: argparse.Namespace, domain: str) -> dict[str, dict[str, f
         return saved["metrics"]
     torch.manual_seed(cfg.seed)
     model = build_wesam(cfg)
-    spec = DatasetSpec.from_config(cfg, **input_sizes(cfg.model.type))
-    clean_cfg = domain_config(args, domain, ["dataset.synthetic.shift=none"])
-    clean_spec = DatasetSpec.from_config(clean_cfg, **input_sizes(cfg.model.type))
+    sizes = input_sizes(cfg.model.type)
+    spec = DatasetSpec.from_config(cfg, **sizes)
+    clean_spec = DatasetSpec.from_config(domain_config(args, domain, ["dataset.synthetic.shift=none"]), **sizes)
     started = time.time()
     metrics = feature_swap(model, build_dataset(spec, args.split), build_dataset(clean_spec, args.split),
                            cfg.metric.threshold, cfg.metric.region, decoding)
@@ -238,18 +242,15 @@ def swap_results(args: argparse.Namespace, domain: str) -> dict[str, dict[str, f
 
 def supervised_runs(args: argparse.Namespace, domain: str, placement: str) -> list[dict[str, Any]]:
     """The summaries of the supervised runs of `placement` on `domain`, one per seed (run if not done)."""
-    path = args.config.replace("{domain}", domain)
     runs = []
     for seed in args.seeds:
         out_dir = Path(args.runs) / domain / placement.replace(":", "_") / f"seed{seed}"
         print(f"{domain} / supervised, {placement} / seed {seed}", flush=True)
+        path, overrides = domain_run(args, domain, [f"seed={seed}", *placement_overrides(placement)])
         if placement.startswith(FULL):
-            cfg = domain_config(args, domain, [f"seed={seed}", *placement_overrides(placement)])
-            runs.append(full_finetune(cfg, placement.removeprefix(FULL), out_dir))
+            runs.append(full_finetune(load_config(path, overrides), placement.removeprefix(FULL), out_dir))
         else:
-            runs.append(run_cell(out_dir, [*args.overrides, f"dataset.synthetic.shift={domain}",
-                                           f"dataset.eval_split={args.split}", f"seed={seed}",
-                                           *placement_overrides(placement)], path))
+            runs.append(run_cell(out_dir, overrides, path))
     return runs
 
 
